@@ -1,0 +1,57 @@
+#include "cli/cli.h"
+
+#include <stdio.h>
+
+/* TEMPORARY while modules land in parallel: a command whose file is not built yet
+ * is listed as unavailable. Removed once every command below exists. */
+#pragma weak hy_cmd_inspect
+#pragma weak hy_cmd_profile
+#pragma weak hy_cmd_iobench
+#pragma weak hy_cmd_run
+#include <string.h>
+
+struct command {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *summary;
+};
+
+static const struct command commands[] = {
+    {"profile", hy_cmd_profile, "profile this machine (CPU, RAM limits, storage, GPU); cached"},
+    {"iobench", hy_cmd_iobench, "measure storage read bandwidth of a path (O_DIRECT sweep)"},
+    {"inspect", hy_cmd_inspect, "read a GGUF header: tensors, roles, sizes"},
+    {"run", hy_cmd_run, "generate text from a model (prompt or interactive)"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "hypura - run language models larger than memory, tier by tier (GPU, RAM, NVMe)\n\n"
+            "usage: hypura COMMAND [ARGS]   (hypura COMMAND --help for its options)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("hypura 0.1.0\n");
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) {
+            if (!commands[i].fn) {
+                fprintf(stderr, "hypura: '%s' is not built yet\n", argv[1]);
+                return 2;
+            }
+            return commands[i].fn(argc - 1, argv + 1);
+        }
+    fprintf(stderr, "hypura: unknown command '%s' (see hypura --help)\n", argv[1]);
+    return 2;
+}
