@@ -1,0 +1,62 @@
+/* hypura: the public C API — open a model with a placement plan and generate.
+ *
+ * A session runs the whole pipeline once: read the GGUF header, profile the
+ * machine (cached), make the plan (pure), set up the NVMe tier for what the plan
+ * streams, and load the model through libllama with that placement. Budgets
+ * follow the precedence flags > HYPURA_* environment > profile defaults.
+ *
+ * Invariant: the plan decides where bytes live, never what is computed; any
+ * mode's logits equal full-resident's for the same file, build and kernels. */
+#ifndef HYPURA_H
+#define HYPURA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "engine/hy_engine.h"
+#include "gguf/hy_gguf.h"
+#include "plan/hy_plan.h"
+#include "profile/hy_profile.h"
+#include "stream/hy_stream.h"
+
+typedef struct {
+    const char *model_path;
+    uint64_t mem_budget;   /* 0: HYPURA_MEMORY_BUDGET, else the profile's default */
+    uint64_t gpu_budget;   /* 0: HYPURA_GPU_BUDGET, else from free VRAM */
+    int  lookahead;        /* < 0: automatic */
+    int  mode;             /* < 0: automatic; else hy_mode */
+    int  io_backend;       /* HY_IO_AUTO, HY_IO_URING, HY_IO_PREAD */
+    bool no_profile_storage; /* use a bandwidth guess instead of measuring storage */
+    hy_engine_params engine; /* model_path, cb_eval, overrides, abort are filled by the session */
+} hy_session_params;
+
+hy_session_params hy_session_default_params(void);
+
+typedef struct {
+    hy_model_desc *desc;
+    hy_profile profile;
+    hy_plan_params plan_params;
+    hy_plan plan;
+    hy_stream *stream;     /* NULL when nothing streams */
+    hy_engine *engine;
+} hy_session;
+
+/* Header, profile and plan only: nothing is loaded (estimate, inspect --plan). */
+int  hy_session_plan(const hy_session_params *p, hy_session **out, char *err, size_t errlen);
+/* Everything, model loaded and ready to generate. */
+int  hy_session_open(const hy_session_params *p, hy_session **out, char *err, size_t errlen);
+void hy_session_free(hy_session *s);
+
+/* Human summary of the plan (and, with tensors, every tensor's tier). */
+void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors);
+/* The plan as a JSON object (malloc'd text). */
+char *hy_session_plan_json(const hy_session *s, bool tensors);
+/* Streaming and memory figures after a run, one block for humans. */
+void hy_session_print_stats(FILE *f, const hy_session *s, int n_tokens, double seconds);
+
+/* Peak resident memory of this process (VmHWM) and of its cgroup, 0 if unknown. */
+uint64_t hy_peak_rss(void);
+uint64_t hy_cgroup_peak(void);
+
+#endif

@@ -1,0 +1,55 @@
+#include "cli/cli_sched.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/hy_io.h"
+#include "util/hy_util.h"
+
+int hy_cli_sched_opt(const char *cmd, int c, const char *arg, hy_session_params *p) {
+    switch (c) {
+    case HY_OPT_MEM_BUDGET:
+    case HY_OPT_GPU_BUDGET: {
+        uint64_t v;
+        if (!hy_parse_bytes(arg, &v) || v == 0) {
+            fprintf(stderr, "hypura %s: '%s' is not a size (e.g. 1.5G, 800M)\n", cmd, arg);
+            return -1;
+        }
+        if (c == HY_OPT_MEM_BUDGET) p->mem_budget = v;
+        else p->gpu_budget = v;
+        return 1;
+    }
+    case HY_OPT_LOOKAHEAD: {
+        char *end;
+        errno = 0;
+        long v = strtol(arg, &end, 10);
+        if (errno || *end || end == arg || v < 0 || v > 64) {
+            fprintf(stderr, "hypura %s: --lookahead takes 0..64\n", cmd);
+            return -1;
+        }
+        p->lookahead = (int)v;
+        return 1;
+    }
+    case HY_OPT_MODE:
+        if (!strcmp(arg, "auto")) p->mode = -1;
+        else if (!strcmp(arg, "resident")) p->mode = HY_MODE_RESIDENT;
+        else if (!strcmp(arg, "stream") || !strcmp(arg, "dense-ffn")) p->mode = HY_MODE_DENSE_FFN;
+        else {
+            fprintf(stderr, "hypura %s: --mode takes auto, resident or stream\n", cmd);
+            return -1;
+        }
+        return 1;
+    case HY_OPT_IO:
+        if (!strcmp(arg, "auto")) p->io_backend = HY_IO_AUTO;
+        else if (!strcmp(arg, "uring")) p->io_backend = HY_IO_URING;
+        else if (!strcmp(arg, "pread")) p->io_backend = HY_IO_PREAD;
+        else {
+            fprintf(stderr, "hypura %s: --io takes auto, uring or pread\n", cmd);
+            return -1;
+        }
+        return 1;
+    default:
+        return 0;
+    }
+}

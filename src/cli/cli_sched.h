@@ -1,0 +1,34 @@
+/* Scheduler flags shared by run, bench, estimate, inspect --plan and serve. */
+#ifndef HY_CLI_SCHED_H
+#define HY_CLI_SCHED_H
+
+#include <getopt.h>
+#include <stdio.h>
+
+#include "hypura.h"
+
+enum {
+    HY_OPT_MEM_BUDGET = 2000,
+    HY_OPT_GPU_BUDGET,
+    HY_OPT_LOOKAHEAD,
+    HY_OPT_MODE,
+    HY_OPT_IO,
+};
+
+#define HY_SCHED_LONG_OPTIONS                                                                                   \
+    {"memory-budget", required_argument, 0, HY_OPT_MEM_BUDGET}, {"gpu-budget", required_argument, 0, HY_OPT_GPU_BUDGET}, \
+        {"lookahead", required_argument, 0, HY_OPT_LOOKAHEAD}, {"mode", required_argument, 0, HY_OPT_MODE},    \
+        {"io", required_argument, 0, HY_OPT_IO}
+
+#define HY_SCHED_HELP                                                                                         \
+    "  --memory-budget SIZE    RAM the run may use (e.g. 1.5G; default: available RAM or the cgroup\n"      \
+    "                          limit minus headroom; env HYPURA_MEMORY_BUDGET)\n"                           \
+    "  --gpu-budget SIZE       VRAM the plan may use (default: free VRAM minus headroom)\n"                 \
+    "  --mode MODE             auto | resident | stream (force streaming even when it fits)\n"              \
+    "  --lookahead N           layer groups read ahead of compute (default: adaptive, up to the plan's)\n"  \
+    "  --io BACKEND            auto | uring | pread (direct-I/O backend)\n"
+
+/* 1 if c was a scheduler option (applied), 0 if not ours, -1 on a bad value (message printed). */
+int hy_cli_sched_opt(const char *cmd, int c, const char *arg, hy_session_params *p);
+
+#endif

@@ -1,0 +1,263 @@
+/* hypura run: generate from a prompt, or chat interactively with the model's
+ * template. Text goes to stdout, statistics to stderr. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/cli_sched.h"
+#include "engine/hy_engine.h"
+#include "util/hy_util.h"
+
+static void run_usage(FILE *f) {
+    fprintf(f,
+            "usage: hypura run MODEL.gguf (--prompt TEXT | --interactive) [options]\n\n"
+            "  -p, --prompt TEXT       prompt (raw text, no chat template)\n"
+            "  -i, --interactive       chat on stdin/stdout with the model's chat template\n"
+            "      --system TEXT       system prompt for --interactive\n"
+            "  -n, --max-tokens N      tokens to generate (default 128; -1 = until end)\n"
+            "      --temp T            temperature (default 0.8; 0 = greedy)\n"
+            "      --top-k K           top-k (default 40; 0 = off)\n"
+            "      --top-p P           top-p (default 0.95; 1 = off)\n"
+            "      --seed N            sampling seed (default 12648430)\n"
+            "  -c, --ctx N             context length (default min(4096, model's))\n"
+            "  -t, --threads N         CPU threads (default: all cores)\n"
+            "  -b, --batch N           prompt batch size (default 512)\n"
+            "      --repack            let the CPU backend repack resident weights (llama.cpp's default;\n"
+            "                          faster on some CPUs, but its kernels round differently, so logits\n"
+            "                          then differ in the low bits between resident and streamed runs)\n"
+            "      --no-repack         do not repack (default)\n"
+            "      --dump-logits FILE  write the float32 logits of every generated token to FILE\n"
+            "      --plan              print the placement plan before running\n"
+            HY_SCHED_HELP
+            "  -v, --verbose           show libllama's log\n"
+            "  -h, --help              this help\n");
+}
+
+static bool parse_int(const char *s, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < lo || v > hi) return false;
+    *out = (int)v;
+    return true;
+}
+
+static bool parse_float(const char *s, float lo, float hi, float *out) {
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (errno || *end || end == s || !(v >= lo && v <= hi)) return false;
+    *out = v;
+    return true;
+}
+
+static bool print_piece(const char *piece, size_t len, void *ud) {
+    (void)ud;
+    fwrite(piece, 1, len, stdout);
+    fflush(stdout);
+    return true;
+}
+
+struct logit_dump {
+    FILE *f;
+    bool failed;
+};
+
+static void dump_logits(const float *logits, int n_vocab, void *ud) {
+    struct logit_dump *d = ud;
+    if (fwrite(logits, sizeof(float), (size_t)n_vocab, d->f) != (size_t)n_vocab) d->failed = true;
+}
+
+static void print_stats(const hy_gen_stats *st, double load_s) {
+    double pps = st->t_prompt_s > 0 ? st->n_prompt_eval / st->t_prompt_s : 0;
+    double gps = st->t_gen_s > 0 ? st->n_gen / st->t_gen_s : 0;
+    fprintf(stderr, "\n[hypura] ");
+    if (load_s >= 0) fprintf(stderr, "load %.2f s | ", load_s);
+    fprintf(stderr, "prompt %d tokens, %.2f tok/s | generation %d tokens, %.2f tok/s | stop: %s\n",
+            st->n_prompt_eval, pps, st->n_gen, gps, st->stop_reason);
+}
+
+static bool tee_piece(const char *p, size_t l, void *ud) {
+    fwrite(p, 1, l, (FILE *)ud);
+    return print_piece(p, l, NULL);
+}
+
+static int interactive(hy_engine *e, const hy_sample_params *sp, const char *system) {
+    enum { MAX_TURNS = 512 };
+    const char *roles[MAX_TURNS];
+    char *contents[MAX_TURNS];
+    int n = 0;
+    char err[HY_ERRLEN];
+    if (system) {
+        roles[n] = "system";
+        contents[n++] = strdup(system);
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    int rc = 0;
+    for (;;) {
+        if (n + 2 > MAX_TURNS) {
+            fprintf(stderr, "hypura run: conversation too long (%d messages)\n", MAX_TURNS);
+            break;
+        }
+        fprintf(stderr, "> ");
+        fflush(stderr);
+        ssize_t r = getline(&line, &cap, stdin);
+        if (r < 0) break;
+        while (r > 0 && (line[r - 1] == '\n' || line[r - 1] == '\r')) line[--r] = 0;
+        if (r == 0) continue;
+        if (!strcmp(line, "/exit") || !strcmp(line, "/quit")) break;
+        roles[n] = "user";
+        contents[n++] = strdup(line);
+        char *prompt = NULL;
+        if (hy_engine_format_chat(e, roles, (const char *const *)contents, n, true, &prompt, err, sizeof err)) {
+            fprintf(stderr, "hypura run: %s\n", err);
+            rc = 1;
+            break;
+        }
+        /* the reply is printed and kept for the history */
+        char *reply = NULL;
+        size_t reply_len = 0;
+        hy_gen_stats st;
+        bool ok = true;
+        FILE *mem = open_memstream(&reply, &reply_len);
+        if (!mem) {
+            free(prompt);
+            rc = 1;
+            break;
+        }
+        int gr = hy_engine_generate(e, prompt, sp, tee_piece, mem, NULL, NULL, &st, err, sizeof err);
+        fclose(mem);
+        free(prompt);
+        if (gr) {
+            fprintf(stderr, "\nhypura run: %s\n", err);
+            ok = false;
+        }
+        fputc('\n', stdout);
+        print_stats(&st, -1);
+        roles[n] = "assistant";
+        contents[n++] = reply ? reply : strdup("");
+        if (!ok) {
+            rc = 1;
+            break;
+        }
+    }
+    free(line);
+    for (int i = 0; i < n; i++) free(contents[i]);
+    return rc;
+}
+
+int hy_cmd_run(int argc, char **argv) {
+    hy_session_params sess = hy_session_default_params();
+    hy_engine_params ep = hy_engine_default_params();
+    hy_sample_params sp = hy_sample_default_params();
+    bool show_plan = false;
+    ep.progress = true;
+    const char *prompt = NULL, *system = NULL, *dump_path = NULL;
+    bool inter = false;
+    enum { O_TEMP = 1000, O_TOPK, O_TOPP, O_SEED, O_SYSTEM, O_NOREPACK, O_REPACK, O_DUMP, O_PLAN };
+    static const struct option opts[] = {
+        {"prompt", required_argument, 0, 'p'},   {"interactive", no_argument, 0, 'i'},
+        {"max-tokens", required_argument, 0, 'n'}, {"temp", required_argument, 0, O_TEMP},
+        {"top-k", required_argument, 0, O_TOPK}, {"top-p", required_argument, 0, O_TOPP},
+        {"seed", required_argument, 0, O_SEED},  {"ctx", required_argument, 0, 'c'},
+        {"threads", required_argument, 0, 't'},  {"batch", required_argument, 0, 'b'},
+        {"system", required_argument, 0, O_SYSTEM}, {"no-repack", no_argument, 0, O_NOREPACK}, {"repack", no_argument, 0, O_REPACK},
+        {"dump-logits", required_argument, 0, O_DUMP}, {"verbose", no_argument, 0, 'v'},
+        {"plan", no_argument, 0, O_PLAN},        HY_SCHED_LONG_OPTIONS,
+        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+    optind = 1;
+    int c, seed;
+    while ((c = getopt_long(argc, argv, "p:in:c:t:b:vh", opts, NULL)) != -1) {
+        bool ok = true;
+        switch (c) {
+        case 'p': prompt = optarg; break;
+        case 'i': inter = true; break;
+        case 'n': ok = parse_int(optarg, -1, 1 << 24, &sp.n_predict); break;
+        case O_TEMP: ok = parse_float(optarg, 0, 100, &sp.temp); break;
+        case O_TOPK: ok = parse_int(optarg, 0, 1 << 20, &sp.top_k); break;
+        case O_TOPP: ok = parse_float(optarg, 0, 1, &sp.top_p); break;
+        case O_SEED:
+            ok = parse_int(optarg, 0, 0x7fffffff, &seed);
+            sp.seed = (uint32_t)seed;
+            break;
+        case 'c': ok = parse_int(optarg, 0, 1 << 24, &ep.n_ctx); break;
+        case 't': ok = parse_int(optarg, 1, 4096, &ep.n_threads); break;
+        case 'b': ok = parse_int(optarg, 1, 1 << 16, &ep.n_batch); break;
+        case O_SYSTEM: system = optarg; break;
+        case O_NOREPACK: ep.repack = false; break;
+        case O_REPACK: ep.repack = true; break;
+        case O_DUMP: dump_path = optarg; break;
+        case 'v': ep.verbose = true; break;
+        case O_PLAN: show_plan = true; break;
+        case 'h': run_usage(stdout); return 0;
+        default: {
+            int r = hy_cli_sched_opt("run", c, optarg, &sess);
+            if (r < 0) return 2;
+            if (r == 0) {
+                run_usage(stderr);
+                return 2;
+            }
+        }
+        }
+        if (!ok) {
+            fprintf(stderr, "hypura run: invalid value '%s' for %s\n", optarg, argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, "hypura run: expected exactly one MODEL argument (see hypura run --help)\n");
+        return 2;
+    }
+    if (!prompt == !inter) {
+        fprintf(stderr, "hypura run: give either --prompt TEXT or --interactive\n");
+        return 2;
+    }
+    sess.model_path = argv[optind];
+    sess.engine = ep;
+
+    char err[HY_ERRLEN];
+    hy_session *ss = NULL;
+    if (hy_session_plan(&sess, &ss, err, sizeof err)) {
+        fprintf(stderr, "hypura run: %s\n", err);
+        return 1;
+    }
+    if (show_plan || ss->plan.mode != HY_MODE_RESIDENT) hy_session_print_plan(stderr, ss, false);
+    hy_session_free(ss);
+    if (hy_session_open(&sess, &ss, err, sizeof err)) {
+        fprintf(stderr, "hypura run: %s\n", err);
+        return 1;
+    }
+    hy_engine *e = ss->engine;
+    int rc = 0;
+    if (inter) {
+        rc = interactive(e, &sp, system);
+    } else {
+        struct logit_dump dump = {0};
+        if (dump_path && !(dump.f = fopen(dump_path, "wb"))) {
+            fprintf(stderr, "hypura run: cannot write %s: %s\n", dump_path, strerror(errno));
+            hy_session_free(ss);
+            return 1;
+        }
+        hy_gen_stats st;
+        if (hy_engine_generate(e, prompt, &sp, print_piece, NULL, dump.f ? dump_logits : NULL, &dump, &st, err,
+                               sizeof err)) {
+            const char *why = hy_stream_error(ss->stream);
+            fprintf(stderr, "hypura run: %s\n", why ? why : err);
+            rc = 1;
+        } else {
+            fputc('\n', stdout);
+            print_stats(&st, hy_engine_load_seconds(e));
+            hy_session_print_stats(stderr, ss, st.n_gen, st.t_prompt_s + st.t_gen_s);
+        }
+        if (dump.f && (fclose(dump.f) != 0 || dump.failed)) {
+            fprintf(stderr, "hypura run: writing %s failed\n", dump_path);
+            rc = 1;
+        }
+    }
+    hy_session_free(ss);
+    return rc;
+}

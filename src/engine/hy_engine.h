@@ -1,0 +1,97 @@
+/* hy_engine: the libllama glue. Loads a model with the placement the plan chose
+ * (buffer-type overrides per tensor, an eval callback from the streaming layer),
+ * tokenizes, applies the model's chat template, samples and generates.
+ *
+ * Invariants:
+ *  - The engine never computes anything itself: every forward pass is
+ *    llama_decode on the pinned libllama, so any mode (resident or streamed)
+ *    runs the same kernels on the same data. Kernel choice (CPU weight
+ *    repacking) is an explicit parameter, never implied by the mode.
+ *  - One sequence at a time per engine; the KV cache keeps the tokens of the
+ *    last generation and a new prompt that shares a prefix with them decodes
+ *    only the rest (what interactive chat and the server need).
+ *  - Errors are returned with a one-line reason; libllama's own error log line
+ *    is captured into that reason rather than printed. */
+#ifndef HY_ENGINE_H
+#define HY_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ggml-backend.h"
+#include "llama.h"
+
+typedef struct hy_engine hy_engine;
+
+typedef struct {
+    const char *model_path;
+    int  n_ctx;            /* 0 = min(4096, training context) */
+    int  n_batch;          /* prompt batch (logical and physical), default 512 */
+    int  n_threads;        /* 0 = number of cores */
+    int  n_gpu_layers;     /* default 0 (-1 = all); the plan sets overrides instead */
+    bool repack;           /* let the CPU backend repack resident weights (llama.cpp's extra buffer
+                              types); default off: it changes the kernels, hence the low bits */
+    bool use_mmap;         /* default true: the streaming buffer type relies on it (see hy_stream.h) */
+    bool progress;         /* draw a load progress bar on stderr when it is a terminal */
+    bool verbose;          /* pass libllama's log through */
+    const struct llama_model_tensor_buft_override *overrides;   /* NULL-terminated, or NULL */
+    ggml_backend_sched_eval_callback cb_eval;
+    void *cb_eval_user_data;
+    ggml_abort_callback abort_cb;    /* returning true aborts the decode (an I/O error upstream) */
+    void *abort_cb_data;
+} hy_engine_params;
+
+hy_engine_params hy_engine_default_params(void);
+
+typedef struct {
+    float    temp;         /* <= 0: greedy */
+    int      top_k;        /* 0 = off */
+    float    top_p;        /* 1 = off */
+    uint32_t seed;
+    int      n_predict;    /* tokens to generate; < 0 = until end of generation or context */
+} hy_sample_params;
+
+hy_sample_params hy_sample_default_params(void);
+
+typedef struct {
+    int    n_prompt;        /* prompt tokens */
+    int    n_prompt_eval;   /* of those, decoded now (the rest came from the cache) */
+    int    n_gen;           /* generated tokens */
+    double t_prompt_s, t_gen_s;
+    const char *stop_reason; /* "stop" (end-of-generation token), "length", "cancelled", "context" */
+} hy_gen_stats;
+
+/* Called for each generated piece of text; return false to stop generating. */
+typedef bool (*hy_piece_cb)(const char *piece, size_t len, void *user_data);
+/* Called with the logits the sampler used for each generated token. */
+typedef void (*hy_logits_cb)(const float *logits, int n_vocab, void *user_data);
+
+int  hy_engine_open(const hy_engine_params *p, hy_engine **out, char *err, size_t errlen);
+void hy_engine_free(hy_engine *e);
+
+double hy_engine_load_seconds(const hy_engine *e);
+int    hy_engine_n_ctx(const hy_engine *e);
+int    hy_engine_n_vocab(const hy_engine *e);
+struct llama_model   *hy_engine_model(hy_engine *e);
+struct llama_context *hy_engine_context(hy_engine *e);
+
+/* Tokenize text (adding BOS as the model wants when add_special). *out is malloc'd. */
+int hy_engine_tokenize(hy_engine *e, const char *text, bool add_special, int32_t **out, int *n_out,
+                       char *err, size_t errlen);
+
+/* Format a conversation with the model's chat template (the GGUF's
+ * tokenizer.chat_template, or chatml when the model has none).
+ * roles[i]/contents[i]; *out is malloc'd. */
+int hy_engine_format_chat(hy_engine *e, const char *const *roles, const char *const *contents, int n,
+                          bool add_assistant, char **out, char *err, size_t errlen);
+
+/* Generate from raw prompt text (no template applied). */
+int hy_engine_generate(hy_engine *e, const char *prompt, const hy_sample_params *sp, hy_piece_cb on_piece,
+                       void *piece_ud, hy_logits_cb on_logits, void *logits_ud, hy_gen_stats *stats,
+                       char *err, size_t errlen);
+
+/* Forget the cached tokens (the next generate decodes its whole prompt). */
+void hy_engine_reset(hy_engine *e);
+
+#endif

@@ -1,0 +1,242 @@
+/* The pipeline in one place: gguf -> profile -> plan -> stream -> engine. */
+#include "hypura.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "util/hy_util.h"
+
+hy_session_params hy_session_default_params(void) {
+    hy_session_params p = {0};
+    p.lookahead = -1;
+    p.mode = -1;
+    p.io_backend = 0;
+    p.engine = hy_engine_default_params();
+    return p;
+}
+
+static uint64_t env_bytes(const char *name) {
+    const char *v = getenv(name);
+    uint64_t b = 0;
+    if (v && *v && !hy_parse_bytes(v, &b)) {
+        fprintf(stderr, "hypura: ignoring %s='%s' (not a size)\n", name, v);
+        return 0;
+    }
+    return b;
+}
+
+int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, size_t errlen) {
+    *out = NULL;
+    hy_session *s = calloc(1, sizeof *s);
+    if (!s) return hy_fail(err, errlen, "out of memory");
+    if (hy_gguf_read(p->model_path, &s->desc, err, errlen)) goto fail;
+
+    hy_profile_params pp = hy_profile_default_params();
+    const char *np = getenv("HYPURA_NO_STORAGE_PROFILE");
+    pp.storage = !(p->no_profile_storage || (np && *np && strcmp(np, "0")));
+    if (pp.storage && isatty(2)) {
+        /* the first run measures storage once (cached afterwards) */
+        char cache[4096];
+        if (hy_cache_dir(cache, sizeof cache) == 0) {
+            char path[4200];
+            snprintf(path, sizeof path, "%s/profile.json", cache);
+            FILE *f = fopen(path, "r");
+            if (f) fclose(f);
+            else fprintf(stderr, "hypura: profiling this machine once (storage sweep, ~15 s)...\n");
+        }
+    }
+    if (hy_profile_get(&pp, &s->profile, err, errlen)) goto fail;
+
+    hy_plan_params *q = &s->plan_params;
+    *q = hy_plan_default_params();
+    q->mem_budget = p->mem_budget ? p->mem_budget : env_bytes("HYPURA_MEMORY_BUDGET");
+    if (!q->mem_budget) q->mem_budget = s->profile.mem_budget_default;
+    q->gpu_budget = p->gpu_budget ? p->gpu_budget : env_bytes("HYPURA_GPU_BUDGET");
+    int n_ctx = p->engine.n_ctx;
+    if (n_ctx <= 0) n_ctx = s->desc->n_ctx_train > 0 && s->desc->n_ctx_train < 4096 ? s->desc->n_ctx_train : 4096;
+    q->n_ctx = n_ctx;
+    q->n_batch = p->engine.n_batch > 0 ? p->engine.n_batch : 512;
+    q->seq_read_gbps = s->profile.seq_read_gbps;
+    q->mem_bw_gbps = s->profile.mem_bw_gbps;
+    q->lookahead = p->lookahead;
+    q->force_mode = p->mode;
+    if (hy_plan_make(s->desc, q, &s->plan, err, errlen)) goto fail;
+    *out = s;
+    return 0;
+fail:
+    hy_session_free(s);
+    return -1;
+}
+
+int hy_session_open(const hy_session_params *p, hy_session **out, char *err, size_t errlen) {
+    hy_session *s = NULL;
+    if (hy_session_plan(p, &s, err, errlen)) return -1;
+    hy_engine_params ep = p->engine;
+    ep.model_path = p->model_path;
+    ep.n_ctx = s->plan_params.n_ctx;
+    if (s->plan.mode != HY_MODE_RESIDENT) {
+        hy_stream_params sp = hy_stream_default_params();
+        sp.model_path = p->model_path;
+        sp.desc = s->desc;
+        sp.plan = &s->plan;
+        sp.lookahead = p->lookahead;
+        sp.io.backend = p->io_backend;
+        if (hy_stream_create(&sp, &s->stream, err, errlen)) goto fail;
+        ep.overrides = hy_stream_overrides(s->stream);
+        ep.cb_eval = hy_stream_eval_cb;
+        ep.cb_eval_user_data = s->stream;
+        ep.abort_cb = hy_stream_abort_cb;
+        ep.abort_cb_data = s->stream;
+        ep.use_mmap = true; /* required: see hy_stream.h */
+    }
+    if (hy_engine_open(&ep, &s->engine, err, errlen)) {
+        const char *why = hy_stream_error(s->stream);
+        if (why) hy_fail(err, errlen, "%s", why);
+        goto fail;
+    }
+    if (s->stream && hy_stream_check_loaded(s->stream, err, errlen)) goto fail;
+    *out = s;
+    return 0;
+fail:
+    hy_session_free(s);
+    return -1;
+}
+
+void hy_session_free(hy_session *s) {
+    if (!s) return;
+    hy_engine_free(s->engine); /* before the stream: the model owns buffers of its type */
+    hy_stream_free(s->stream);
+    hy_plan_free(&s->plan);
+    hy_model_desc_free(s->desc);
+    free(s);
+}
+
+void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
+    const hy_plan *pl = &s->plan;
+    const hy_plan_params *q = &s->plan_params;
+    char a[32], b[32], c[32], d[32], e[32];
+    fprintf(f, "plan: %s  (model %s, budget %s)\n", hy_mode_name(pl->mode),
+            hy_fmt_bytes(s->desc->file_size, a, sizeof a), hy_fmt_bytes(q->mem_budget, b, sizeof b));
+    fprintf(f, "  tiers: GPU %s | RAM %s | NVMe %s\n", hy_fmt_bytes(pl->bytes_tier[HY_TIER_GPU], a, sizeof a),
+            hy_fmt_bytes(pl->bytes_tier[HY_TIER_RAM], b, sizeof b),
+            hy_fmt_bytes(pl->bytes_tier[HY_TIER_NVME], c, sizeof c));
+    fprintf(f, "  fixed: KV %s (ctx %d) | compute %s | overhead %s\n", hy_fmt_bytes(pl->kv_bytes, a, sizeof a),
+            q->n_ctx, hy_fmt_bytes(pl->compute_bytes, b, sizeof b), hy_fmt_bytes(pl->overhead_bytes, c, sizeof c));
+    if (pl->mode != HY_MODE_RESIDENT)
+        fprintf(f, "  streaming: %d layer groups, pool %s (lookahead %d, largest group %s), %s read per token\n",
+                pl->n_groups, hy_fmt_bytes(pl->pool_bytes, a, sizeof a), pl->lookahead,
+                hy_fmt_bytes(pl->max_group_bytes, b, sizeof b), hy_fmt_bytes(pl->io_bytes_per_token, c, sizeof c));
+    fprintf(f, "  memory: uses %s of %s; minimum budget for this model %s\n",
+            hy_fmt_bytes(pl->budget_used, d, sizeof d), hy_fmt_bytes(q->mem_budget, e, sizeof e),
+            hy_fmt_bytes(pl->min_budget, a, sizeof a));
+    if (pl->pred_tok_s > 0)
+        fprintf(f, "  predicted: %.2f tok/s (I/O %.3f s, compute %.3f s per token; storage %.2f GB/s, memory %.1f GB/s)\n",
+                pl->pred_tok_s, pl->pred_io_s, pl->pred_compute_s, q->seq_read_gbps, q->mem_bw_gbps);
+    if (tensors) {
+        for (int64_t i = 0; i < s->desc->n_tensors; i++) {
+            const hy_tensor_info *t = &s->desc->tensors[i];
+            fprintf(f, "  %-36s %-10s %5s %10s\n", t->name, hy_role_name(t->role), hy_tier_name(pl->tier[i]),
+                    hy_fmt_bytes(t->size, a, sizeof a));
+        }
+    }
+}
+
+char *hy_session_plan_json(const hy_session *s, bool tensors) {
+    const hy_plan *pl = &s->plan;
+    const hy_plan_params *q = &s->plan_params;
+    json_t *o = json_object();
+    json_object_set_new(o, "model", json_string(s->desc->path));
+    json_object_set_new(o, "mode", json_string(hy_mode_name(pl->mode)));
+    json_object_set_new(o, "memory_budget", json_integer((json_int_t)q->mem_budget));
+    json_object_set_new(o, "gpu_budget", json_integer((json_int_t)q->gpu_budget));
+    json_object_set_new(o, "n_ctx", json_integer(q->n_ctx));
+    json_t *tiers = json_object();
+    for (int t = 0; t < HY_TIER_COUNT; t++)
+        json_object_set_new(tiers, hy_tier_name((hy_tier)t), json_integer((json_int_t)pl->bytes_tier[t]));
+    json_object_set_new(o, "bytes_per_tier", tiers);
+    json_object_set_new(o, "kv_bytes", json_integer((json_int_t)pl->kv_bytes));
+    json_object_set_new(o, "compute_bytes", json_integer((json_int_t)pl->compute_bytes));
+    json_object_set_new(o, "overhead_bytes", json_integer((json_int_t)pl->overhead_bytes));
+    json_object_set_new(o, "pool_bytes", json_integer((json_int_t)pl->pool_bytes));
+    json_object_set_new(o, "lookahead", json_integer(pl->lookahead));
+    json_object_set_new(o, "stream_groups", json_integer(pl->n_groups));
+    json_object_set_new(o, "io_bytes_per_token", json_integer((json_int_t)pl->io_bytes_per_token));
+    json_object_set_new(o, "budget_used", json_integer((json_int_t)pl->budget_used));
+    json_object_set_new(o, "min_budget", json_integer((json_int_t)pl->min_budget));
+    json_object_set_new(o, "predicted_tok_s", json_real(pl->pred_tok_s));
+    json_object_set_new(o, "storage_gbps", json_real(q->seq_read_gbps));
+    if (tensors) {
+        json_t *arr = json_array();
+        for (int64_t i = 0; i < s->desc->n_tensors; i++) {
+            json_t *t = json_object();
+            json_object_set_new(t, "name", json_string(s->desc->tensors[i].name));
+            json_object_set_new(t, "role", json_string(hy_role_name(s->desc->tensors[i].role)));
+            json_object_set_new(t, "tier", json_string(hy_tier_name(pl->tier[i])));
+            json_object_set_new(t, "bytes", json_integer((json_int_t)s->desc->tensors[i].size));
+            json_array_append_new(arr, t);
+        }
+        json_object_set_new(o, "tensors", arr);
+    }
+    char *txt = json_dumps(o, JSON_INDENT(2));
+    json_decref(o);
+    return txt;
+}
+
+void hy_session_print_stats(FILE *f, const hy_session *s, int n_tokens, double seconds) {
+    char a[32], b[32], c[32];
+    uint64_t peak = hy_peak_rss(), cg = hy_cgroup_peak();
+    if (s->stream) {
+        hy_stream_stats st;
+        hy_stream_get_stats(s->stream, &st);
+        double per_tok = n_tokens > 0 ? (double)st.bytes_read / n_tokens : 0;
+        fprintf(f, "[hypura] streamed %s in %llu passes (%s per generated token), I/O %.2f GB/s while busy, "
+                   "stalls %.2f s of %.2f s, lookahead %d, pool peak %s, %s%s\n",
+                hy_fmt_bytes(st.bytes_read, a, sizeof a), (unsigned long long)st.passes,
+                hy_fmt_bytes((uint64_t)per_tok, b, sizeof b),
+                st.io_busy_s > 0 ? st.bytes_read / st.io_busy_s / 1e9 : 0.0, st.stall_s, seconds, st.lookahead,
+                hy_fmt_bytes(st.committed_peak, c, sizeof c), st.io_backend, st.direct ? ", O_DIRECT" : ", buffered");
+    }
+    fprintf(f, "[hypura] peak memory: process %s", hy_fmt_bytes(peak, a, sizeof a));
+    if (cg) fprintf(f, ", cgroup %s", hy_fmt_bytes(cg, b, sizeof b));
+    fprintf(f, " (budget %s)\n", hy_fmt_bytes(s->plan_params.mem_budget, c, sizeof c));
+}
+
+uint64_t hy_peak_rss(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return (uint64_t)kb * 1024;
+}
+
+uint64_t hy_cgroup_peak(void) {
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    if (!f) return 0;
+    char line[1024], v1[900] = "", v2[900] = "";
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        char *p1 = strchr(line, ':');
+        char *p2 = p1 ? strchr(p1 + 1, ':') : NULL;
+        if (!p2) continue;
+        *p2 = 0;
+        if (!strcmp(p1 + 1, "memory")) snprintf(v1, sizeof v1, "%s", p2 + 1);
+        else if (p1[1] == 0) snprintf(v2, sizeof v2, "%s", p2 + 1);
+    }
+    fclose(f);
+    char path[1100];
+    unsigned long long v = 0;
+    if (v1[0] && strcmp(v1, "/")) snprintf(path, sizeof path, "/sys/fs/cgroup/memory%s/memory.max_usage_in_bytes", v1);
+    else if (v2[0] && strcmp(v2, "/")) snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.peak", v2);
+    else return 0;
+    f = fopen(path, "r");
+    if (!f) return 0;
+    if (fscanf(f, "%llu", &v) != 1) v = 0;
+    fclose(f);
+    return (uint64_t)v;
+}

@@ -1,0 +1,245 @@
+#include "plan/hy_plan.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/hy_util.h"
+
+#define MIB ((uint64_t)1 << 20)
+/* process, libraries, ggml contexts, thread stacks, I/O bookkeeping */
+#define HY_PLAN_OVERHEAD (96 * MIB)
+
+hy_plan_params hy_plan_default_params(void) {
+    hy_plan_params p = {0};
+    p.n_ctx = 2048;
+    p.n_batch = 512;
+    p.lookahead = -1;
+    p.force_mode = -1;
+    return p;
+}
+
+const char *hy_mode_name(hy_mode m) {
+    switch (m) {
+    case HY_MODE_RESIDENT: return "full-resident";
+    case HY_MODE_DENSE_FFN: return "dense-FFN-streaming";
+    case HY_MODE_EXPERT: return "expert-streaming";
+    default: return "?";
+    }
+}
+
+const char *hy_tier_name(hy_tier t) {
+    switch (t) {
+    case HY_TIER_GPU: return "GPU";
+    case HY_TIER_RAM: return "RAM";
+    case HY_TIER_NVME: return "NVMe";
+    default: return "?";
+    }
+}
+
+uint64_t hy_plan_kv_bytes(const hy_model_desc *d, int n_ctx) {
+    if (d->n_head <= 0 || d->n_embd <= 0 || n_ctx <= 0) return 0;
+    uint64_t head_dim = (uint64_t)d->n_embd / (uint64_t)d->n_head;
+    uint64_t kv_heads = d->n_head_kv > 0 ? (uint64_t)d->n_head_kv : (uint64_t)d->n_head;
+    /* K and V, f16, per layer */
+    return (uint64_t)n_ctx * (uint64_t)d->n_layer * 2 * kv_heads * head_dim * 2;
+}
+
+uint64_t hy_plan_compute_bytes(const hy_model_desc *d, int n_ctx, int n_batch) {
+    /* the CPU compute buffer of one ubatch: activations, the logits of the
+     * batch and the attention scores; a conservative upper estimate */
+    uint64_t b = (uint64_t)(n_batch > 0 ? n_batch : 512);
+    uint64_t act = b * 4 * ((uint64_t)d->n_vocab + 6 * (uint64_t)d->n_embd + 3 * (uint64_t)d->n_ff);
+    uint64_t kq = b * (uint64_t)(n_ctx > 0 ? n_ctx : 0) * (uint64_t)(d->n_head > 0 ? d->n_head : 1) * 4;
+    return act + kq + 16 * MIB;
+}
+
+/* Layer order in which groups start streaming: spread evenly (a bit-reversal
+ * permutation), so that any prefix is spread and prefixes are nested. */
+static void spread_order(int n, int *order) {
+    int bits = 0;
+    while ((1 << bits) < n) bits++;
+    int k = 0;
+    for (int i = 0; i < (1 << bits) && k < n; i++) {
+        int r = 0;
+        for (int b = 0; b < bits; b++)
+            if (i & (1 << b)) r |= 1 << (bits - 1 - b);
+        if (r < n) order[k++] = r;
+    }
+}
+
+static bool streams_in_stage(hy_role r, int stage, bool moe) {
+    if (r == HY_ROLE_FFN || r == HY_ROLE_EXPERT) return true;
+    (void)moe;
+    return stage == 2 && r == HY_ROLE_ATTN;
+}
+
+/* Bytes that stream per layer at a stage (1: FFN/experts, 2: + attention). */
+static void layer_bytes(const hy_model_desc *d, int stage, uint64_t *out) {
+    memset(out, 0, sizeof *out * (size_t)d->n_layer);
+    for (int64_t i = 0; i < d->n_tensors; i++) {
+        const hy_tensor_info *t = &d->tensors[i];
+        if (t->layer >= 0 && t->layer < d->n_layer && streams_in_stage(t->role, stage, d->n_expert > 0))
+            out[t->layer] += t->size;
+    }
+}
+
+struct choice {
+    int stage, k; /* stage 1: first k layers' FFN stream; stage 2: all FFN + first k layers' attention */
+    uint64_t streamed, max_group;
+};
+
+/* streamed bytes and largest group for a choice */
+static void eval_choice(const hy_model_desc *d, const int *order, const uint64_t *ffn, const uint64_t *both,
+                        struct choice *c) {
+    c->streamed = 0;
+    c->max_group = 0;
+    int n = d->n_layer;
+    for (int j = 0; j < n; j++) {
+        int l = order[j];
+        uint64_t g = 0;
+        if (c->stage == 1) g = j < c->k ? ffn[l] : 0;
+        else g = j < c->k ? both[l] : ffn[l];
+        c->streamed += g;
+        if (g > c->max_group) c->max_group = g;
+    }
+}
+
+static bool fits(uint64_t total, uint64_t fixed, const struct choice *c, int lookahead, uint64_t budget) {
+    uint64_t need = total - c->streamed + fixed + (uint64_t)(lookahead + 1) * c->max_group;
+    return need <= budget;
+}
+
+/* smallest choice (fewest streamed bytes) that fits with this lookahead; false if none */
+static bool find_choice(const hy_model_desc *d, const int *order, const uint64_t *ffn, const uint64_t *both,
+                        uint64_t total, uint64_t fixed, int lookahead, uint64_t budget, bool at_least_one,
+                        struct choice *out) {
+    for (int stage = 1; stage <= 2; stage++) {
+        for (int k = (stage == 1 && at_least_one) ? 1 : 0; k <= d->n_layer; k++) {
+            if (stage == 2 && k == 0) continue; /* same as stage 1, k = n */
+            struct choice c = {.stage = stage, .k = k};
+            eval_choice(d, order, ffn, both, &c);
+            if (c.streamed == 0 && stage == 1 && k > 0) continue;
+            if (fits(total, fixed, &c, lookahead, budget)) {
+                *out = c;
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    if (d->n_tensors <= 0 || d->n_layer <= 0) return hy_fail(err, errlen, "the model has no layers to place");
+    if (p->lookahead > 64) return hy_fail(err, errlen, "lookahead %d is too large (at most 64)", p->lookahead);
+    out->n_tensors = (int)d->n_tensors;
+    out->tier = calloc((size_t)d->n_tensors, sizeof *out->tier);
+    out->group = malloc((size_t)d->n_tensors * sizeof *out->group);
+    uint64_t *ffn = calloc((size_t)d->n_layer, sizeof *ffn);
+    uint64_t *both = calloc((size_t)d->n_layer, sizeof *both);
+    int *order = calloc((size_t)d->n_layer, sizeof *order);
+    int *rank = calloc((size_t)d->n_layer, sizeof *rank);
+    int rc = 0;
+    if (!out->tier || !out->group || !ffn || !both || !order || !rank) {
+        rc = hy_fail(err, errlen, "out of memory");
+        goto done;
+    }
+    for (int64_t i = 0; i < d->n_tensors; i++) out->group[i] = -1;
+
+    uint64_t total = 0;
+    for (int64_t i = 0; i < d->n_tensors; i++) total += d->tensors[i].size;
+    out->kv_bytes = hy_plan_kv_bytes(d, p->n_ctx);
+    out->compute_bytes = hy_plan_compute_bytes(d, p->n_ctx, p->n_batch);
+    out->overhead_bytes = HY_PLAN_OVERHEAD;
+    uint64_t fixed = out->kv_bytes + out->compute_bytes + out->overhead_bytes;
+
+    layer_bytes(d, 1, ffn);
+    layer_bytes(d, 2, both);
+    spread_order(d->n_layer, order);
+    for (int j = 0; j < d->n_layer; j++) rank[order[j]] = j;
+
+    /* the minimum: everything streamable streams, two groups in the pool */
+    struct choice all = {.stage = 2, .k = d->n_layer};
+    eval_choice(d, order, ffn, both, &all);
+    out->min_budget = total - all.streamed + fixed + 2 * all.max_group;
+
+    bool want_stream = p->force_mode == HY_MODE_DENSE_FFN || p->force_mode == HY_MODE_EXPERT;
+    if (!want_stream && total + fixed <= p->mem_budget) {
+        out->mode = HY_MODE_RESIDENT;
+        out->bytes_tier[HY_TIER_RAM] = total;
+        for (int64_t i = 0; i < d->n_tensors; i++) out->tier[i] = HY_TIER_RAM;
+        out->budget_used = total + fixed;
+    } else {
+        if (p->force_mode == HY_MODE_RESIDENT) {
+            char b1[32], b2[32];
+            rc = hy_fail(err, errlen, "full-resident needs a memory budget of %s; the budget is %s",
+                         hy_fmt_bytes(total + fixed, b1, sizeof b1), hy_fmt_bytes(p->mem_budget, b2, sizeof b2));
+            goto done;
+        }
+        struct choice c;
+        int la = p->lookahead;
+        bool found;
+        if (la >= 0) {
+            found = find_choice(d, order, ffn, both, total, fixed, la, p->mem_budget, want_stream, &c);
+        } else {
+            found = find_choice(d, order, ffn, both, total, fixed, 1, p->mem_budget, want_stream, &c);
+            la = 1;
+            /* spend leftover budget on deeper prefetch, never on more I/O */
+            while (found && la < 4 && fits(total, fixed, &c, la + 1, p->mem_budget)) la++;
+        }
+        if (!found) {
+            char b1[32], b2[32];
+            uint64_t need = total - all.streamed + fixed + (uint64_t)((la < 0 ? 1 : la) + 1) * all.max_group;
+            rc = hy_fail(err, errlen,
+                         "memory budget %s is too small for this model: the minimum is %s (resident weights, "
+                         "KV cache and compute buffers for a %d-token context, and a pool of %d layer groups)",
+                         hy_fmt_bytes(p->mem_budget, b1, sizeof b1), hy_fmt_bytes(need, b2, sizeof b2), p->n_ctx,
+                         (la < 0 ? 1 : la) + 1);
+            goto done;
+        }
+        out->mode = (d->n_expert > 0) ? HY_MODE_EXPERT : HY_MODE_DENSE_FFN;
+        if (p->force_mode == HY_MODE_DENSE_FFN) out->mode = HY_MODE_DENSE_FFN;
+        out->lookahead = la;
+        out->max_group_bytes = c.max_group;
+        out->pool_bytes = (uint64_t)(la + 1) * c.max_group;
+        for (int64_t i = 0; i < d->n_tensors; i++) {
+            const hy_tensor_info *t = &d->tensors[i];
+            bool s = false;
+            if (t->layer >= 0 && t->layer < d->n_layer) {
+                int r = rank[t->layer];
+                if (c.stage == 1) s = r < c.k && streams_in_stage(t->role, 1, d->n_expert > 0);
+                else s = streams_in_stage(t->role, r < c.k ? 2 : 1, d->n_expert > 0);
+            }
+            out->tier[i] = s ? HY_TIER_NVME : HY_TIER_RAM;
+            out->group[i] = s ? t->layer : -1;
+            out->bytes_tier[out->tier[i]] += t->size;
+        }
+        for (int l = 0; l < d->n_layer; l++) {
+            bool any = false;
+            for (int64_t i = 0; i < d->n_tensors && !any; i++) any = out->group[i] == l;
+            out->n_groups += any;
+        }
+        out->io_bytes_per_token = out->bytes_tier[HY_TIER_NVME];
+        out->budget_used = out->bytes_tier[HY_TIER_RAM] + out->pool_bytes + fixed;
+    }
+    /* predicted speed: decode is bound by the slower of storage and memory */
+    if (p->seq_read_gbps > 0) out->pred_io_s = out->io_bytes_per_token / (p->seq_read_gbps * 1e9);
+    if (p->mem_bw_gbps > 0) out->pred_compute_s = total / (p->mem_bw_gbps * 1e9);
+    double t = out->pred_io_s > out->pred_compute_s ? out->pred_io_s : out->pred_compute_s;
+    out->pred_tok_s = t > 0 ? 1.0 / t : 0;
+done:
+    free(ffn);
+    free(both);
+    free(order);
+    free(rank);
+    if (rc) hy_plan_free(out);
+    return rc;
+}
+
+void hy_plan_free(hy_plan *p) {
+    free(p->tier);
+    free(p->group);
+    p->tier = NULL;
+    p->group = NULL;
+}

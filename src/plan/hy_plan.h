@@ -1,0 +1,78 @@
+/* hy_plan: placement of every tensor on a tier (GPU, RAM, NVMe) — a pure
+ * function of the model's header, the machine's figures and the budgets. It
+ * loads nothing and touches no file, so it can be printed, tested and used for
+ * estimates without a weight in memory.
+ *
+ * Cost model (why this placement is right): a dense decoder reads every weight
+ * once per token, so the bytes streamed from storage per token are exactly the
+ * bytes not kept resident. Minimising I/O per token is therefore "keep as many
+ * bytes resident as the budget allows", and the choice of *which* tensors stream
+ * only matters for granularity and overlap: we stream whole per-layer FFN groups
+ * (gate/up/down: the largest, uniform, read strictly in layer order) and keep
+ * everything touched every token that is small or irregular (norms, attention,
+ * embeddings — of which only the prompt's rows are touched —, output) resident.
+ * Streamed layers are spread evenly so that I/O of one overlaps compute of the
+ * resident layers between them. Attention groups stream only when all FFN
+ * groups already do. The pool holds (lookahead + 1) groups; the automatic
+ * lookahead uses only slack the budget leaves after the fewest groups stream,
+ * so more lookahead never costs extra I/O and the plan is monotone in budget.
+ *
+ * Invariants (unit-tested):
+ *  - resident + pool + KV + compute + overhead <= memory budget, or an error
+ *    naming the minimum budget;
+ *  - full-resident whenever the whole model plus fixed costs fits;
+ *  - io_bytes_per_token is non-increasing as the budget grows. */
+#ifndef HY_PLAN_H
+#define HY_PLAN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "gguf/hy_gguf.h"
+
+typedef enum { HY_TIER_GPU, HY_TIER_RAM, HY_TIER_NVME, HY_TIER_COUNT } hy_tier;
+typedef enum { HY_MODE_RESIDENT, HY_MODE_DENSE_FFN, HY_MODE_EXPERT, HY_MODE_COUNT } hy_mode;
+
+typedef struct {
+    uint64_t mem_budget;     /* bytes the process may use in RAM (weights, pool, KV, compute, overhead) */
+    uint64_t gpu_budget;     /* bytes of VRAM the plan may use; 0 = no GPU tier */
+    int      n_ctx;          /* context the run will use */
+    int      n_batch;        /* prompt batch */
+    double   seq_read_gbps;  /* storage bandwidth (profile); 0 = unknown */
+    double   mem_bw_gbps;    /* memory bandwidth (profile); 0 = unknown */
+    int      lookahead;      /* groups in flight ahead of compute; < 0 = automatic */
+    int      force_mode;     /* < 0 = automatic, else a hy_mode to force (streams even when it fits) */
+} hy_plan_params;
+
+hy_plan_params hy_plan_default_params(void);
+
+typedef struct {
+    hy_mode  mode;
+    int      n_tensors;
+    hy_tier *tier;                 /* per tensor of the model description, same order */
+    int     *group;                /* per tensor: streaming group (layer) or -1 */
+    uint64_t bytes_tier[HY_TIER_COUNT];
+    uint64_t kv_bytes, compute_bytes, overhead_bytes;
+    uint64_t pool_bytes;           /* committed memory for streamed groups at most */
+    uint64_t max_group_bytes;
+    uint64_t budget_used;          /* RAM tier + pool + KV + compute + overhead */
+    uint64_t min_budget;           /* smallest memory budget that can run this model */
+    int      lookahead;
+    int      n_groups;             /* streamed groups (layers) */
+    uint64_t io_bytes_per_token;
+    double   pred_io_s, pred_compute_s, pred_tok_s;
+} hy_plan;
+
+/* 0 on success; on an impossible budget returns < 0 with a message that says
+ * the minimum. out->tier/group are malloc'd: free with hy_plan_free. */
+int  hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, char *err, size_t errlen);
+void hy_plan_free(hy_plan *p);
+
+const char *hy_mode_name(hy_mode m);   /* "full-resident", "dense-FFN-streaming", "expert-streaming" */
+const char *hy_tier_name(hy_tier t);   /* "GPU", "RAM", "NVMe" */
+
+/* Fixed costs of a run, the same estimates the plan uses. */
+uint64_t hy_plan_kv_bytes(const hy_model_desc *d, int n_ctx);
+uint64_t hy_plan_compute_bytes(const hy_model_desc *d, int n_ctx, int n_batch);
+
+#endif

@@ -1,0 +1,558 @@
+#include "stream/hy_stream.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "ggml-backend-impl.h"
+#include "util/hy_util.h"
+
+#define PAGE 4096u
+#define HUGE_ALIGN ((size_t)2 << 20)
+
+enum { G_IDLE, G_LOADING, G_READY };
+
+struct entry {
+    const hy_tensor_info *info;
+    struct ggml_tensor *t;     /* set by init_tensor */
+    uint8_t *dst;              /* page-aligned start of the read */
+    uint64_t roff, rlen;       /* file range read (page-aligned start) */
+    uint64_t span;             /* bytes of our allocation owned by this tensor, from dst */
+    int group;
+    hy_io_ticket *ticket;
+    bool used;                 /* used in the current pass */
+};
+
+struct group {
+    int layer;
+    int n_entries, *entries;
+    int state;
+    int n_used;
+    uint64_t bytes;            /* committed while loading or ready */
+};
+
+struct hy_stream {
+    hy_io *io;
+    int fd_buffered;           /* for the rare get_tensor */
+    uint64_t file_size;
+    int n_entries;
+    struct entry *entries;
+    int n_groups;
+    struct group *groups;      /* in layer order */
+    int max_lookahead, lookahead;
+    bool adaptive;
+    uint64_t pool_bytes, committed;
+    int cur;                   /* group in use, -1 before the first */
+    double pass_stall;         /* stall in the current pass */
+    int calm_passes;
+    /* buffer type and overrides */
+    struct ggml_backend_buffer_type buft;
+    struct llama_model_tensor_buft_override *ovr;
+    char **patterns;
+    int n_patterns;
+    /* state */
+    bool failed;
+    char error[HY_ERRLEN];
+    hy_stream_stats st;
+    double io_started;
+};
+
+hy_stream_params hy_stream_default_params(void) {
+    hy_stream_params p = {0};
+    p.lookahead = -1;
+    p.adaptive = true;
+    p.io = hy_io_default_params();
+    return p;
+}
+
+/* ---------------------------------------------------------------- buffer */
+
+struct sbuf {
+    hy_stream *s;
+    uint8_t *map;     /* what mmap returned */
+    size_t map_len;
+    uint8_t *base;    /* 2 MiB aligned */
+};
+
+static struct entry *find_entry(hy_stream *s, const char *name) {
+    for (int i = 0; i < s->n_entries; i++)
+        if (!strcmp(s->entries[i].info->name, name)) return &s->entries[i];
+    return NULL;
+}
+
+static void sbuf_free(ggml_backend_buffer_t b) {
+    struct sbuf *sb = b->context;
+    munmap(sb->map, sb->map_len);
+    free(sb);
+}
+
+static void *sbuf_base(ggml_backend_buffer_t b) { return ((struct sbuf *)b->context)->base; }
+
+static enum ggml_status sbuf_init_tensor(ggml_backend_buffer_t b, struct ggml_tensor *t) {
+    struct sbuf *sb = b->context;
+    hy_stream *s = sb->s;
+    if (t->view_src) return GGML_STATUS_SUCCESS;
+    struct entry *e = find_entry(s, t->name);
+    if (!e || e->t) {
+        /* a tensor the plan did not stream, or placed twice: refuse loudly */
+        snprintf(s->error, sizeof s->error, "streamed buffer got unexpected tensor '%s'", t->name);
+        s->failed = true;
+        return GGML_STATUS_FAILED;
+    }
+    if ((uint64_t)ggml_nbytes(t) != e->info->size) {
+        snprintf(s->error, sizeof s->error, "tensor '%s': libllama expects %zu bytes, the file has %llu", t->name,
+                 ggml_nbytes(t), (unsigned long long)e->info->size);
+        s->failed = true;
+        return GGML_STATUS_FAILED;
+    }
+    /* the allocator gave a page-aligned slot; shift the data so it sits at the
+     * same offset within a page as in the file */
+    uint64_t d = e->info->offset % PAGE;
+    e->dst = (uint8_t *)t->data;
+    t->data = e->dst + d;
+    e->t = t;
+    e->roff = e->info->offset - d;
+    e->rlen = hy_round_up(d + e->info->size, PAGE);
+    if (e->roff + e->rlen > s->file_size) e->rlen = s->file_size - e->roff; /* tail at end of file */
+    e->span = hy_round_up(e->info->size, PAGE) + 2 * PAGE;
+    return GGML_STATUS_SUCCESS;
+}
+
+static void sbuf_memset(ggml_backend_buffer_t b, struct ggml_tensor *t, uint8_t v, size_t off, size_t n) {
+    (void)b;
+    memset((uint8_t *)t->data + off, v, n);
+}
+
+static void sbuf_set(ggml_backend_buffer_t b, struct ggml_tensor *t, const void *data, size_t off, size_t n) {
+    /* The loader offers the bytes from its mapping. Taking them would read the
+     * whole tensor now; they are read with direct I/O when needed instead. */
+    (void)b, (void)t, (void)data, (void)off, (void)n;
+}
+
+static void sbuf_get(ggml_backend_buffer_t b, const struct ggml_tensor *t, void *data, size_t off, size_t n) {
+    struct sbuf *sb = b->context;
+    hy_stream *s = sb->s;
+    struct entry *e = find_entry(s, t->name);
+    if (!e) {
+        memset(data, 0, n);
+        return;
+    }
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(s->fd_buffered, (uint8_t *)data + got, n - got, (off_t)(e->info->offset + off + got));
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR) continue;
+            memset((uint8_t *)data + got, 0, n - got);
+            s->failed = true;
+            snprintf(s->error, sizeof s->error, "reading tensor '%s' failed", t->name);
+            return;
+        }
+        got += (size_t)r;
+    }
+}
+
+static bool sbuf_cpy(ggml_backend_buffer_t b, const struct ggml_tensor *src, struct ggml_tensor *dst) {
+    (void)b, (void)src, (void)dst;
+    return false;
+}
+
+static void sbuf_clear(ggml_backend_buffer_t b, uint8_t v) {
+    (void)b, (void)v; /* weights are never cleared; the pages are committed only when read */
+}
+
+static const char *sbuft_name(ggml_backend_buffer_type_t bt) {
+    (void)bt;
+    return "HYPURA_NVME";
+}
+
+static ggml_backend_buffer_t sbuft_alloc(ggml_backend_buffer_type_t bt, size_t size) {
+    hy_stream *s = bt->context;
+    struct sbuf *sb = calloc(1, sizeof *sb);
+    if (!sb) return NULL;
+    sb->s = s;
+    sb->map_len = (size ? size : 1) + HUGE_ALIGN;
+    /* address space only: nothing is committed until a read fills it */
+    sb->map = mmap(NULL, sb->map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (sb->map == MAP_FAILED) {
+        free(sb);
+        return NULL;
+    }
+    sb->base = (uint8_t *)(((uintptr_t)sb->map + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1));
+    madvise(sb->map, sb->map_len, MADV_HUGEPAGE); /* fewer faults per refill; best effort */
+    static const struct ggml_backend_buffer_i iface = {
+        .free_buffer = sbuf_free,
+        .get_base = sbuf_base,
+        .init_tensor = sbuf_init_tensor,
+        .memset_tensor = sbuf_memset,
+        .set_tensor = sbuf_set,
+        .get_tensor = sbuf_get,
+        .cpy_tensor = sbuf_cpy,
+        .clear = sbuf_clear,
+    };
+    return ggml_backend_buffer_init(bt, iface, sb, size);
+}
+
+static size_t sbuft_alignment(ggml_backend_buffer_type_t bt) {
+    (void)bt;
+    return HUGE_ALIGN;
+}
+
+static size_t sbuft_alloc_size(ggml_backend_buffer_type_t bt, const struct ggml_tensor *t) {
+    (void)bt;
+    /* room to shift the data by its in-page file offset and to read whole pages */
+    return hy_round_up(ggml_nbytes(t), PAGE) + 2 * PAGE;
+}
+
+static bool sbuft_is_host(ggml_backend_buffer_type_t bt) {
+    (void)bt;
+    return true;
+}
+
+/* --------------------------------------------------------------- groups */
+
+static int issue_group(hy_stream *s, int gi) {
+    struct group *g = &s->groups[gi];
+    if (g->state != G_IDLE) return 0;
+    if (s->committed == 0 && s->io_started == 0) s->io_started = hy_now();
+    for (int k = 0; k < g->n_entries; k++) {
+        struct entry *e = &s->entries[g->entries[k]];
+        char err[HY_ERRLEN];
+        e->ticket = hy_io_read_async(s->io, e->dst, e->roff, e->rlen, err, sizeof err);
+        if (!e->ticket) {
+            s->failed = true;
+            snprintf(s->error, sizeof s->error, "reading '%s': %s", e->info->name, err);
+            return -1;
+        }
+    }
+    g->state = G_LOADING;
+    g->n_used = 0;
+    s->committed += g->bytes;
+    if (s->committed > s->st.committed_peak) s->st.committed_peak = s->committed;
+    s->st.group_loads++;
+    return 0;
+}
+
+static int wait_group(hy_stream *s, int gi) {
+    struct group *g = &s->groups[gi];
+    if (g->state == G_READY) return 0;
+    if (g->state == G_IDLE && issue_group(s, gi)) return -1;
+    double t0 = hy_now();
+    int rc = 0;
+    for (int k = 0; k < g->n_entries; k++) {
+        struct entry *e = &s->entries[g->entries[k]];
+        if (!e->ticket) continue;
+        char err[HY_ERRLEN];
+        if (hy_io_wait(s->io, e->ticket, err, sizeof err) && !s->failed) {
+            s->failed = true;
+            snprintf(s->error, sizeof s->error, "reading '%s': %s", e->info->name, err);
+            rc = -1;
+        }
+        e->ticket = NULL;
+        e->used = false;
+    }
+    double dt = hy_now() - t0;
+    s->st.stall_s += dt;
+    s->pass_stall += dt;
+    g->state = rc ? G_IDLE : G_READY;
+    if (rc) s->committed -= g->bytes;
+    return rc;
+}
+
+static void release_group(hy_stream *s, int gi) {
+    struct group *g = &s->groups[gi];
+    if (g->state == G_IDLE) return;
+    for (int k = 0; k < g->n_entries; k++) {
+        struct entry *e = &s->entries[g->entries[k]];
+        if (e->ticket) { /* still in flight: let it land before the pages go */
+            char err[HY_ERRLEN];
+            hy_io_wait(s->io, e->ticket, err, sizeof err);
+            e->ticket = NULL;
+        }
+        madvise(e->dst, e->span, MADV_DONTNEED);
+        e->used = false;
+    }
+    g->state = G_IDLE;
+    g->n_used = 0;
+    s->committed -= g->bytes;
+}
+
+/* keep the next `lookahead` groups after `from` in flight, within the pool */
+static void prefetch(hy_stream *s, int from) {
+    for (int k = 1; k <= s->lookahead && k < s->n_groups; k++) {
+        int gi = (from + k) % s->n_groups;
+        struct group *g = &s->groups[gi];
+        if (g->state != G_IDLE) continue;
+        if (s->committed + g->bytes > s->pool_bytes) break;
+        if (issue_group(s, gi)) return;
+    }
+}
+
+/* before a group is used: make room if the pool is full of finished groups */
+static void make_room(hy_stream *s, int need) {
+    struct group *g = &s->groups[need];
+    for (int i = 0; i < s->n_groups && s->committed + g->bytes > s->pool_bytes; i++) {
+        if (i == need) continue;
+        struct group *o = &s->groups[i];
+        if (o->state == G_READY) release_group(s, i);
+    }
+}
+
+static void end_of_pass(hy_stream *s) {
+    s->st.passes++;
+    /* adapt: deepen prefetch while compute keeps waiting on I/O */
+    if (s->adaptive) {
+        if (s->pass_stall > 0.002 && s->lookahead < s->max_lookahead) {
+            s->lookahead++;
+            s->calm_passes = 0;
+        }
+    }
+    s->pass_stall = 0;
+}
+
+static bool is_ours(const hy_stream *s, const struct ggml_tensor *t) {
+    return t && t->buffer && ggml_backend_buffer_get_type(t->buffer) == &s->buft;
+}
+
+bool hy_stream_eval_cb(struct ggml_tensor *t, bool ask, void *ud) {
+    hy_stream *s = ud;
+    if (s->failed) return !ask ? false : true;
+    bool uses = false;
+    for (int i = 0; i < GGML_MAX_SRC; i++) {
+        struct ggml_tensor *src = t->src[i];
+        if (src && src->view_src) src = src->view_src;
+        if (!is_ours(s, src)) continue;
+        struct entry *e = find_entry(s, src->name);
+        if (!e) continue;
+        uses = true;
+        if (ask) {
+            int gi = e->group;
+            /* back at an earlier (or the same, released) group: a new forward pass */
+            if (s->cur >= 0 && (gi < s->cur || (gi == s->cur && s->groups[gi].state == G_IDLE))) end_of_pass(s);
+            if (gi != s->cur) {
+                s->cur = gi;
+                if (s->groups[gi].state == G_IDLE) make_room(s, gi);
+                prefetch(s, gi);
+            }
+            if (wait_group(s, gi)) return true; /* the failure aborts in the second call */
+        } else if (!e->used) {
+            e->used = true;
+            struct group *g = &s->groups[e->group];
+            if (++g->n_used == g->n_entries) {
+                release_group(s, e->group);
+                prefetch(s, e->group);
+            }
+        }
+    }
+    if (ask) return uses;
+    return !s->failed;
+}
+
+bool hy_stream_abort_cb(void *ud) { return ((hy_stream *)ud)->failed; }
+
+/* ------------------------------------------------------------- lifecycle */
+
+static char *escape_regex(const char *in) {
+    size_t n = strlen(in);
+    char *out = malloc(2 * n + 1), *o = out;
+    if (!out) return NULL;
+    for (const char *p = in; *p; p++) {
+        if (strchr(".^$|()[]{}*+?\\", *p)) *o++ = '\\';
+        *o++ = *p;
+    }
+    *o = 0;
+    return out;
+}
+
+static int build_overrides(hy_stream *s, char *err, size_t errlen) {
+    /* one pattern per tensor kind ("ffn_up.weight"), alternating the layers:
+     * libllama compiles every pattern for every tensor, so keep them few */
+    s->patterns = calloc((size_t)s->n_entries + 1, sizeof *s->patterns);
+    s->ovr = calloc((size_t)s->n_entries + 1, sizeof *s->ovr);
+    bool *done = calloc((size_t)s->n_entries, sizeof *done);
+    if (!s->patterns || !s->ovr || !done) {
+        free(done);
+        return hy_fail(err, errlen, "out of memory");
+    }
+    for (int i = 0; i < s->n_entries; i++) {
+        if (done[i]) continue;
+        const char *ni = s->entries[i].info->name;
+        const char *suf = strchr(ni + 4, '.'); /* "blk.N" + ".suffix" */
+        if (strncmp(ni, "blk.", 4) || !suf) {
+            free(done);
+            return hy_fail(err, errlen, "cannot stream tensor '%s' (not a per-layer tensor)", ni);
+        }
+        char *esuf = escape_regex(suf);
+        size_t cap = 64 + strlen(esuf) + 16 * (size_t)s->n_entries;
+        char *pat = malloc(cap);
+        if (!esuf || !pat) {
+            free(esuf);
+            free(pat);
+            free(done);
+            return hy_fail(err, errlen, "out of memory");
+        }
+        size_t len = (size_t)snprintf(pat, cap, "^blk\\.(");
+        bool first = true;
+        for (int j = i; j < s->n_entries; j++) {
+            const char *nj = s->entries[j].info->name;
+            const char *sj = strchr(nj + 4, '.');
+            if (done[j] || strncmp(nj, "blk.", 4) || !sj || strcmp(sj, suf)) continue;
+            done[j] = true;
+            len += (size_t)snprintf(pat + len, cap - len, "%s%d", first ? "" : "|", s->entries[j].info->layer);
+            first = false;
+        }
+        snprintf(pat + len, cap - len, ")%s$", esuf);
+        free(esuf);
+        s->ovr[s->n_patterns].pattern = pat;
+        s->ovr[s->n_patterns].buft = &s->buft;
+        s->patterns[s->n_patterns++] = pat;
+    }
+    free(done);
+    return 0;
+}
+
+int hy_stream_create(const hy_stream_params *p, hy_stream **out, char *err, size_t errlen) {
+    *out = NULL;
+    const hy_plan *plan = p->plan;
+    const hy_model_desc *d = p->desc;
+    if (plan->n_tensors != d->n_tensors) return hy_fail(err, errlen, "plan and model disagree");
+    hy_stream *s = calloc(1, sizeof *s);
+    if (!s) return hy_fail(err, errlen, "out of memory");
+    s->fd_buffered = -1;
+    s->cur = -1;
+    s->io = hy_io_open(p->model_path, &p->io, err, errlen);
+    if (!s->io) goto fail;
+    s->file_size = hy_io_file_size(s->io);
+    s->fd_buffered = open(p->model_path, O_RDONLY | O_CLOEXEC);
+    if (s->fd_buffered < 0) {
+        hy_fail(err, errlen, "cannot open %s: %s", p->model_path, strerror(errno));
+        goto fail;
+    }
+    for (int i = 0; i < plan->n_tensors; i++) s->n_entries += plan->tier[i] == HY_TIER_NVME;
+    s->entries = calloc((size_t)(s->n_entries ? s->n_entries : 1), sizeof *s->entries);
+    s->groups = calloc((size_t)(d->n_layer > 0 ? d->n_layer : 1), sizeof *s->groups);
+    int *gmap = malloc(sizeof(int) * (size_t)(d->n_layer > 0 ? d->n_layer : 1));
+    if (!s->entries || !s->groups || !gmap) {
+        free(gmap);
+        hy_fail(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (int l = 0; l < d->n_layer; l++) gmap[l] = -1;
+    int k = 0;
+    for (int i = 0; i < plan->n_tensors; i++) {
+        if (plan->tier[i] != HY_TIER_NVME) continue;
+        int l = plan->group[i];
+        if (l < 0 || l >= d->n_layer) {
+            free(gmap);
+            hy_fail(err, errlen, "streamed tensor '%s' has no layer group", d->tensors[i].name);
+            goto fail;
+        }
+        s->entries[k].info = &d->tensors[i];
+        s->entries[k].group = l; /* remapped below */
+        k++;
+    }
+    /* groups in layer order */
+    for (int l = 0; l < d->n_layer; l++)
+        for (int i = 0; i < s->n_entries; i++)
+            if (s->entries[i].group == l && gmap[l] < 0) {
+                gmap[l] = s->n_groups;
+                s->groups[s->n_groups++].layer = l;
+            }
+    for (int i = 0; i < s->n_entries; i++) {
+        struct group *g = &s->groups[gmap[s->entries[i].group]];
+        s->entries[i].group = gmap[s->entries[i].group];
+        g->n_entries++;
+        g->bytes += hy_round_up(s->entries[i].info->size, PAGE) + 2 * PAGE;
+    }
+    free(gmap);
+    for (int gi = 0; gi < s->n_groups; gi++) {
+        struct group *g = &s->groups[gi];
+        g->entries = malloc(sizeof(int) * (size_t)g->n_entries);
+        if (!g->entries) {
+            hy_fail(err, errlen, "out of memory");
+            goto fail;
+        }
+        g->n_entries = 0;
+    }
+    uint64_t max_group = 0;
+    for (int i = 0; i < s->n_entries; i++) {
+        struct group *g = &s->groups[s->entries[i].group];
+        g->entries[g->n_entries++] = i;
+    }
+    for (int gi = 0; gi < s->n_groups; gi++)
+        if (s->groups[gi].bytes > max_group) max_group = s->groups[gi].bytes;
+
+    s->max_lookahead = p->lookahead >= 0 ? p->lookahead : plan->lookahead;
+    s->adaptive = p->adaptive && p->lookahead < 0;
+    s->lookahead = s->adaptive && s->max_lookahead > 1 ? 1 : s->max_lookahead;
+    /* the pool: what the plan granted, never less than the groups in flight
+     * plus the one in use (page rounding makes groups a little larger) */
+    s->pool_bytes = plan->pool_bytes;
+    uint64_t min_pool = (uint64_t)(s->max_lookahead + 1) * max_group;
+    if (s->pool_bytes < min_pool) s->pool_bytes = min_pool;
+
+    s->buft.iface = (struct ggml_backend_buffer_type_i){
+        .get_name = sbuft_name,
+        .alloc_buffer = sbuft_alloc,
+        .get_alignment = sbuft_alignment,
+        .get_alloc_size = sbuft_alloc_size,
+        .is_host = sbuft_is_host,
+    };
+    s->buft.device = NULL;
+    s->buft.context = s;
+    if (s->n_entries && build_overrides(s, err, errlen)) goto fail;
+    s->st.n_streamed = s->n_entries;
+    s->st.io_backend = hy_io_backend_name(s->io);
+    s->st.direct = hy_io_is_direct(s->io);
+    *out = s;
+    return 0;
+fail:
+    hy_stream_free(s);
+    return -1;
+}
+
+int hy_stream_check_loaded(hy_stream *s, char *err, size_t errlen) {
+    if (s->failed) return hy_fail(err, errlen, "%s", s->error);
+    for (int i = 0; i < s->n_entries; i++)
+        if (!s->entries[i].t)
+            return hy_fail(err, errlen, "tensor '%s' was planned for streaming but libllama did not place it there",
+                           s->entries[i].info->name);
+    return 0;
+}
+
+const char *hy_stream_error(const hy_stream *s) { return s && s->failed ? s->error : NULL; }
+
+const struct llama_model_tensor_buft_override *hy_stream_overrides(hy_stream *s) { return s->ovr; }
+
+void hy_stream_get_stats(const hy_stream *s, hy_stream_stats *st) {
+    *st = s->st;
+    hy_io_stats ios;
+    hy_io_get_stats(s->io, &ios);
+    st->bytes_read = ios.bytes;
+    st->io_busy_s = ios.busy_s;
+    st->lookahead = s->lookahead;
+}
+
+void hy_stream_free(hy_stream *s) {
+    if (!s) return;
+    if (s->io) {
+        for (int i = 0; i < s->n_entries; i++)
+            if (s->entries[i].ticket) {
+                char err[HY_ERRLEN];
+                hy_io_wait(s->io, s->entries[i].ticket, err, sizeof err);
+            }
+        hy_io_close(s->io);
+    }
+    if (s->fd_buffered >= 0) close(s->fd_buffered);
+    for (int i = 0; i < s->n_patterns; i++) free(s->patterns[i]);
+    free(s->patterns);
+    free(s->ovr);
+    if (s->groups)
+        for (int gi = 0; gi < s->n_groups; gi++) free(s->groups[gi].entries);
+    free(s->groups);
+    free(s->entries);
+    free(s);
+}

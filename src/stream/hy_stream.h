@@ -1,0 +1,77 @@
+/* hy_stream: the NVMe tier. Tensors the plan put on NVMe live in a custom ggml
+ * host buffer type whose memory is address space only: reserved at load
+ * without committing a page, filled with direct I/O right before the forward
+ * pass needs a layer group, and given back (MADV_DONTNEED) right after.
+ *
+ * How it hooks into libllama (pinned version, load mode mmap):
+ *  - llama_model_params.tensor_buft_overrides sends the streamed tensors to our
+ *    buffer type. With mmap on, the loader hands our set_tensor a pointer into
+ *    its mapping; we ignore it, so loading reads none of the streamed bytes.
+ *  - init_tensor places each tensor so that data ≡ file offset (mod 4096):
+ *    O_DIRECT reads of the page-aligned file range land in place, no bounce
+ *    copy. Every tensor owns its pages (no page is shared between tensors), so
+ *    releasing one never touches another.
+ *  - llama_context_params.cb_eval: before a graph node that reads a streamed
+ *    tensor is computed, its group must be resident (we wait only when the read
+ *    is still in flight: that time is a "stall"); after the group's last use in
+ *    the pass it is released and the next groups in layer order are prefetched,
+ *    `lookahead` groups ahead, within the pool.
+ *  - llama_context_params.abort_callback: an I/O error aborts the decode, so
+ *    nothing is ever computed on partial data.
+ *
+ * The math is untouched: the same kernels read the same bytes; only when they
+ * arrive changes. Splitting the graph for the callback happens after matmuls or
+ * named norm outputs, never inside a fused op. */
+#ifndef HY_STREAM_H
+#define HY_STREAM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ggml-backend.h"
+#include "gguf/hy_gguf.h"
+#include "io/hy_io.h"
+#include "llama.h"
+#include "plan/hy_plan.h"
+
+typedef struct hy_stream hy_stream;
+
+typedef struct {
+    const char *model_path;
+    const hy_model_desc *desc;
+    const hy_plan *plan;      /* tiers, groups, pool size and the maximum lookahead */
+    int  lookahead;           /* < 0: the plan's; else fixed (0 = read each group on demand) */
+    bool adaptive;            /* start at 1 and deepen on stalls up to the plan's lookahead (default true) */
+    hy_io_params io;
+} hy_stream_params;
+
+hy_stream_params hy_stream_default_params(void);
+
+typedef struct {
+    uint64_t bytes_read;
+    double   io_busy_s;       /* time with reads in flight */
+    double   stall_s;         /* compute waited for I/O */
+    uint64_t group_loads;
+    uint64_t passes;          /* forward passes (one per decoded batch) */
+    uint64_t committed_peak;  /* most streamed bytes committed at once */
+    int      lookahead;       /* current */
+    int      n_streamed;      /* tensors on the NVMe tier */
+    const char *io_backend;
+    bool     direct;
+} hy_stream_stats;
+
+int  hy_stream_create(const hy_stream_params *p, hy_stream **out, char *err, size_t errlen);
+void hy_stream_free(hy_stream *s);
+
+/* What the engine passes to libllama. */
+const struct llama_model_tensor_buft_override *hy_stream_overrides(hy_stream *s);
+bool hy_stream_eval_cb(struct ggml_tensor *t, bool ask, void *user_data);
+bool hy_stream_abort_cb(void *user_data);
+
+/* After the model is loaded: every streamed tensor must have been placed. */
+int  hy_stream_check_loaded(hy_stream *s, char *err, size_t errlen);
+/* The I/O error that aborted a decode, or NULL. */
+const char *hy_stream_error(const hy_stream *s);
+void hy_stream_get_stats(const hy_stream *s, hy_stream_stats *st);
+
+#endif

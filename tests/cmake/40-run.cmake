@@ -1,0 +1,5 @@
+# run: resident generation through libllama, checked against llama.cpp's own
+add_test(NAME run_matches_llama_completion
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/run_vs_llama.sh ${HY_BIN} ${HY_LLAMA_BIN_DIR} ${HY_TEST_WORK})
+add_test(NAME run_errors
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/run_errors.sh ${HY_BIN} ${HY_TEST_WORK})

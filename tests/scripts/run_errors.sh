@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Clear one-line errors and non-zero exits for bad input to `hypura run`.
+set -uo pipefail
+HY_BIN=$1 WORK=$2/run_errors
+mkdir -p "$WORK"
+export HYPURA_NO_STORAGE_PROFILE=1 XDG_CACHE_HOME=$WORK/cache
+H="$HY_BIN/hypura"
+fail=0
+expect() { # name, expected-substring, command...
+  local name=$1 want=$2; shift 2
+  local out rc
+  out=$("$@" 2>&1 >/dev/null); rc=$?
+  if [[ $rc -ne 0 && "$out" == *"$want"* ]]; then echo "ok $name: $out" | head -1
+  else echo "FAIL $name (exit $rc): $out"; fail=1; fi
+}
+m=$WORK/m.gguf
+"$HY_BIN/hypura-mkmodel" -o "$m" --dim 256 --layers 2 --ff 512 --quiet >/dev/null
+printf 'not a gguf at all' > "$WORK/junk.gguf"
+head -c 1000 "$m" > "$WORK/trunc.gguf"
+expect missing-file "No such file" "$H" run "$WORK/nope.gguf" -p hi
+expect not-gguf "GGUF" "$H" run "$WORK/junk.gguf" -p hi
+expect truncated "trunc" "$H" run "$WORK/trunc.gguf" -p hi
+expect ctx-too-large "training context" "$H" run "$m" -p hi -c 100000
+expect no-prompt "--prompt" "$H" run "$m"
+expect bad-number "invalid value" "$H" run "$m" -p hi -n abc
+expect bad-budget "not a size" "$H" run "$m" -p hi --memory-budget lots
+expect tiny-budget "minimum is" "$H" run "$m" -p hi --memory-budget 1M
+expect directory "directory" "$H" run "$WORK" -p hi
+exit $fail

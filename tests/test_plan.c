@@ -1,0 +1,227 @@
+/* Planner unit tests on synthetic model descriptions: no files, no weights. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "plan/hy_plan.h"
+
+static int failures;
+#define CHECK(c, ...)                                                                                          \
+    do {                                                                                                       \
+        if (!(c)) {                                                                                            \
+            failures++;                                                                                        \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #c);                                       \
+            fprintf(stderr, __VA_ARGS__);                                                                      \
+            fputc('\n', stderr);                                                                               \
+        }                                                                                                      \
+    } while (0)
+
+#define MIB ((uint64_t)1 << 20)
+
+static void add(hy_model_desc *d, const char *name, int layer, hy_role role, uint64_t size) {
+    hy_tensor_info *t = &d->tensors[d->n_tensors++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->layer = layer;
+    t->role = role;
+    t->size = size;
+    t->offset = 4096 * (uint64_t)d->n_tensors;
+}
+
+/* A llama-shaped description: per layer attention 4 x attn, FFN 3 x ffn. */
+static hy_model_desc *make_desc(int n_layer, uint64_t attn, uint64_t ffn, int n_expert) {
+    hy_model_desc *d = calloc(1, sizeof *d);
+    d->tensors = calloc((size_t)(n_layer * 12 + 3), sizeof *d->tensors);
+    d->n_layer = n_layer;
+    d->n_embd = 1024;
+    d->n_ff = 2816;
+    d->n_head = 8;
+    d->n_head_kv = 4;
+    d->n_vocab = 32000;
+    d->n_expert = n_expert;
+    d->n_expert_used = n_expert ? 2 : 0;
+    add(d, "token_embd.weight", -1, HY_ROLE_EMBED, 30 * MIB);
+    char nm[96];
+    for (int l = 0; l < n_layer; l++) {
+        static const char *an[] = {"attn_q", "attn_k", "attn_v", "attn_output"};
+        snprintf(nm, sizeof nm, "blk.%d.attn_norm.weight", l);
+        add(d, nm, l, HY_ROLE_NORM, 4096);
+        for (int i = 0; i < 4; i++) {
+            snprintf(nm, sizeof nm, "blk.%d.%s.weight", l, an[i]);
+            add(d, nm, l, HY_ROLE_ATTN, attn / 4);
+        }
+        snprintf(nm, sizeof nm, "blk.%d.ffn_norm.weight", l);
+        add(d, nm, l, HY_ROLE_NORM, 4096);
+        static const char *fn[] = {"ffn_gate", "ffn_up", "ffn_down"};
+        if (n_expert) {
+            snprintf(nm, sizeof nm, "blk.%d.ffn_gate_inp.weight", l);
+            add(d, nm, l, HY_ROLE_ROUTER, 32768);
+        }
+        for (int i = 0; i < 3; i++) {
+            snprintf(nm, sizeof nm, n_expert ? "blk.%d.%s_exps.weight" : "blk.%d.%s.weight", l, fn[i]);
+            add(d, nm, l, n_expert ? HY_ROLE_EXPERT : HY_ROLE_FFN, ffn / 3);
+        }
+    }
+    add(d, "output_norm.weight", -1, HY_ROLE_NORM, 4096);
+    add(d, "output.weight", -1, HY_ROLE_OUTPUT, 30 * MIB);
+    return d;
+}
+
+static void free_desc(hy_model_desc *d) {
+    free(d->tensors);
+    free(d);
+}
+
+static uint64_t total_bytes(const hy_model_desc *d) {
+    uint64_t t = 0;
+    for (int i = 0; i < d->n_tensors; i++) t += d->tensors[i].size;
+    return t;
+}
+
+static void check_plan_consistent(const hy_model_desc *d, const hy_plan *p, uint64_t budget) {
+    uint64_t tiers = 0, nvme = 0;
+    for (int i = 0; i < d->n_tensors; i++) {
+        if (p->tier[i] == HY_TIER_NVME) {
+            nvme += d->tensors[i].size;
+            CHECK(p->group[i] == d->tensors[i].layer, "streamed tensor %s in group %d", d->tensors[i].name,
+                  p->group[i]);
+            CHECK(d->tensors[i].role == HY_ROLE_FFN || d->tensors[i].role == HY_ROLE_EXPERT ||
+                      d->tensors[i].role == HY_ROLE_ATTN,
+                  "streams a %s tensor", hy_role_name(d->tensors[i].role));
+        }
+    }
+    for (int t = 0; t < HY_TIER_COUNT; t++) tiers += p->bytes_tier[t];
+    CHECK(tiers == total_bytes(d), "tier bytes %llu != total %llu", (unsigned long long)tiers,
+          (unsigned long long)total_bytes(d));
+    CHECK(nvme == p->bytes_tier[HY_TIER_NVME], "nvme sum");
+    CHECK(p->io_bytes_per_token == nvme, "io per token %llu != streamed %llu", (unsigned long long)p->io_bytes_per_token,
+          (unsigned long long)nvme);
+    CHECK(p->budget_used <= budget, "uses %llu of budget %llu", (unsigned long long)p->budget_used,
+          (unsigned long long)budget);
+    uint64_t fixed = p->kv_bytes + p->compute_bytes + p->overhead_bytes;
+    CHECK(p->bytes_tier[HY_TIER_RAM] + p->pool_bytes + fixed == p->budget_used, "budget_used adds up");
+    if (p->mode != HY_MODE_RESIDENT) {
+        CHECK(p->pool_bytes >= (uint64_t)(p->lookahead + 1) * p->max_group_bytes, "pool holds lookahead+1 groups");
+        CHECK(p->n_groups > 0, "streams no group");
+    }
+}
+
+int main(void) {
+    char err[512];
+    /* dense: 16 layers of 8 MiB attention + 24 MiB FFN, ~572 MiB */
+    hy_model_desc *d = make_desc(16, 8 * MIB, 24 * MIB, 0);
+    uint64_t total = total_bytes(d);
+    hy_plan_params pp = hy_plan_default_params();
+    pp.n_ctx = 256;
+    pp.seq_read_gbps = 2.0;
+    pp.mem_bw_gbps = 20.0;
+
+    /* resident when it fits */
+    hy_plan p;
+    pp.mem_budget = 64ull << 30;
+    CHECK(hy_plan_make(d, &pp, &p, err, sizeof err) == 0, "%s", err);
+    CHECK(p.mode == HY_MODE_RESIDENT, "mode %s", hy_mode_name(p.mode));
+    CHECK(p.bytes_tier[HY_TIER_NVME] == 0 && p.io_bytes_per_token == 0, "resident reads nothing");
+    check_plan_consistent(d, &p, pp.mem_budget);
+    uint64_t fit = p.budget_used;
+    uint64_t min_budget = p.min_budget;
+    hy_plan_free(&p);
+
+    /* forcing streaming when it fits still streams, with a small I/O */
+    pp.force_mode = HY_MODE_DENSE_FFN;
+    CHECK(hy_plan_make(d, &pp, &p, err, sizeof err) == 0, "%s", err);
+    CHECK(p.mode == HY_MODE_DENSE_FFN && p.n_groups == 1, "forced stream: %s, %d groups", hy_mode_name(p.mode),
+          p.n_groups);
+    hy_plan_free(&p);
+    pp.force_mode = -1;
+
+    /* budgets honoured and I/O monotone (non-increasing) in the budget */
+    uint64_t prev_io = UINT64_MAX;
+    int n_ok = 0, n_stream = 0;
+    for (uint64_t b = min_budget; b <= fit + 64 * MIB; b += 7 * MIB) {
+        pp.mem_budget = b;
+        if (hy_plan_make(d, &pp, &p, err, sizeof err) != 0) {
+            CHECK(0, "budget %llu >= min %llu refused: %s", (unsigned long long)b, (unsigned long long)min_budget, err);
+            continue;
+        }
+        n_ok++;
+        check_plan_consistent(d, &p, b);
+        CHECK(p.io_bytes_per_token <= prev_io, "I/O grew from %llu to %llu at budget %llu",
+              (unsigned long long)prev_io, (unsigned long long)p.io_bytes_per_token, (unsigned long long)b);
+        if (b >= fit) CHECK(p.mode == HY_MODE_RESIDENT, "budget %llu fits but mode %s", (unsigned long long)b,
+                            hy_mode_name(p.mode));
+        else CHECK(p.mode == HY_MODE_DENSE_FFN, "budget %llu below fit but mode %s", (unsigned long long)b,
+                   hy_mode_name(p.mode));
+        n_stream += p.mode != HY_MODE_RESIDENT;
+        /* FFN streams before attention does */
+        bool attn_streams = false, ffn_resident = false;
+        for (int i = 0; i < d->n_tensors; i++) {
+            if (d->tensors[i].role == HY_ROLE_ATTN && p.tier[i] == HY_TIER_NVME) attn_streams = true;
+            if (d->tensors[i].role == HY_ROLE_FFN && p.tier[i] == HY_TIER_RAM) ffn_resident = true;
+        }
+        CHECK(!(attn_streams && ffn_resident), "attention streams while some FFN is resident (budget %llu)",
+              (unsigned long long)b);
+        prev_io = p.io_bytes_per_token;
+        hy_plan_free(&p);
+    }
+    CHECK(n_ok > 20 && n_stream > 10, "sweep covered %d plans, %d streaming", n_ok, n_stream);
+
+    /* at the minimum everything streamable streams */
+    pp.mem_budget = min_budget;
+    CHECK(hy_plan_make(d, &pp, &p, err, sizeof err) == 0, "%s", err);
+    CHECK(p.io_bytes_per_token == 16 * (8 + 24) * MIB, "at the minimum attention+FFN stream (%llu)",
+          (unsigned long long)p.io_bytes_per_token);
+    hy_plan_free(&p);
+
+    /* impossible budget: refused, the message names the minimum */
+    pp.mem_budget = min_budget - 1;
+    CHECK(hy_plan_make(d, &pp, &p, err, sizeof err) != 0, "budget below the minimum accepted");
+    CHECK(strstr(err, "minimum") != NULL, "message: %s", err);
+    CHECK(p.tier == NULL, "failed plan leaves nothing allocated");
+
+    /* a fixed lookahead sizes the pool */
+    for (int la = 0; la <= 3; la++) {
+        pp.mem_budget = total / 2 + 400 * MIB;
+        pp.lookahead = la;
+        CHECK(hy_plan_make(d, &pp, &p, err, sizeof err) == 0, "%s", err);
+        CHECK(p.lookahead == la && p.pool_bytes == (uint64_t)(la + 1) * p.max_group_bytes, "lookahead %d: pool %llu",
+              la, (unsigned long long)p.pool_bytes);
+        check_plan_consistent(d, &p, pp.mem_budget);
+        hy_plan_free(&p);
+    }
+    pp.lookahead = -1;
+
+    /* streamed layers are spread, not bunched at one end */
+    pp.mem_budget = fit - 4 * 24 * MIB;
+    CHECK(hy_plan_make(d, &pp, &p, err, sizeof err) == 0, "%s", err);
+    int first = -1, last = -1;
+    for (int i = 0; i < d->n_tensors; i++)
+        if (p.tier[i] == HY_TIER_NVME) {
+            if (first < 0) first = d->tensors[i].layer;
+            last = d->tensors[i].layer;
+        }
+    CHECK(p.n_groups >= 4 && last - first >= 8, "%d groups between layers %d and %d", p.n_groups, first, last);
+    CHECK(p.pred_tok_s > 0 && p.pred_io_s > 0, "prediction");
+    hy_plan_free(&p);
+    free_desc(d);
+
+    /* MoE: experts stream, the router and attention stay */
+    d = make_desc(8, 8 * MIB, 96 * MIB, 8);
+    pp.mem_budget = total_bytes(d) * 7 / 10;
+    int r = hy_plan_make(d, &pp, &p, err, sizeof err);
+    CHECK(r == 0, "%s", err);
+    if (r) return 1;
+    CHECK(p.mode == HY_MODE_EXPERT, "MoE mode %s", hy_mode_name(p.mode));
+    for (int i = 0; i < d->n_tensors; i++)
+        if (p.tier[i] == HY_TIER_NVME) CHECK(d->tensors[i].role == HY_ROLE_EXPERT, "MoE streams %s", d->tensors[i].name);
+    check_plan_consistent(d, &p, pp.mem_budget);
+    hy_plan_free(&p);
+    free_desc(d);
+
+    if (failures) {
+        fprintf(stderr, "%d check(s) failed\n", failures);
+        return 1;
+    }
+    printf("plan: all checks passed\n");
+    return 0;
+}
