@@ -28,6 +28,10 @@ typedef struct {
     int  mode;             /* < 0: automatic; else hy_mode */
     int  io_backend;       /* HY_IO_AUTO, HY_IO_URING, HY_IO_PREAD */
     bool no_profile_storage; /* use a bandwidth guess instead of measuring storage */
+    int  repack;           /* < 0 auto: on when full-resident (llama.cpp's default kernels), off when
+                              streaming (streamed tensors cannot be repacked; resident ones are kept
+                              unpacked too, so a streamed run equals a resident --no-repack run bit
+                              for bit); 0 off; 1 on (full-resident only) */
     hy_engine_params engine; /* model_path, cb_eval, overrides, abort are filled by the session */
 } hy_session_params;
 

@@ -110,7 +110,6 @@ int main(void) {
     char err[512];
     /* dense: 16 layers of 8 MiB attention + 24 MiB FFN, ~572 MiB */
     hy_model_desc *d = make_desc(16, 8 * MIB, 24 * MIB, 0);
-    uint64_t total = total_bytes(d);
     hy_plan_params pp = hy_plan_default_params();
     pp.n_ctx = 256;
     pp.seq_read_gbps = 2.0;
@@ -181,7 +180,7 @@ int main(void) {
 
     /* a fixed lookahead sizes the pool */
     for (int la = 0; la <= 3; la++) {
-        pp.mem_budget = total / 2 + 400 * MIB;
+        pp.mem_budget = fit - 8 * 24 * MIB; /* several layers must stream */
         pp.lookahead = la;
         CHECK(hy_plan_make(d, &pp, &p, err, sizeof err) == 0, "%s", err);
         CHECK(p.lookahead == la && p.pool_bytes == (uint64_t)(la + 1) * p.max_group_bytes, "lookahead %d: pool %llu",

@@ -8,5 +8,8 @@ int hy_cmd_inspect(int argc, char **argv);
 int hy_cmd_profile(int argc, char **argv);
 int hy_cmd_iobench(int argc, char **argv);
 int hy_cmd_run(int argc, char **argv);
+int hy_cmd_estimate(int argc, char **argv);
+int hy_cmd_serve(int argc, char **argv);
+int hy_cmd_bench(int argc, char **argv);
 
 #endif

@@ -1,6 +1,7 @@
 #include "cli/cli_sched.h"
 
 #include <errno.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,4 +53,23 @@ int hy_cli_sched_opt(const char *cmd, int c, const char *arg, hy_session_params 
     default:
         return 0;
     }
+}
+
+void hy_cli_reexec_passive(void) {
+    if (getenv("OMP_WAIT_POLICY")) return;
+    FILE *f = fopen("/proc/self/cmdline", "rb");
+    if (!f) return;
+    static char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    if (n == 0 || n >= sizeof buf - 1) return;
+    buf[n] = 0;
+    char *args[1024];
+    int k = 0;
+    for (size_t i = 0; i < n && k < 1023; i += strlen(buf + i) + 1) args[k++] = buf + i;
+    args[k] = NULL;
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    fflush(NULL);
+    execv("/proc/self/exe", args);
+    unsetenv("OMP_WAIT_POLICY"); /* exec failed: go on as we are */
 }

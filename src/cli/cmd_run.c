@@ -12,28 +12,29 @@
 #include "util/hy_util.h"
 
 static void run_usage(FILE *f) {
-    fprintf(f,
-            "usage: hypura run MODEL.gguf (--prompt TEXT | --interactive) [options]\n\n"
-            "  -p, --prompt TEXT       prompt (raw text, no chat template)\n"
-            "  -i, --interactive       chat on stdin/stdout with the model's chat template\n"
-            "      --system TEXT       system prompt for --interactive\n"
-            "  -n, --max-tokens N      tokens to generate (default 128; -1 = until end)\n"
-            "      --temp T            temperature (default 0.8; 0 = greedy)\n"
-            "      --top-k K           top-k (default 40; 0 = off)\n"
-            "      --top-p P           top-p (default 0.95; 1 = off)\n"
-            "      --seed N            sampling seed (default 12648430)\n"
-            "  -c, --ctx N             context length (default min(4096, model's))\n"
-            "  -t, --threads N         CPU threads (default: all cores)\n"
-            "  -b, --batch N           prompt batch size (default 512)\n"
-            "      --repack            let the CPU backend repack resident weights (llama.cpp's default;\n"
-            "                          faster on some CPUs, but its kernels round differently, so logits\n"
-            "                          then differ in the low bits between resident and streamed runs)\n"
-            "      --no-repack         do not repack (default)\n"
-            "      --dump-logits FILE  write the float32 logits of every generated token to FILE\n"
-            "      --plan              print the placement plan before running\n"
-            HY_SCHED_HELP
-            "  -v, --verbose           show libllama's log\n"
-            "  -h, --help              this help\n");
+    fprintf(
+        f,
+        "usage: hypura run MODEL.gguf (--prompt TEXT | --interactive) [options]\n\n"
+        "  -p, --prompt TEXT       prompt (raw text, no chat template)\n"
+        "  -i, --interactive       chat on stdin/stdout with the model's chat template\n"
+        "      --system TEXT       system prompt for --interactive\n"
+        "  -n, --max-tokens N      tokens to generate (default 128; -1 = until end)\n"
+        "      --temp T            temperature (default 0.8; 0 = greedy)\n"
+        "      --top-k K           top-k (default 40; 0 = off)\n"
+        "      --top-p P           top-p (default 0.95; 1 = off)\n"
+        "      --seed N            sampling seed (default 12648430)\n"
+        "  -c, --ctx N             context length (default min(4096, model's))\n"
+        "  -t, --threads N         CPU threads (default: all cores)\n"
+        "  -b, --batch N           prompt batch size (default 512)\n"
+        "      --repack            let the CPU backend repack weights (llama.cpp's kernels; the default\n"
+        "                          when the model is fully resident; streamed runs never repack)\n"
+        "      --no-repack         plain kernels also when resident: a streamed run of the same file\n"
+        "                          gives bit-identical logits to a resident run with --no-repack\n"
+        "      --dump-logits FILE  write the float32 logits of every generated token to FILE\n"
+        "      --plan              print the placement plan before running\n"
+        "      --naive             no plan: libllama's defaults (mmap, repack), the baseline of bench\n" HY_SCHED_HELP
+        "  -v, --verbose           show libllama's log\n"
+        "  -h, --help              this help\n");
 }
 
 static bool parse_int(const char *s, long lo, long hi, int *out) {
@@ -76,8 +77,8 @@ static void print_stats(const hy_gen_stats *st, double load_s) {
     double gps = st->t_gen_s > 0 ? st->n_gen / st->t_gen_s : 0;
     fprintf(stderr, "\n[hypura] ");
     if (load_s >= 0) fprintf(stderr, "load %.2f s | ", load_s);
-    fprintf(stderr, "prompt %d tokens, %.2f tok/s | generation %d tokens, %.2f tok/s | stop: %s\n",
-            st->n_prompt_eval, pps, st->n_gen, gps, st->stop_reason);
+    fprintf(stderr, "prompt %d tokens, %.2f tok/s | generation %d tokens, %.2f tok/s | stop: %s\n", st->n_prompt_eval,
+            pps, st->n_gen, gps, st->stop_reason);
 }
 
 static bool tee_piece(const char *p, size_t l, void *ud) {
@@ -154,21 +155,31 @@ int hy_cmd_run(int argc, char **argv) {
     hy_session_params sess = hy_session_default_params();
     hy_engine_params ep = hy_engine_default_params();
     hy_sample_params sp = hy_sample_default_params();
-    bool show_plan = false;
+    bool show_plan = false, naive = false;
     ep.progress = true;
     const char *prompt = NULL, *system = NULL, *dump_path = NULL;
     bool inter = false;
-    enum { O_TEMP = 1000, O_TOPK, O_TOPP, O_SEED, O_SYSTEM, O_NOREPACK, O_REPACK, O_DUMP, O_PLAN };
-    static const struct option opts[] = {
-        {"prompt", required_argument, 0, 'p'},   {"interactive", no_argument, 0, 'i'},
-        {"max-tokens", required_argument, 0, 'n'}, {"temp", required_argument, 0, O_TEMP},
-        {"top-k", required_argument, 0, O_TOPK}, {"top-p", required_argument, 0, O_TOPP},
-        {"seed", required_argument, 0, O_SEED},  {"ctx", required_argument, 0, 'c'},
-        {"threads", required_argument, 0, 't'},  {"batch", required_argument, 0, 'b'},
-        {"system", required_argument, 0, O_SYSTEM}, {"no-repack", no_argument, 0, O_NOREPACK}, {"repack", no_argument, 0, O_REPACK},
-        {"dump-logits", required_argument, 0, O_DUMP}, {"verbose", no_argument, 0, 'v'},
-        {"plan", no_argument, 0, O_PLAN},        HY_SCHED_LONG_OPTIONS,
-        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+    enum { O_TEMP = 1000, O_TOPK, O_TOPP, O_SEED, O_SYSTEM, O_NOREPACK, O_REPACK, O_DUMP, O_PLAN, O_NAIVE };
+    static const struct option opts[] = {{"prompt", required_argument, 0, 'p'},
+                                         {"interactive", no_argument, 0, 'i'},
+                                         {"max-tokens", required_argument, 0, 'n'},
+                                         {"temp", required_argument, 0, O_TEMP},
+                                         {"top-k", required_argument, 0, O_TOPK},
+                                         {"top-p", required_argument, 0, O_TOPP},
+                                         {"seed", required_argument, 0, O_SEED},
+                                         {"ctx", required_argument, 0, 'c'},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"batch", required_argument, 0, 'b'},
+                                         {"system", required_argument, 0, O_SYSTEM},
+                                         {"no-repack", no_argument, 0, O_NOREPACK},
+                                         {"repack", no_argument, 0, O_REPACK},
+                                         {"dump-logits", required_argument, 0, O_DUMP},
+                                         {"verbose", no_argument, 0, 'v'},
+                                         {"plan", no_argument, 0, O_PLAN},
+                                         {"naive", no_argument, 0, O_NAIVE},
+                                         HY_SCHED_LONG_OPTIONS,
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     optind = 1;
     int c, seed;
     while ((c = getopt_long(argc, argv, "p:in:c:t:b:vh", opts, NULL)) != -1) {
@@ -188,11 +199,12 @@ int hy_cmd_run(int argc, char **argv) {
         case 't': ok = parse_int(optarg, 1, 4096, &ep.n_threads); break;
         case 'b': ok = parse_int(optarg, 1, 1 << 16, &ep.n_batch); break;
         case O_SYSTEM: system = optarg; break;
-        case O_NOREPACK: ep.repack = false; break;
-        case O_REPACK: ep.repack = true; break;
+        case O_NOREPACK: sess.repack = 0; break;
+        case O_REPACK: sess.repack = 1; break;
         case O_DUMP: dump_path = optarg; break;
         case 'v': ep.verbose = true; break;
         case O_PLAN: show_plan = true; break;
+        case O_NAIVE: naive = true; break;
         case 'h': run_usage(stdout); return 0;
         default: {
             int r = hy_cli_sched_opt("run", c, optarg, &sess);
@@ -221,15 +233,28 @@ int hy_cmd_run(int argc, char **argv) {
 
     char err[HY_ERRLEN];
     hy_session *ss = NULL;
-    if (hy_session_plan(&sess, &ss, err, sizeof err)) {
+    if (naive) {
+        ss = calloc(1, sizeof *ss);
+        ep.model_path = sess.model_path;
+        ep.repack = true;
+        ep.use_mmap = true;
+        if (!ss || hy_engine_open(&ep, &ss->engine, err, sizeof err)) {
+            fprintf(stderr, "hypura run: %s\n", ss ? err : "out of memory");
+            free(ss);
+            return 1;
+        }
+    } else if (hy_session_plan(&sess, &ss, err, sizeof err)) {
         fprintf(stderr, "hypura run: %s\n", err);
         return 1;
-    }
-    if (show_plan || ss->plan.mode != HY_MODE_RESIDENT) hy_session_print_plan(stderr, ss, false);
-    hy_session_free(ss);
-    if (hy_session_open(&sess, &ss, err, sizeof err)) {
-        fprintf(stderr, "hypura run: %s\n", err);
-        return 1;
+    } else {
+        bool streams = ss->plan.mode != HY_MODE_RESIDENT;
+        if (streams) hy_cli_reexec_passive(); /* returns only if it cannot (or need not) */
+        if (show_plan || streams) hy_session_print_plan(stderr, ss, false);
+        hy_session_free(ss);
+        if (hy_session_open(&sess, &ss, err, sizeof err)) {
+            fprintf(stderr, "hypura run: %s\n", err);
+            return 1;
+        }
     }
     hy_engine *e = ss->engine;
     int rc = 0;
@@ -251,7 +276,7 @@ int hy_cmd_run(int argc, char **argv) {
         } else {
             fputc('\n', stdout);
             print_stats(&st, hy_engine_load_seconds(e));
-            hy_session_print_stats(stderr, ss, st.n_gen, st.t_prompt_s + st.t_gen_s);
+            if (!naive) hy_session_print_stats(stderr, ss, st.n_gen, st.t_prompt_s + st.t_gen_s);
         }
         if (dump.f && (fclose(dump.f) != 0 || dump.failed)) {
             fprintf(stderr, "hypura run: writing %s failed\n", dump_path);

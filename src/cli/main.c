@@ -2,12 +2,6 @@
 
 #include <stdio.h>
 
-/* TEMPORARY while modules land in parallel: a command whose file is not built yet
- * is listed as unavailable. Removed once every command below exists. */
-#pragma weak hy_cmd_inspect
-#pragma weak hy_cmd_profile
-#pragma weak hy_cmd_iobench
-#pragma weak hy_cmd_run
 #include <string.h>
 
 struct command {
@@ -20,7 +14,9 @@ static const struct command commands[] = {
     {"profile", hy_cmd_profile, "profile this machine (CPU, RAM limits, storage, GPU); cached"},
     {"iobench", hy_cmd_iobench, "measure storage read bandwidth of a path (O_DIRECT sweep)"},
     {"inspect", hy_cmd_inspect, "read a GGUF header: tensors, roles, sizes"},
+    {"estimate", hy_cmd_estimate, "the placement plan and predicted speed for this machine and budgets"},
     {"run", hy_cmd_run, "generate text from a model (prompt or interactive)"},
+    {"bench", hy_cmd_bench, "A/B: hypura's plan against libllama's defaults, optionally under a memory cap"},
 };
 
 static void usage(FILE *f) {
@@ -46,10 +42,6 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name)) {
-            if (!commands[i].fn) {
-                fprintf(stderr, "hypura: '%s' is not built yet\n", argv[1]);
-                return 2;
-            }
             return commands[i].fn(argc - 1, argv + 1);
         }
     fprintf(stderr, "hypura: unknown command '%s' (see hypura --help)\n", argv[1]);

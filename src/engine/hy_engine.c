@@ -60,9 +60,7 @@ hy_engine_params hy_engine_default_params(void) {
     hy_engine_params p = {0};
     p.n_batch = 512;
     p.use_mmap = true;
-    /* off: repacked kernels give different (not worse) results, so with it on
-     * the logits would depend on which tensors the plan keeps resident */
-    p.repack = false;
+    p.repack = false; /* the session decides; see hy_session_params.repack */
     return p;
 }
 

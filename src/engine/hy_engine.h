@@ -30,9 +30,10 @@ typedef struct {
     int  n_batch;          /* prompt batch (logical and physical), default 512 */
     int  n_threads;        /* 0 = number of cores */
     int  n_gpu_layers;     /* default 0 (-1 = all); the plan sets overrides instead */
-    bool repack;           /* let the CPU backend repack resident weights (llama.cpp's extra buffer
-                              types); default off: it changes the kernels, hence the low bits */
-    bool use_mmap;         /* default true: the streaming buffer type relies on it (see hy_stream.h) */
+    bool repack;           /* let the CPU backend repack weights (llama.cpp's extra buffer types):
+                              other kernels, so other low bits of the logits */
+    bool use_mmap;         /* load through the loader's mapping (the streaming buffer types rely on
+                              it, see hy_stream.h); false: read into anonymous memory */
     bool progress;         /* draw a load progress bar on stderr when it is a terminal */
     bool verbose;          /* pass libllama's log through */
     const struct llama_model_tensor_buft_override *overrides;   /* NULL-terminated, or NULL */

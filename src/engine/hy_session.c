@@ -14,6 +14,7 @@ hy_session_params hy_session_default_params(void) {
     p.lookahead = -1;
     p.mode = -1;
     p.io_backend = 0;
+    p.repack = -1;
     p.engine = hy_engine_default_params();
     return p;
 }
@@ -77,7 +78,12 @@ int hy_session_open(const hy_session_params *p, hy_session **out, char *err, siz
     hy_engine_params ep = p->engine;
     ep.model_path = p->model_path;
     ep.n_ctx = s->plan_params.n_ctx;
+    /* full-resident: weights read into anonymous memory (load mode none), with
+     * llama.cpp's repacked kernels unless told otherwise */
+    ep.use_mmap = false;
+    ep.repack = p->repack != 0;
     if (s->plan.mode != HY_MODE_RESIDENT) {
+        ep.repack = false;
         hy_stream_params sp = hy_stream_default_params();
         sp.model_path = p->model_path;
         sp.desc = s->desc;

@@ -51,6 +51,7 @@ struct hy_stream {
     int calm_passes;
     /* buffer type and overrides */
     struct ggml_backend_buffer_type buft;
+    struct ggml_backend_buffer_type ram_buft;
     struct llama_model_tensor_buft_override *ovr;
     char **patterns;
     int n_patterns;
@@ -212,6 +213,66 @@ static bool sbuft_is_host(ggml_backend_buffer_type_t bt) {
     return true;
 }
 
+/* ------------------------------------------------------------- RAM tier */
+
+/* Resident tensors of a streaming run: anonymous memory (transparent huge
+ * pages where the kernel allows), filled from the loader's mapping by
+ * set_tensor. Weights then live outside the page cache: faster kernels (fewer
+ * TLB misses than 4 KiB file pages; measured here 6.4 vs 3.9 tok/s on a 3 GB
+ * Q4_K model) and memory the cgroup counts once, not as reclaimable cache. */
+struct rbuf {
+    uint8_t *map;
+    size_t len;
+};
+
+static void rbuf_free(ggml_backend_buffer_t b) {
+    struct rbuf *rb = b->context;
+    munmap(rb->map, rb->len);
+    free(rb);
+}
+static void *rbuf_base(ggml_backend_buffer_t b) { return ((struct rbuf *)b->context)->map; }
+static void rbuf_set(ggml_backend_buffer_t b, struct ggml_tensor *t, const void *data, size_t off, size_t n) {
+    (void)b;
+    memcpy((uint8_t *)t->data + off, data, n);
+}
+static void rbuf_get(ggml_backend_buffer_t b, const struct ggml_tensor *t, void *data, size_t off, size_t n) {
+    (void)b;
+    memcpy(data, (const uint8_t *)t->data + off, n);
+}
+static void rbuf_clear(ggml_backend_buffer_t b, uint8_t v) {
+    struct rbuf *rb = b->context;
+    memset(rb->map, v, rb->len);
+}
+static const char *rbuft_name(ggml_backend_buffer_type_t bt) {
+    (void)bt;
+    return "HYPURA_RAM";
+}
+static ggml_backend_buffer_t rbuft_alloc(ggml_backend_buffer_type_t bt, size_t size) {
+    struct rbuf *rb = calloc(1, sizeof *rb);
+    if (!rb) return NULL;
+    rb->len = size ? size : 1;
+    rb->map = mmap(NULL, rb->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (rb->map == MAP_FAILED) {
+        free(rb);
+        return NULL;
+    }
+    madvise(rb->map, rb->len, MADV_HUGEPAGE);
+    static const struct ggml_backend_buffer_i iface = {
+        .free_buffer = rbuf_free,
+        .get_base = rbuf_base,
+        .memset_tensor = sbuf_memset,
+        .set_tensor = rbuf_set,
+        .get_tensor = rbuf_get,
+        .cpy_tensor = sbuf_cpy,
+        .clear = rbuf_clear,
+    };
+    return ggml_backend_buffer_init(bt, iface, rb, size);
+}
+static size_t rbuft_alignment(ggml_backend_buffer_type_t bt) {
+    (void)bt;
+    return 64;
+}
+
 /* --------------------------------------------------------------- groups */
 
 static int issue_group(hy_stream *s, int gi) {
@@ -370,8 +431,8 @@ static char *escape_regex(const char *in) {
 static int build_overrides(hy_stream *s, char *err, size_t errlen) {
     /* one pattern per tensor kind ("ffn_up.weight"), alternating the layers:
      * libllama compiles every pattern for every tensor, so keep them few */
-    s->patterns = calloc((size_t)s->n_entries + 1, sizeof *s->patterns);
-    s->ovr = calloc((size_t)s->n_entries + 1, sizeof *s->ovr);
+    s->patterns = calloc((size_t)s->n_entries + 2, sizeof *s->patterns);
+    s->ovr = calloc((size_t)s->n_entries + 2, sizeof *s->ovr);
     bool *done = calloc((size_t)s->n_entries, sizeof *done);
     if (!s->patterns || !s->ovr || !done) {
         free(done);
@@ -411,6 +472,9 @@ static int build_overrides(hy_stream *s, char *err, size_t errlen) {
         s->patterns[s->n_patterns++] = pat;
     }
     free(done);
+    /* everything else: the RAM tier (libllama takes the first matching pattern) */
+    s->ovr[s->n_patterns].pattern = ".";
+    s->ovr[s->n_patterns].buft = &s->ram_buft;
     return 0;
 }
 
@@ -503,7 +567,14 @@ int hy_stream_create(const hy_stream_params *p, hy_stream **out, char *err, size
     };
     s->buft.device = NULL;
     s->buft.context = s;
-    if (s->n_entries && build_overrides(s, err, errlen)) goto fail;
+    s->ram_buft.iface = (struct ggml_backend_buffer_type_i){
+        .get_name = rbuft_name,
+        .alloc_buffer = rbuft_alloc,
+        .get_alignment = rbuft_alignment,
+        .is_host = sbuft_is_host,
+    };
+    s->ram_buft.context = s;
+    if (build_overrides(s, err, errlen)) goto fail;
     s->st.n_streamed = s->n_entries;
     s->st.io_backend = hy_io_backend_name(s->io);
     s->st.direct = hy_io_is_direct(s->io);
@@ -516,6 +587,9 @@ fail:
 
 int hy_stream_check_loaded(hy_stream *s, char *err, size_t errlen) {
     if (s->failed) return hy_fail(err, errlen, "%s", s->error);
+    /* resident weights were copied out of the loader's mapping: drop the file's
+     * page cache so it does not sit on the budget */
+    posix_fadvise(s->fd_buffered, 0, 0, POSIX_FADV_DONTNEED);
     for (int i = 0; i < s->n_entries; i++)
         if (!s->entries[i].t)
             return hy_fail(err, errlen, "tensor '%s' was planned for streaming but libllama did not place it there",

@@ -1,0 +1,29 @@
+# shared helpers for the benchmark scripts (sourced)
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN="${HYPURA_BUILD_DIR:-$ROOT/build}/bin"
+LLAMA_BIN="$(sed -n 's/^LLAMA_BUILD_DIR:PATH=//p' "${HYPURA_BUILD_DIR:-$ROOT/build}/CMakeCache.txt")/bin"
+RESULTS="$ROOT/bench/results"
+MODELS="${BENCH_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/hypura/bench}"
+mkdir -p "$RESULTS" "$MODELS"
+
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
+
+# run_capped CAP_BYTES OUTFILE ERRFILE cmd... : runs cmd in a fresh cgroup v1
+# memory group; sets CG_PEAK (bytes), CG_OOM (kills) and RC
+run_capped() {
+  local cap=$1 out=$2 errf=$3; shift 3
+  local cg=/sys/fs/cgroup/memory/hypura-bench-$$-$RANDOM
+  mkdir "$cg" || { echo "cannot create a memory cgroup (root + cgroup v1 needed)" >&2; return 1; }
+  echo "$cap" > "$cg/memory.limit_in_bytes"
+  sh -c 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"' _ "$cg" "$@" >"$out" 2>"$errf"
+  RC=$?
+  CG_PEAK=$(cat "$cg/memory.max_usage_in_bytes")
+  CG_OOM=$(awk '/oom_kill /{print $2}' "$cg/memory.oom_control")
+  rmdir "$cg" 2>/dev/null || true
+}
+
+# tok/s of generation from llama-completion's perf line
+llama_eval_tps() { sed -n 's/.*eval time = .*, *\([0-9.]*\) tokens per second.*/\1/p' "$1" | tail -1; }
+# tok/s of generation from hypura run's stats line
+hypura_gen_tps() { sed -n 's/.*generation [0-9]* tokens, \([0-9.]*\) tok\/s.*/\1/p' "$1" | tail -1; }
+median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
