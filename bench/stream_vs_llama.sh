@@ -11,8 +11,10 @@ M="$MODELS/dense-3g-q4k.gguf"
 [[ -f $M ]] || "$BIN/hypura-mkmodel" -o "$M" --dim 2048 --ff 5632 --heads 16 --kv-heads 4 --type q4_k --target-size 3G --seed 5 --quiet
 P="The history of the printing press"
 W=$(mktemp -d)
-bw=$("$BIN/hypura" profile --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["seq_read_gbps"])')
-echo "model $(( $(stat -c %s "$M") >> 20 )) MiB, cap $CAP_MIB MiB, storage $bw GB/s (profile)"
+# storage bandwidth measured now, on the model's filesystem (before and after the runs; the mean is the bound)
+iobw() { "$BIN/hypura" iobench "$(dirname "$M")" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["seq_read_gbps"])'; }
+bw1=$(iobw)
+echo "model $(( $(stat -c %s "$M") >> 20 )) MiB, cap $CAP_MIB MiB, storage $bw1 GB/s (iobench, before)"
 
 drop_caches
 run_capped $CAP $W/o1 $W/e1 "$LLAMA_BIN/llama-completion" -m "$M" -p "$P" -n $N --temp 0 -no-cnv --no-warmup -c 512 -t $T
@@ -31,6 +33,8 @@ cat $W/e3 | grep -E "plan:|tiers|streaming:|streamed|peak" | sed 's/^/    /'
 bpt=$(sed -n 's/.*streaming: .*, \([0-9.]* [GM]iB\) read per token.*/\1/p' $W/e3)
 bpt_bytes=$("$BIN/hypura" estimate "$M" -c 512 --memory-budget ${CAP_MIB}M --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["io_bytes_per_token"])')
 echo "hypura:                    exit $h_rc, oom kills $h_oom, peak $((h_peak>>20)) MiB, ${h_tps} tok/s, $bpt per token"
+bw2=$(iobw); bw=$(python3 -c "print(($bw1+$bw2)/2)")
+echo "storage $bw2 GB/s (iobench, after); bound uses the mean $bw GB/s"
 bound=$(python3 -c "print($bw*1e9/$bpt_bytes)")
 python3 - <<PY
 h=$h_tps; m=$m_tps; bound=$bound

@@ -235,7 +235,8 @@ int hy_cmd_bench(int argc, char **argv) {
         return 1;
     }
     uint64_t need = plan->desc->file_size + plan->plan.kv_bytes + plan->plan.compute_bytes + plan->plan.overhead_bytes;
-    uint64_t room = cap ? cap : plan->profile.mem_budget_default;
+    /* the memory there is: the cap, else the budget the user gave, else RAM minus headroom */
+    uint64_t room = cap ? cap : plan->plan_params.mem_budget;
     bool baseline_fits = need <= room;
     char b1[32], b2[32];
     fprintf(stderr, "hypura bench: %s, plan %s; the baseline needs %s, has %s\n", model, hy_mode_name(plan->plan.mode),

@@ -65,10 +65,29 @@ static bool print_piece(const char *piece, size_t len, void *ud) {
 struct logit_dump {
     FILE *f;
     bool failed;
+    hy_stream *live; /* --verbose on a streamed run: a line per token */
+    hy_stream_stats last;
+    double t_last;
+    int n;
 };
 
 static void dump_logits(const float *logits, int n_vocab, void *ud) {
     struct logit_dump *d = ud;
+    if (d->live) {
+        hy_stream_stats now;
+        hy_stream_get_stats(d->live, &now);
+        double t = hy_now();
+        if (d->n > 0) {
+            double dt = t - d->t_last;
+            uint64_t db = now.bytes_read - d->last.bytes_read;
+            fprintf(stderr, "[token %d] %.3f s, read %.1f MiB (%.2f GB/s), stall %.3f s, lookahead %d\n", d->n, dt,
+                    db / 1048576.0, dt > 0 ? db / dt / 1e9 : 0.0, now.stall_s - d->last.stall_s, now.lookahead);
+        }
+        d->last = now;
+        d->t_last = t;
+        d->n++;
+    }
+    if (!d->f) return;
     if (fwrite(logits, sizeof(float), (size_t)n_vocab, d->f) != (size_t)n_vocab) d->failed = true;
 }
 
@@ -268,8 +287,9 @@ int hy_cmd_run(int argc, char **argv) {
             return 1;
         }
         hy_gen_stats st;
-        if (hy_engine_generate(e, prompt, &sp, print_piece, NULL, dump.f ? dump_logits : NULL, &dump, &st, err,
-                               sizeof err)) {
+        if (ep.verbose && !naive && ss->stream) dump.live = ss->stream;
+        if (hy_engine_generate(e, prompt, &sp, print_piece, NULL, dump.f || dump.live ? dump_logits : NULL, &dump, &st,
+                               err, sizeof err)) {
             const char *why = hy_stream_error(ss->stream);
             fprintf(stderr, "hypura run: %s\n", why ? why : err);
             rc = 1;

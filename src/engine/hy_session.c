@@ -82,7 +82,11 @@ int hy_session_open(const hy_session_params *p, hy_session **out, char *err, siz
      * llama.cpp's repacked kernels unless told otherwise */
     ep.use_mmap = false;
     ep.repack = p->repack != 0;
-    if (s->plan.mode != HY_MODE_RESIDENT) {
+    /* Without repacking, resident weights go to hypura's RAM tier (anonymous
+     * memory with transparent huge pages), also when nothing streams: libllama's
+     * own CPU buffers use 4 KiB pages, measured several times slower here. */
+    bool streams = s->plan.mode != HY_MODE_RESIDENT;
+    if (streams || p->repack == 0) {
         ep.repack = false;
         hy_stream_params sp = hy_stream_default_params();
         sp.model_path = p->model_path;
@@ -92,10 +96,12 @@ int hy_session_open(const hy_session_params *p, hy_session **out, char *err, siz
         sp.io.backend = p->io_backend;
         if (hy_stream_create(&sp, &s->stream, err, errlen)) goto fail;
         ep.overrides = hy_stream_overrides(s->stream);
-        ep.cb_eval = hy_stream_eval_cb;
-        ep.cb_eval_user_data = s->stream;
-        ep.abort_cb = hy_stream_abort_cb;
-        ep.abort_cb_data = s->stream;
+        if (streams) {
+            ep.cb_eval = hy_stream_eval_cb;
+            ep.cb_eval_user_data = s->stream;
+            ep.abort_cb = hy_stream_abort_cb;
+            ep.abort_cb_data = s->stream;
+        }
         ep.use_mmap = true; /* required: see hy_stream.h */
     }
     if (hy_engine_open(&ep, &s->engine, err, errlen)) {

@@ -183,7 +183,7 @@ static ggml_backend_buffer_t sbuft_alloc(ggml_backend_buffer_type_t bt, size_t s
         return NULL;
     }
     sb->base = (uint8_t *)(((uintptr_t)sb->map + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1));
-    madvise(sb->map, sb->map_len, MADV_HUGEPAGE); /* fewer faults per refill; best effort */
+    if (!getenv("HYPURA_NO_THP")) madvise(sb->map, sb->map_len, MADV_HUGEPAGE);
     static const struct ggml_backend_buffer_i iface = {
         .free_buffer = sbuf_free,
         .get_base = sbuf_base,
@@ -608,6 +608,7 @@ void hy_stream_get_stats(const hy_stream *s, hy_stream_stats *st) {
     st->bytes_read = ios.bytes;
     st->io_busy_s = ios.busy_s;
     st->lookahead = s->lookahead;
+    if (s->cur >= 0) st->passes++; /* the pass under way (or the last one) */
 }
 
 void hy_stream_free(hy_stream *s) {

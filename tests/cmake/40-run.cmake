@@ -3,3 +3,7 @@ add_test(NAME run_matches_llama_completion
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/run_vs_llama.sh ${HY_BIN} ${HY_LLAMA_BIN_DIR} ${HY_TEST_WORK})
 add_test(NAME run_errors
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/run_errors.sh ${HY_BIN} ${HY_TEST_WORK})
+add_test(NAME run_interactive
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/run_interactive.sh ${HY_BIN} ${HY_TEST_WORK})
+add_test(NAME bench_smoke
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/bench_smoke.sh ${HY_BIN} ${HY_TEST_WORK})
