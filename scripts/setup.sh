@@ -71,6 +71,14 @@ if [[ ! -f "$LLAMA_BUILD/.hypura-built" ]]; then
   touch "$LLAMA_BUILD/.hypura-built"
 fi
 
+# --- the npm clients the server tests drive (ollama, openai; exact versions in tests/node) ---
+NODE_DIR="$ROOT/tests/node"
+if [[ -f "$NODE_DIR/package-lock.json" ]] &&
+   [[ ! -d "$NODE_DIR/node_modules" || "$NODE_DIR/package-lock.json" -nt "$NODE_DIR/node_modules/.package-lock.json" ]]; then
+  log "installing the server tests' npm clients (npm ci in tests/node)"
+  npm ci --prefix "$NODE_DIR" --no-audit --no-fund >/dev/null
+fi
+
 # --- hypura -----------------------------------------------------------------
 BUILD="${HYPURA_BUILD_DIR:-$ROOT/build}"
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE="${HYPURA_BUILD_TYPE:-RelWithDebInfo}" \

@@ -16,6 +16,7 @@ static const struct command commands[] = {
     {"inspect", hy_cmd_inspect, "read a GGUF header: tensors, roles, sizes"},
     {"estimate", hy_cmd_estimate, "the placement plan and predicted speed for this machine and budgets"},
     {"run", hy_cmd_run, "generate text from a model (prompt or interactive)"},
+    {"serve", hy_cmd_serve, "serve a model over HTTP: Ollama and OpenAI APIs"},
     {"bench", hy_cmd_bench, "A/B: hypura's plan against libllama's defaults, optionally under a memory cap"},
 };
 

@@ -1,0 +1,169 @@
+/* hypura serve: load a model once and answer Ollama's and OpenAI's HTTP APIs.
+ * Diagnostics and one line per request go to stderr; "listening on URL" is
+ * printed once the server answers. SIGINT/SIGTERM stop it cleanly (exit 0). */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/cli_sched.h"
+#include "server/hy_server.h"
+#include "util/hy_util.h"
+
+static void serve_usage(FILE *f) {
+    fprintf(f,
+            "usage: hypura serve MODEL.gguf [options]\n\n"
+            "Serves the model over HTTP: Ollama's API (/api/generate, /api/chat, /api/tags, /api/show,\n"
+            "/api/ps, /api/version) and OpenAI's (/v1/chat/completions, /v1/completions, /v1/models).\n"
+            "Requests are queued and generated one at a time, in arrival order.\n\n"
+            "      --host HOST         address to bind (default 127.0.0.1: this machine only)\n"
+            "      --port N            TCP port (default 8080; 0 = any free port, printed at start)\n"
+            "      --name NAME         model name clients use (default: the file name without .gguf)\n"
+            "  -c, --ctx N             context length shared by all requests (default min(4096, model's))\n"
+            "      --parallel N        sequences generated at once; only 1 is implemented: requests queue\n"
+            "      --max-queue N       requests waiting at once before new ones get 503 (default 512)\n"
+            "      --max-body BYTES    largest request body (default 1M; larger gets 413)\n"
+            "      --max-tokens N      most tokens generated per request (default 4096; also capped by\n"
+            "                          the room left in the context)\n"
+            "  -t, --threads N         CPU threads (default: all cores)\n"
+            "  -b, --batch N           prompt batch size (default 512)\n"
+            "      --repack / --no-repack  CPU weight repacking (default off; see hypura run --help)\n"
+            "      --no-prompt-cache   decode every prompt in full instead of reusing the previous\n"
+            "                          request's shared prefix (slower; answers then never depend on\n"
+            "                          what was asked before, bit for bit)\n"
+            "  -q, --quiet             no per-request log lines\n"
+            HY_SCHED_HELP
+            "  -v, --verbose           show libllama's log\n"
+            "  -h, --help              this help\n");
+}
+
+static bool parse_int(const char *s, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < lo || v > hi) return false;
+    *out = (int)v;
+    return true;
+}
+
+int hy_cmd_serve(int argc, char **argv) {
+    hy_session_params sess = hy_session_default_params();
+    hy_engine_params ep = hy_engine_default_params();
+    hy_server_params sp = hy_server_default_params();
+    ep.progress = true;
+    enum { O_HOST = 1000, O_PORT, O_NAME, O_PARALLEL, O_MAXBODY, O_MAXTOK, O_MAXQ, O_NOREPACK, O_REPACK, O_NOCACHE };
+    static const struct option opts[] = {
+        {"host", required_argument, 0, O_HOST},        {"port", required_argument, 0, O_PORT},
+        {"name", required_argument, 0, O_NAME},        {"ctx", required_argument, 0, 'c'},
+        {"parallel", required_argument, 0, O_PARALLEL}, {"max-body", required_argument, 0, O_MAXBODY},
+        {"max-tokens", required_argument, 0, O_MAXTOK}, {"max-queue", required_argument, 0, O_MAXQ},
+        {"threads", required_argument, 0, 't'},        {"batch", required_argument, 0, 'b'},
+        {"no-repack", no_argument, 0, O_NOREPACK},     {"repack", no_argument, 0, O_REPACK},
+        {"no-prompt-cache", no_argument, 0, O_NOCACHE}, {"quiet", no_argument, 0, 'q'},                {"verbose", no_argument, 0, 'v'},
+        HY_SCHED_LONG_OPTIONS,                         {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    optind = 1;
+    int c, li;
+    while ((li = -1, c = getopt_long(argc, argv, "c:t:b:qvh", opts, &li)) != -1) {
+        bool ok = true;
+        switch (c) {
+        case O_HOST: sp.host = optarg; break;
+        case O_PORT: ok = parse_int(optarg, 0, 65535, &sp.port); break;
+        case O_NAME:
+            sp.model_name = optarg;
+            ok = *optarg && strlen(optarg) < 200 && !strpbrk(optarg, " \t\r\n\"'\\");
+            break;
+        case O_PARALLEL: ok = parse_int(optarg, 1, 1024, &sp.parallel); break;
+        case O_MAXBODY: {
+            uint64_t v;
+            ok = hy_parse_bytes(optarg, &v) && v > 0 && v <= (1ull << 32);
+            sp.max_body = (size_t)v;
+            break;
+        }
+        case O_MAXTOK: ok = parse_int(optarg, 1, 1 << 24, &sp.max_tokens); break;
+        case O_MAXQ: ok = parse_int(optarg, 1, 1 << 20, &sp.max_queue); break;
+        case 'c': ok = parse_int(optarg, 0, 1 << 24, &ep.n_ctx); break;
+        case 't': ok = parse_int(optarg, 1, 4096, &ep.n_threads); break;
+        case 'b': ok = parse_int(optarg, 1, 1 << 16, &ep.n_batch); break;
+        case O_NOREPACK: ep.repack = false; break;
+        case O_REPACK: ep.repack = true; break;
+        case O_NOCACHE: sp.prompt_cache = false; break;
+        case 'q': sp.log_requests = false; break;
+        case 'v': ep.verbose = true; break;
+        case 'h': serve_usage(stdout); return 0;
+        default: {
+            int r = hy_cli_sched_opt("serve", c, optarg, &sess);
+            if (r < 0) return 2;
+            if (r == 0) {
+                serve_usage(stderr);
+                return 2;
+            }
+        }
+        }
+        if (!ok) {
+            if (li >= 0) fprintf(stderr, "hypura serve: invalid value '%s' for --%s\n", optarg, opts[li].name);
+            else fprintf(stderr, "hypura serve: invalid value '%s' for -%c\n", optarg, c);
+            return 2;
+        }
+    }
+    if (optind != argc - 1) {
+        fprintf(stderr, "hypura serve: expected exactly one MODEL argument (see hypura serve --help)\n");
+        return 2;
+    }
+    sess.model_path = argv[optind];
+    sess.engine = ep;
+
+    char err[HY_ERRLEN];
+    hy_session *ss = NULL;
+    if (hy_session_plan(&sess, &ss, err, sizeof err)) {
+        fprintf(stderr, "hypura serve: %s\n", err);
+        return 1;
+    }
+    bool streams = ss->plan.mode != HY_MODE_RESIDENT;
+    if (streams) hy_cli_reexec_passive(); /* returns only if it cannot (or need not) */
+    hy_session_print_plan(stderr, ss, false);
+    hy_session_free(ss);
+
+    /* Signals are taken by sigwait below: block them before any thread exists
+     * (the session's I/O threads, the server's) so that none of them gets one.
+     * A signal that comes while the model loads waits and stops the server at once. */
+    sigset_t stop_set;
+    sigemptyset(&stop_set);
+    sigaddset(&stop_set, SIGINT);
+    sigaddset(&stop_set, SIGTERM);
+    sigaddset(&stop_set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (hy_session_open(&sess, &ss, err, sizeof err)) {
+        fprintf(stderr, "hypura serve: %s\n", err);
+        return 1;
+    }
+    if (sp.parallel > 1)
+        fprintf(stderr, "hypura serve: --parallel %d: requests are queued and generated one at a time "
+                        "(parallel sequences are not implemented yet)\n", sp.parallel);
+    hy_server *srv = NULL;
+    if (hy_server_start(&sp, ss, &srv, err, sizeof err)) {
+        fprintf(stderr, "hypura serve: %s\n", err);
+        hy_session_free(ss);
+        return 1;
+    }
+    fprintf(stderr, "hypura serve: model '%s' (context %d tokens, load %.2f s)\n", hy_server_model_name(srv),
+            hy_engine_n_ctx(ss->engine), hy_engine_load_seconds(ss->engine));
+    fprintf(stderr, "listening on http://%s:%d\n", hy_server_url_host(srv), hy_server_port(srv));
+    fflush(stderr);
+
+    int sig = 0;
+    while (sigwait(&stop_set, &sig) != 0) {
+    }
+    fprintf(stderr, "hypura serve: %s: shutting down\n", strsignal(sig));
+    double t0 = hy_now();
+    hy_server_stop(srv);
+    hy_session_free(ss);
+    fprintf(stderr, "hypura serve: stopped in %.2f s\n", hy_now() - t0);
+    return 0;
+}

@@ -1,0 +1,297 @@
+/* The FIFO queue and the worker thread that owns the engine.
+ *
+ * Requests run one at a time in arrival order. The worker hands each piece of
+ * generated text to the request's bounded channel, waiting for room when the
+ * connection reads slower than the engine generates; stop strings are cut here,
+ * before anything reaches the channel. */
+#include "server/hy_server_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void cond_init_monotonic(pthread_cond_t *cv) {
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &a);
+    pthread_condattr_destroy(&a);
+}
+
+/* wait on cv for at most ms milliseconds (mutex held) */
+static void cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(cv, mu, &ts);
+}
+
+hy_job *hy_job_new(void) {
+    hy_job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    pthread_mutex_init(&j->mu, NULL);
+    cond_init_monotonic(&j->cv);
+    j->refs = 1;
+    atomic_init(&j->cancelled, false);
+    j->state = HY_JOB_QUEUED;
+    j->sp = hy_sample_default_params();
+    j->done_reason = "stop";
+    j->t_arrival = hy_now();
+    return j;
+}
+
+void hy_job_unref(hy_job *j) {
+    if (!j) return;
+    pthread_mutex_lock(&j->mu);
+    int left = --j->refs;
+    pthread_mutex_unlock(&j->mu);
+    if (left > 0) return;
+    for (int i = 0; i < j->chan_n; i++) free(j->chan[(j->chan_head + i) % HY_CHAN_CAP].text);
+    for (int i = 0; i < j->n_stops; i++) free(j->stops[i]);
+    free(j->stops);
+    free(j->prompt);
+    free(j->hold);
+    pthread_cond_destroy(&j->cv);
+    pthread_mutex_destroy(&j->mu);
+    free(j);
+}
+
+void hy_job_cancel(hy_job *j) {
+    pthread_mutex_lock(&j->mu);
+    atomic_store(&j->cancelled, true);
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+}
+
+enum hy_job_state hy_job_wait_start(hy_job *j, int timeout_ms) {
+    pthread_mutex_lock(&j->mu);
+    if (j->state == HY_JOB_QUEUED) cond_wait_ms(&j->cv, &j->mu, timeout_ms);
+    enum hy_job_state st = j->state;
+    pthread_mutex_unlock(&j->mu);
+    return st;
+}
+
+int hy_job_next(hy_job *j, char **text, size_t *len, int timeout_ms) {
+    pthread_mutex_lock(&j->mu);
+    if (j->chan_n == 0 && j->state != HY_JOB_FINISHED && timeout_ms > 0) cond_wait_ms(&j->cv, &j->mu, timeout_ms);
+    int r;
+    if (j->chan_n > 0) {
+        *text = j->chan[j->chan_head].text;
+        *len = j->chan[j->chan_head].len;
+        j->chan[j->chan_head].text = NULL;
+        j->chan_head = (j->chan_head + 1) % HY_CHAN_CAP;
+        j->chan_n--;
+        pthread_cond_broadcast(&j->cv); /* room for the worker */
+        r = 1;
+    } else {
+        r = j->state == HY_JOB_FINISHED ? 0 : -1;
+    }
+    pthread_mutex_unlock(&j->mu);
+    return r;
+}
+
+/* ---- the worker's side --------------------------------------------------- */
+
+static bool job_should_stop(hy_job *j) {
+    return atomic_load(&j->cancelled) || atomic_load(&j->queue->stopping);
+}
+
+/* Hand text to the connection; false when the request is to stop. */
+static bool chan_push(hy_job *j, const char *t, size_t n) {
+    if (n == 0) return true;
+    char *copy = malloc(n + 1);
+    if (!copy) return false;
+    memcpy(copy, t, n);
+    copy[n] = 0;
+    pthread_mutex_lock(&j->mu);
+    double t0 = hy_now();
+    while (j->chan_n == HY_CHAN_CAP && !atomic_load(&j->cancelled) && !atomic_load(&j->queue->stopping)) {
+        cond_wait_ms(&j->cv, &j->mu, 100);
+        if (j->chan_n == HY_CHAN_CAP && hy_now() - t0 > HY_STALL_S) atomic_store(&j->cancelled, true);
+    }
+    bool ok = !atomic_load(&j->cancelled) && !atomic_load(&j->queue->stopping);
+    if (ok) {
+        int slot = (j->chan_head + j->chan_n) % HY_CHAN_CAP;
+        j->chan[slot].text = copy;
+        j->chan[slot].len = n;
+        j->chan_n++;
+        pthread_cond_broadcast(&j->cv);
+    }
+    pthread_mutex_unlock(&j->mu);
+    if (!ok) free(copy);
+    return ok;
+}
+
+static bool hold_append(hy_job *j, const char *t, size_t n) {
+    if (j->hold_len + n + 1 > j->hold_cap) {
+        size_t cap = (j->hold_len + n + 1) * 2;
+        char *h = realloc(j->hold, cap);
+        if (!h) return false;
+        j->hold = h;
+        j->hold_cap = cap;
+    }
+    memcpy(j->hold + j->hold_len, t, n);
+    j->hold_len += n;
+    return true;
+}
+
+/* Every piece goes through the held-back buffer when there are stop strings:
+ * text is emitted only once it can no longer be the start of a stop string. */
+static bool on_piece(const char *piece, size_t len, void *ud) {
+    hy_job *j = ud;
+    if (j->stop_hit || job_should_stop(j)) return false;
+    if (j->n_stops == 0) return chan_push(j, piece, len);
+    if (!hold_append(j, piece, len)) return false;
+    /* earliest complete stop string */
+    size_t cut = SIZE_MAX;
+    for (int i = 0; i < j->n_stops; i++) {
+        size_t sl = strlen(j->stops[i]);
+        if (sl == 0 || sl > j->hold_len) continue;
+        const char *at = memmem(j->hold, j->hold_len, j->stops[i], sl);
+        if (at && (size_t)(at - j->hold) < cut) cut = (size_t)(at - j->hold);
+    }
+    if (cut != SIZE_MAX) {
+        chan_push(j, j->hold, cut);
+        j->hold_len = 0;
+        j->stop_hit = true;
+        return false;
+    }
+    /* the longest tail that is a proper prefix of some stop string stays held */
+    size_t keep = 0;
+    for (int i = 0; i < j->n_stops; i++) {
+        size_t sl = strlen(j->stops[i]);
+        size_t maxk = sl - 1 < j->hold_len ? sl - 1 : j->hold_len;
+        for (size_t k = maxk; k > keep; k--)
+            if (!memcmp(j->hold + j->hold_len - k, j->stops[i], k)) {
+                keep = k;
+                break;
+            }
+    }
+    size_t emit = j->hold_len - keep;
+    bool ok = chan_push(j, j->hold, emit);
+    memmove(j->hold, j->hold + emit, keep);
+    j->hold_len = keep;
+    return ok;
+}
+
+static void job_finish(hy_job *j, int status, const char *msg) {
+    pthread_mutex_lock(&j->mu);
+    j->err_status = status;
+    if (msg) snprintf(j->err, sizeof j->err, "%s", msg);
+    j->t_end = hy_now();
+    if (j->t_start == 0) j->t_start = j->t_end;
+    j->state = HY_JOB_FINISHED;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+}
+
+static void run_job(hy_queue *q, hy_job *j) {
+    pthread_mutex_lock(&j->mu);
+    bool gone = atomic_load(&j->cancelled);
+    if (!gone) {
+        j->state = HY_JOB_RUNNING;
+        j->t_start = hy_now();
+        pthread_cond_broadcast(&j->cv);
+    }
+    pthread_mutex_unlock(&j->mu);
+    if (gone) {
+        job_finish(j, 499, "the client went away while queued");
+        return;
+    }
+    char err[HY_ERRLEN];
+    hy_gen_stats st;
+    if (q->reset_each) hy_engine_reset(q->session->engine);
+    int rc = hy_engine_generate(q->session->engine, j->prompt, &j->sp, on_piece, j, NULL, NULL, &st, err, sizeof err);
+    bool stopping = atomic_load(&q->stopping);
+    const char *sr = st.stop_reason ? st.stop_reason : "";
+    if (rc == 0 && !j->stop_hit && j->hold_len > 0 && !job_should_stop(j)) chan_push(j, j->hold, j->hold_len);
+    j->hold_len = 0;
+    pthread_mutex_lock(&j->mu);
+    j->stats = st;
+    bool cancelled = atomic_load(&j->cancelled);
+    pthread_mutex_unlock(&j->mu);
+    if (j->stop_hit || !strcmp(sr, "stop")) j->done_reason = "stop";
+    else j->done_reason = "length"; /* n_predict reached or the context is full */
+    if (rc != 0) {
+        const char *why = hy_stream_error(q->session->stream);
+        job_finish(j, 500, why ? why : err);
+    } else if (stopping && !j->stop_hit && !strcmp(sr, "cancelled")) {
+        job_finish(j, 503, "the server is shutting down");
+    } else if (cancelled && !j->stop_hit && !strcmp(sr, "cancelled")) {
+        job_finish(j, 499, "the client went away");
+    } else {
+        job_finish(j, 0, NULL);
+    }
+}
+
+static void *worker_main(void *arg) {
+    hy_queue *q = arg;
+    for (;;) {
+        pthread_mutex_lock(&q->mu);
+        while (!q->head && !atomic_load(&q->stopping)) pthread_cond_wait(&q->cv, &q->mu);
+        hy_job *j = q->head;
+        if (j) {
+            q->head = j->next;
+            if (!q->head) q->tail = NULL;
+            q->n--;
+        }
+        pthread_mutex_unlock(&q->mu);
+        if (!j) break; /* stopping and nothing left */
+        if (atomic_load(&q->stopping)) job_finish(j, 503, "the server is shutting down");
+        else run_job(q, j);
+        hy_job_unref(j);
+    }
+    return NULL;
+}
+
+int hy_queue_start(hy_queue *q, hy_session *session, int max_queue, bool reset_each, char *err, size_t errlen) {
+    memset(q, 0, sizeof *q);
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_cond_init(&q->cv, NULL);
+    atomic_init(&q->stopping, false);
+    q->session = session;
+    q->reset_each = reset_each;
+    q->max = max_queue > 0 ? max_queue : 512;
+    int rc = pthread_create(&q->thread, NULL, worker_main, q);
+    if (rc) return hy_fail(err, errlen, "cannot start the worker thread: %s", strerror(rc));
+    q->started = true;
+    return 0;
+}
+
+int hy_queue_submit(hy_queue *q, hy_job *j) {
+    pthread_mutex_lock(&q->mu);
+    if (atomic_load(&q->stopping) || q->n >= q->max) {
+        pthread_mutex_unlock(&q->mu);
+        return 503;
+    }
+    pthread_mutex_lock(&j->mu);
+    j->refs++;
+    j->queue = q;
+    pthread_mutex_unlock(&j->mu);
+    j->next = NULL;
+    if (q->tail) q->tail->next = j;
+    else q->head = j;
+    q->tail = j;
+    q->n++;
+    pthread_cond_signal(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+    return 0;
+}
+
+void hy_queue_stop(hy_queue *q) {
+    if (!q->started) return;
+    pthread_mutex_lock(&q->mu);
+    atomic_store(&q->stopping, true);
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+    pthread_join(q->thread, NULL);
+    q->started = false;
+    pthread_cond_destroy(&q->cv);
+    pthread_mutex_destroy(&q->mu);
+}
