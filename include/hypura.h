@@ -32,6 +32,9 @@ typedef struct {
                               streaming (streamed tensors cannot be repacked; resident ones are kept
                               unpacked too, so a streamed run equals a resident --no-repack run bit
                               for bit); 0 off; 1 on (full-resident only) */
+    int  cache_policy;     /* expert cache: 0 decayed LFU (default), 1 LRU */
+    bool no_expert_prefetch; /* no co-activation prefetch of the next layer's experts */
+    bool no_persist_stats;   /* neither load nor save co-activation statistics */
     hy_engine_params engine; /* model_path, cb_eval, overrides, abort are filled by the session */
 } hy_session_params;
 
@@ -44,6 +47,7 @@ typedef struct {
     hy_plan plan;
     hy_stream *stream;     /* NULL when nothing streams */
     hy_engine *engine;
+    uint64_t load_read_bytes;  /* bytes this process read from storage while loading (/proc/self/io) */
 } hy_session;
 
 /* Header, profile and plan only: nothing is loaded (estimate, inspect --plan). */
@@ -61,6 +65,8 @@ void hy_session_print_stats(FILE *f, const hy_session *s, int n_tokens, double s
 
 /* Peak resident memory of this process (VmHWM) and of its cgroup, 0 if unknown. */
 uint64_t hy_peak_rss(void);
+/* read_bytes of /proc/self/io: what this process has fetched from storage */
+uint64_t hy_io_read_bytes(void);
 uint64_t hy_cgroup_peak(void);
 
 #endif

@@ -94,8 +94,9 @@ static void check_plan_consistent(const hy_model_desc *d, const hy_plan *p, uint
     CHECK(tiers == total_bytes(d), "tier bytes %llu != total %llu", (unsigned long long)tiers,
           (unsigned long long)total_bytes(d));
     CHECK(nvme == p->bytes_tier[HY_TIER_NVME], "nvme sum");
-    CHECK(p->io_bytes_per_token == nvme, "io per token %llu != streamed %llu", (unsigned long long)p->io_bytes_per_token,
-          (unsigned long long)nvme);
+    uint64_t io = p->mode == HY_MODE_EXPERT ? nvme / (uint64_t)d->n_expert * (uint64_t)d->n_expert_used : nvme;
+    CHECK(p->io_bytes_per_token == io, "io per token %llu != %llu", (unsigned long long)p->io_bytes_per_token,
+          (unsigned long long)io);
     CHECK(p->budget_used <= budget, "uses %llu of budget %llu", (unsigned long long)p->budget_used,
           (unsigned long long)budget);
     uint64_t fixed = p->kv_bytes + p->compute_bytes + p->overhead_bytes;
@@ -214,6 +215,19 @@ int main(void) {
     for (int i = 0; i < d->n_tensors; i++)
         if (p.tier[i] == HY_TIER_NVME) CHECK(d->tensors[i].role == HY_ROLE_EXPERT, "MoE streams %s", d->tensors[i].name);
     check_plan_consistent(d, &p, pp.mem_budget);
+    CHECK(p.pool_bytes >= 104 * MIB - 8 * MIB && p.io_bytes_per_token == 8 * 96 * MIB / 8 * 2,
+          "expert cache holds a layer; top-2 of 8 read per token (pool %llu, io %llu)",
+          (unsigned long long)p.pool_bytes, (unsigned long long)p.io_bytes_per_token);
+    uint64_t moe_min = p.min_budget;
+    hy_plan_free(&p);
+    /* below the minimum (one layer of experts must fit): refused with the minimum */
+    pp.mem_budget = moe_min - 1;
+    CHECK(hy_plan_make(d, &pp, &p, err, sizeof err) != 0 && strstr(err, "minimum"), "MoE below minimum: %s", err);
+    /* dense-style streaming of a MoE model on request: whole expert tensors per layer */
+    pp.mem_budget = total_bytes(d) * 7 / 10;
+    pp.force_mode = HY_MODE_DENSE_FFN;
+    CHECK(hy_plan_make(d, &pp, &p, err, sizeof err) == 0, "%s", err);
+    CHECK(p.mode == HY_MODE_DENSE_FFN, "forced dense-style on MoE: %s", hy_mode_name(p.mode));
     hy_plan_free(&p);
     free_desc(d);
 

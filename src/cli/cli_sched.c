@@ -35,9 +35,10 @@ int hy_cli_sched_opt(const char *cmd, int c, const char *arg, hy_session_params 
     case HY_OPT_MODE:
         if (!strcmp(arg, "auto")) p->mode = -1;
         else if (!strcmp(arg, "resident")) p->mode = HY_MODE_RESIDENT;
-        else if (!strcmp(arg, "stream") || !strcmp(arg, "dense-ffn")) p->mode = HY_MODE_DENSE_FFN;
+        else if (!strcmp(arg, "stream") || !strcmp(arg, "experts")) p->mode = HY_MODE_EXPERT; /* dense: layers */
+        else if (!strcmp(arg, "dense") || !strcmp(arg, "dense-ffn")) p->mode = HY_MODE_DENSE_FFN;
         else {
-            fprintf(stderr, "hypura %s: --mode takes auto, resident or stream\n", cmd);
+            fprintf(stderr, "hypura %s: --mode takes auto, resident, stream, dense or experts\n", cmd);
             return -1;
         }
         return 1;
@@ -50,6 +51,16 @@ int hy_cli_sched_opt(const char *cmd, int c, const char *arg, hy_session_params 
             return -1;
         }
         return 1;
+    case HY_OPT_CACHE_POLICY:
+        if (!strcmp(arg, "lfu")) p->cache_policy = 0;
+        else if (!strcmp(arg, "lru")) p->cache_policy = 1;
+        else {
+            fprintf(stderr, "hypura %s: --cache-policy takes lfu or lru\n", cmd);
+            return -1;
+        }
+        return 1;
+    case HY_OPT_NO_PREFETCH: p->no_expert_prefetch = true; return 1;
+    case HY_OPT_NO_STATS: p->no_persist_stats = true; return 1;
     default:
         return 0;
     }

@@ -13,20 +13,29 @@ enum {
     HY_OPT_LOOKAHEAD,
     HY_OPT_MODE,
     HY_OPT_IO,
+    HY_OPT_CACHE_POLICY,
+    HY_OPT_NO_PREFETCH,
+    HY_OPT_NO_STATS,
 };
 
 #define HY_SCHED_LONG_OPTIONS                                                                                   \
     {"memory-budget", required_argument, 0, HY_OPT_MEM_BUDGET}, {"gpu-budget", required_argument, 0, HY_OPT_GPU_BUDGET}, \
         {"lookahead", required_argument, 0, HY_OPT_LOOKAHEAD}, {"mode", required_argument, 0, HY_OPT_MODE},    \
-        {"io", required_argument, 0, HY_OPT_IO}
+        {"io", required_argument, 0, HY_OPT_IO}, {"cache-policy", required_argument, 0, HY_OPT_CACHE_POLICY},     \
+        {"no-prefetch", no_argument, 0, HY_OPT_NO_PREFETCH}, {"no-stats", no_argument, 0, HY_OPT_NO_STATS}
 
 #define HY_SCHED_HELP                                                                                         \
     "  --memory-budget SIZE    RAM the run may use (e.g. 1.5G; default: available RAM or the cgroup\n"      \
     "                          limit minus headroom; env HYPURA_MEMORY_BUDGET)\n"                           \
     "  --gpu-budget SIZE       VRAM the plan may use (default: free VRAM minus headroom)\n"                 \
-    "  --mode MODE             auto | resident | stream (force streaming even when it fits)\n"              \
+    "  --mode MODE             auto | resident | stream (force streaming even when it fits: the\n"         \
+    "                          experts of a MoE model, layer groups of a dense one) | dense (whole\n"    \
+    "                          layer groups, for MoE too: every expert of a layer) | experts\n"         \
     "  --lookahead N           layer groups read ahead of compute (default: adaptive, up to the plan's)\n"  \
-    "  --io BACKEND            auto | uring | pread (direct-I/O backend)\n"
+    "  --io BACKEND            auto | uring | pread (direct-I/O backend)\n"                                 \
+    "  --cache-policy P        expert cache eviction: lfu (decayed use count, default) | lru\n"            \
+    "  --no-prefetch           do not prefetch the next layer's predicted experts\n"                       \
+    "  --no-stats              neither load nor save the co-activation statistics (XDG data dir)\n"
 
 /* 1 if c was a scheduler option (applied), 0 if not ours, -1 on a bad value (message printed). */
 int hy_cli_sched_opt(const char *cmd, int c, const char *arg, hy_session_params *p);

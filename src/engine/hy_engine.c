@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/hy_loadguard.h"
 #include "util/hy_util.h"
 
 struct hy_engine {
@@ -114,7 +115,9 @@ int hy_engine_open(const hy_engine_params *p, hy_engine **out, char *err, size_t
     hy_engine *e = calloc(1, sizeof *e);
     if (!e) return hy_fail(err, errlen, "out of memory");
     double t0 = hy_now();
+    if (p->lazy_load && p->use_mmap) hy_loadguard_arm(p->model_path);
     e->model = llama_model_load_from_file(p->model_path, mp);
+    if (p->lazy_load && p->use_mmap) hy_loadguard_disarm();
     if (!e->model) {
         char why[HY_ERRLEN];
         take_last_error(why, sizeof why);

@@ -36,6 +36,7 @@ typedef struct {
                               it, see hy_stream.h); false: read into anonymous memory */
     bool progress;         /* draw a load progress bar on stderr when it is a terminal */
     bool verbose;          /* pass libllama's log through */
+    bool lazy_load;        /* mmap load without prefetching the file (streamed models; see hy_loadguard.h) */
     const struct llama_model_tensor_buft_override *overrides;   /* NULL-terminated, or NULL */
     ggml_backend_sched_eval_callback cb_eval;
     void *cb_eval_user_data;

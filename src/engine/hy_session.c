@@ -94,6 +94,9 @@ int hy_session_open(const hy_session_params *p, hy_session **out, char *err, siz
         sp.plan = &s->plan;
         sp.lookahead = p->lookahead;
         sp.io.backend = p->io_backend;
+        sp.cache_policy = p->cache_policy;
+        sp.prefetch_experts = !p->no_expert_prefetch;
+        sp.persist_stats = !p->no_persist_stats && !getenv("HYPURA_NO_PERSIST_STATS");
         if (hy_stream_create(&sp, &s->stream, err, errlen)) goto fail;
         ep.overrides = hy_stream_overrides(s->stream);
         if (streams) {
@@ -103,12 +106,15 @@ int hy_session_open(const hy_session_params *p, hy_session **out, char *err, siz
             ep.abort_cb_data = s->stream;
         }
         ep.use_mmap = true; /* required: see hy_stream.h */
+        ep.lazy_load = true;
     }
+    uint64_t rb0 = hy_io_read_bytes();
     if (hy_engine_open(&ep, &s->engine, err, errlen)) {
         const char *why = hy_stream_error(s->stream);
         if (why) hy_fail(err, errlen, "%s", why);
         goto fail;
     }
+    s->load_read_bytes = hy_io_read_bytes() - rb0;
     if (s->stream && hy_stream_check_loaded(s->stream, err, errlen)) goto fail;
     *out = s;
     return 0;
@@ -137,7 +143,13 @@ void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
             hy_fmt_bytes(pl->bytes_tier[HY_TIER_NVME], c, sizeof c));
     fprintf(f, "  fixed: KV %s (ctx %d) | compute %s | overhead %s\n", hy_fmt_bytes(pl->kv_bytes, a, sizeof a),
             q->n_ctx, hy_fmt_bytes(pl->compute_bytes, b, sizeof b), hy_fmt_bytes(pl->overhead_bytes, c, sizeof c));
-    if (pl->mode != HY_MODE_RESIDENT)
+    if (pl->mode == HY_MODE_EXPERT)
+        fprintf(f, "  experts: %d layers of %d experts (top-%d) on NVMe; expert cache %s (%.0f%% of the experts); "
+                   "%s routed per token before caching\n",
+                pl->n_groups, s->desc->n_expert, s->desc->n_expert_used, hy_fmt_bytes(pl->pool_bytes, a, sizeof a),
+                pl->bytes_tier[HY_TIER_NVME] ? 100.0 * pl->pool_bytes / pl->bytes_tier[HY_TIER_NVME] : 0.0,
+                hy_fmt_bytes(pl->io_bytes_per_token, b, sizeof b));
+    else if (pl->mode != HY_MODE_RESIDENT)
         fprintf(f, "  streaming: %d layer groups, pool %s (lookahead %d, largest group %s), %s read per token\n",
                 pl->n_groups, hy_fmt_bytes(pl->pool_bytes, a, sizeof a), pl->lookahead,
                 hy_fmt_bytes(pl->max_group_bytes, b, sizeof b), hy_fmt_bytes(pl->io_bytes_per_token, c, sizeof c));
@@ -198,7 +210,7 @@ char *hy_session_plan_json(const hy_session *s, bool tensors) {
 }
 
 void hy_session_print_stats(FILE *f, const hy_session *s, int n_tokens, double seconds) {
-    char a[32], b[32], c[32];
+    char a[32], b[32], c[32], d_[32];
     uint64_t peak = hy_peak_rss(), cg = hy_cgroup_peak();
     if (s->stream) {
         hy_stream_stats st;
@@ -211,6 +223,32 @@ void hy_session_print_stats(FILE *f, const hy_session *s, int n_tokens, double s
                 st.io_busy_s > 0 ? st.bytes_read / st.io_busy_s / 1e9 : 0.0, st.stall_s, seconds, st.lookahead,
                 hy_fmt_bytes(st.committed_peak, c, sizeof c), st.io_backend, st.direct ? ", O_DIRECT" : ", buffered");
     }
+    if (s->stream) {
+        hy_stream_stats st;
+        hy_stream_get_stats(s->stream, &st);
+        if (st.experts) {
+            uint64_t acc = st.x_hits + st.x_misses;
+            char e_[32];
+            fprintf(f,
+                    "[hypura] experts: %llu routed slices, %.1f%% cache hits (%llu of them prefetched), %llu misses, "
+                    "%llu evictions, cache %s of %s (%s)\n",
+                    (unsigned long long)acc, acc ? 100.0 * st.x_hits / acc : 0.0, (unsigned long long)st.x_prefetch_hits,
+                    (unsigned long long)st.x_misses, (unsigned long long)st.x_evictions,
+                    hy_fmt_bytes(st.x_cache_bytes, a, sizeof a), hy_fmt_bytes(st.x_cache_capacity, b, sizeof b),
+                    st.x_policy);
+            fprintf(f,
+                    "[hypura] expert I/O: whole expert tensors would read %s, the routed slices are %s (%.1f%% less), "
+                    "read with the cache %s (%.1f%% less)\n",
+                    hy_fmt_bytes(st.x_whole_bytes, a, sizeof a), hy_fmt_bytes(st.x_routed_bytes, b, sizeof b),
+                    st.x_whole_bytes ? 100.0 * (1.0 - (double)st.x_routed_bytes / (double)st.x_whole_bytes) : 0.0,
+                    hy_fmt_bytes(st.bytes_read, e_, sizeof e_),
+                    st.x_whole_bytes ? 100.0 * (1.0 - (double)st.bytes_read / (double)st.x_whole_bytes) : 0.0);
+            (void)d_;
+        }
+    }
+    fprintf(f, "[hypura] load read %s from storage (resident weights %s)\n",
+            hy_fmt_bytes(s->load_read_bytes, a, sizeof a),
+            hy_fmt_bytes(s->plan.bytes_tier[HY_TIER_RAM] + s->plan.bytes_tier[HY_TIER_GPU], b, sizeof b));
     fprintf(f, "[hypura] peak memory: process %s", hy_fmt_bytes(peak, a, sizeof a));
     if (cg) fprintf(f, ", cgroup %s", hy_fmt_bytes(cg, b, sizeof b));
     fprintf(f, " (budget %s)\n", hy_fmt_bytes(s->plan_params.mem_budget, c, sizeof c));
@@ -225,6 +263,17 @@ uint64_t hy_peak_rss(void) {
         if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) break;
     fclose(f);
     return (uint64_t)kb * 1024;
+}
+
+uint64_t hy_io_read_bytes(void) {
+    FILE *f = fopen("/proc/self/io", "r");
+    if (!f) return 0;
+    char line[128];
+    unsigned long long v = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "read_bytes: %llu", &v) == 1) break;
+    fclose(f);
+    return (uint64_t)v;
 }
 
 uint64_t hy_cgroup_peak(void) {

@@ -134,6 +134,54 @@ static bool find_choice(const hy_model_desc *d, const int *order, const uint64_t
     return false;
 }
 
+/* Expert-streaming: every expert tensor on NVMe, everything else resident;
+ * what the budget leaves is the expert cache. Only the routed experts' slices
+ * are read, so I/O per token before caching is top-k of E of the expert bytes.
+ * The cache must hold one whole layer of experts: a prompt batch can route to
+ * all of them, and the layer's matmuls need them at once. */
+static int plan_experts(const hy_model_desc *d, const hy_plan_params *p, uint64_t total, uint64_t fixed, hy_plan *out,
+                        char *err, size_t errlen) {
+    uint64_t experts = 0, max_layer = 0;
+    uint64_t *per_layer = calloc((size_t)d->n_layer, sizeof *per_layer);
+    if (!per_layer) return hy_fail(err, errlen, "out of memory");
+    for (int64_t i = 0; i < d->n_tensors; i++) {
+        const hy_tensor_info *t = &d->tensors[i];
+        bool x = t->role == HY_ROLE_EXPERT && t->layer >= 0 && t->layer < d->n_layer;
+        out->tier[i] = x ? HY_TIER_NVME : HY_TIER_RAM;
+        out->group[i] = x ? t->layer : -1;
+        out->bytes_tier[out->tier[i]] += t->size;
+        if (x) {
+            experts += t->size;
+            per_layer[t->layer] += t->size;
+        }
+    }
+    for (int l = 0; l < d->n_layer; l++) {
+        if (per_layer[l] > max_layer) max_layer = per_layer[l];
+        out->n_groups += per_layer[l] > 0;
+    }
+    free(per_layer);
+    uint64_t resident = total - experts;
+    out->min_budget = resident + fixed + max_layer;
+    if (experts == 0 || p->mem_budget < out->min_budget) {
+        char b1[32], b2[32];
+        if (experts == 0) return hy_fail(err, errlen, "the model has no expert tensors to stream");
+        return hy_fail(err, errlen,
+                       "memory budget %s is too small for this model: the minimum is %s (non-expert weights, KV "
+                       "cache and compute buffers for a %d-token context, and one layer of experts)",
+                       hy_fmt_bytes(p->mem_budget, b1, sizeof b1), hy_fmt_bytes(out->min_budget, b2, sizeof b2),
+                       p->n_ctx);
+    }
+    out->mode = HY_MODE_EXPERT;
+    out->max_group_bytes = max_layer;
+    out->pool_bytes = p->mem_budget - resident - fixed;
+    if (out->pool_bytes > experts) out->pool_bytes = experts;
+    out->lookahead = 1; /* next layer's predicted experts */
+    int e = d->n_expert, k = d->n_expert_used > 0 ? d->n_expert_used : 1;
+    out->io_bytes_per_token = experts / (uint64_t)e * (uint64_t)k;
+    out->budget_used = resident + out->pool_bytes + fixed;
+    return 0;
+}
+
 int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
     if (d->n_tensors <= 0 || d->n_layer <= 0) return hy_fail(err, errlen, "the model has no layers to place");
@@ -182,6 +230,11 @@ int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, 
                          hy_fmt_bytes(total + fixed, b1, sizeof b1), hy_fmt_bytes(p->mem_budget, b2, sizeof b2));
             goto done;
         }
+        if (d->n_expert > 1 && p->force_mode != HY_MODE_DENSE_FFN) {
+            rc = plan_experts(d, p, total, fixed, out, err, errlen);
+            if (rc) goto done;
+            goto predict;
+        }
         struct choice c;
         int la = p->lookahead;
         bool found;
@@ -228,9 +281,12 @@ int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, 
         out->io_bytes_per_token = out->bytes_tier[HY_TIER_NVME];
         out->budget_used = out->bytes_tier[HY_TIER_RAM] + out->pool_bytes + fixed;
     }
-    /* predicted speed: decode is bound by the slower of storage and memory */
+predict:
+    /* predicted speed: decode is bound by the slower of storage and memory
+     * (a MoE token touches only its routed experts; the cache is not counted) */
     if (p->seq_read_gbps > 0) out->pred_io_s = out->io_bytes_per_token / (p->seq_read_gbps * 1e9);
-    if (p->mem_bw_gbps > 0) out->pred_compute_s = total / (p->mem_bw_gbps * 1e9);
+    uint64_t touched = out->mode == HY_MODE_EXPERT ? out->bytes_tier[HY_TIER_RAM] + out->io_bytes_per_token : total;
+    if (p->mem_bw_gbps > 0) out->pred_compute_s = touched / (p->mem_bw_gbps * 1e9);
     double t = out->pred_io_s > out->pred_compute_s ? out->pred_io_s : out->pred_compute_s;
     out->pred_tok_s = t > 0 ? 1.0 / t : 0;
 done:

@@ -9,63 +9,15 @@
 #include <unistd.h>
 
 #include "ggml-backend-impl.h"
+#include "stream/hy_stream_int.h"
 #include "util/hy_util.h"
-
-#define PAGE 4096u
-#define HUGE_ALIGN ((size_t)2 << 20)
-
-enum { G_IDLE, G_LOADING, G_READY };
-
-struct entry {
-    const hy_tensor_info *info;
-    struct ggml_tensor *t;     /* set by init_tensor */
-    uint8_t *dst;              /* page-aligned start of the read */
-    uint64_t roff, rlen;       /* file range read (page-aligned start) */
-    uint64_t span;             /* bytes of our allocation owned by this tensor, from dst */
-    int group;
-    hy_io_ticket *ticket;
-    bool used;                 /* used in the current pass */
-};
-
-struct group {
-    int layer;
-    int n_entries, *entries;
-    int state;
-    int n_used;
-    uint64_t bytes;            /* committed while loading or ready */
-};
-
-struct hy_stream {
-    hy_io *io;
-    int fd_buffered;           /* for the rare get_tensor */
-    uint64_t file_size;
-    int n_entries;
-    struct entry *entries;
-    int n_groups;
-    struct group *groups;      /* in layer order */
-    int max_lookahead, lookahead;
-    bool adaptive;
-    uint64_t pool_bytes, committed;
-    int cur;                   /* group in use, -1 before the first */
-    double pass_stall;         /* stall in the current pass */
-    int calm_passes;
-    /* buffer type and overrides */
-    struct ggml_backend_buffer_type buft;
-    struct ggml_backend_buffer_type ram_buft;
-    struct llama_model_tensor_buft_override *ovr;
-    char **patterns;
-    int n_patterns;
-    /* state */
-    bool failed;
-    char error[HY_ERRLEN];
-    hy_stream_stats st;
-    double io_started;
-};
 
 hy_stream_params hy_stream_default_params(void) {
     hy_stream_params p = {0};
     p.lookahead = -1;
     p.adaptive = true;
+    p.prefetch_experts = true;
+    p.persist_stats = true;
     p.io = hy_io_default_params();
     return p;
 }
@@ -79,7 +31,7 @@ struct sbuf {
     uint8_t *base;    /* 2 MiB aligned */
 };
 
-static struct entry *find_entry(hy_stream *s, const char *name) {
+struct entry *hy_stream_find_entry(hy_stream *s, const char *name) {
     for (int i = 0; i < s->n_entries; i++)
         if (!strcmp(s->entries[i].info->name, name)) return &s->entries[i];
     return NULL;
@@ -97,7 +49,7 @@ static enum ggml_status sbuf_init_tensor(ggml_backend_buffer_t b, struct ggml_te
     struct sbuf *sb = b->context;
     hy_stream *s = sb->s;
     if (t->view_src) return GGML_STATUS_SUCCESS;
-    struct entry *e = find_entry(s, t->name);
+    struct entry *e = hy_stream_find_entry(s, t->name);
     if (!e || e->t) {
         /* a tensor the plan did not stream, or placed twice: refuse loudly */
         snprintf(s->error, sizeof s->error, "streamed buffer got unexpected tensor '%s'", t->name);
@@ -119,7 +71,14 @@ static enum ggml_status sbuf_init_tensor(ggml_backend_buffer_t b, struct ggml_te
     e->roff = e->info->offset - d;
     e->rlen = hy_round_up(d + e->info->size, PAGE);
     if (e->roff + e->rlen > s->file_size) e->rlen = s->file_size - e->roff; /* tail at end of file */
-    e->span = hy_round_up(e->info->size, PAGE) + 2 * PAGE;
+    /* Release up to the next 2 MiB boundary: the allocator starts every tensor on
+     * one (get_alignment), so that padding is ours alone. Releasing less would
+     * split the last transparent huge page and leave its tail committed for good. */
+    e->span = hy_round_up(hy_round_up(e->info->size, PAGE) + 2 * PAGE, HUGE_ALIGN);
+    /* Expert slices are released one by one at page granularity, inside huge
+     * pages that straddle neighbouring slices: keep those tensors on 4 KiB pages
+     * so released memory is really given back. */
+    if (s->expert_mode && e->info->role == HY_ROLE_EXPERT) madvise(e->dst, e->span, MADV_NOHUGEPAGE);
     return GGML_STATUS_SUCCESS;
 }
 
@@ -137,7 +96,7 @@ static void sbuf_set(ggml_backend_buffer_t b, struct ggml_tensor *t, const void 
 static void sbuf_get(ggml_backend_buffer_t b, const struct ggml_tensor *t, void *data, size_t off, size_t n) {
     struct sbuf *sb = b->context;
     hy_stream *s = sb->s;
-    struct entry *e = find_entry(s, t->name);
+    struct entry *e = hy_stream_find_entry(s, t->name);
     if (!e) {
         memset(data, 0, n);
         return;
@@ -221,9 +180,23 @@ static bool sbuft_is_host(ggml_backend_buffer_type_t bt) {
  * TLB misses than 4 KiB file pages; measured here 6.4 vs 3.9 tok/s on a 3 GB
  * Q4_K model) and memory the cgroup counts once, not as reclaimable cache. */
 struct rbuf {
+    hy_stream *s;
     uint8_t *map;
     size_t len;
 };
+
+/* Each resident tensor sits at the same offset within a page as in the file
+ * (as streamed ones do), so set_tensor can read its bytes with direct I/O in
+ * place instead of copying them out of the loader's mapping: loading reads
+ * exactly the resident bytes, through no page cache and no readahead that
+ * would pull in the streamed neighbours. */
+static enum ggml_status rbuf_init_tensor(ggml_backend_buffer_t b, struct ggml_tensor *t) {
+    struct rbuf *rb = b->context;
+    if (t->view_src) return GGML_STATUS_SUCCESS;
+    const hy_tensor_info *ti = hy_model_find(rb->s->desc, t->name);
+    if (ti && ti->size == (uint64_t)ggml_nbytes(t)) t->data = (uint8_t *)t->data + ti->offset % PAGE;
+    return GGML_STATUS_SUCCESS;
+}
 
 static void rbuf_free(ggml_backend_buffer_t b) {
     struct rbuf *rb = b->context;
@@ -232,7 +205,20 @@ static void rbuf_free(ggml_backend_buffer_t b) {
 }
 static void *rbuf_base(ggml_backend_buffer_t b) { return ((struct rbuf *)b->context)->map; }
 static void rbuf_set(ggml_backend_buffer_t b, struct ggml_tensor *t, const void *data, size_t off, size_t n) {
-    (void)b;
+    struct rbuf *rb = b->context;
+    hy_stream *s = rb->s;
+    const hy_tensor_info *ti = hy_model_find(s->desc, t->name);
+    uint64_t d = ti ? ti->offset % PAGE : 0;
+    if (ti && off == 0 && n == ti->size && ((uintptr_t)t->data % PAGE) == d) {
+        uint64_t r0 = ti->offset - d, r1 = hy_round_up(ti->offset + ti->size, PAGE);
+        if (r1 > s->file_size) r1 = s->file_size;
+        char err[HY_ERRLEN];
+        if (hy_io_read(s->io, (uint8_t *)t->data - d, r0, r1 - r0, err, sizeof err) == 0) {
+            s->st.resident_direct_bytes += ti->size;
+            return;
+        }
+        /* a failed direct read falls back to the loader's bytes: loading must not lose data */
+    }
     memcpy((uint8_t *)t->data + off, data, n);
 }
 static void rbuf_get(ggml_backend_buffer_t b, const struct ggml_tensor *t, void *data, size_t off, size_t n) {
@@ -250,6 +236,7 @@ static const char *rbuft_name(ggml_backend_buffer_type_t bt) {
 static ggml_backend_buffer_t rbuft_alloc(ggml_backend_buffer_type_t bt, size_t size) {
     struct rbuf *rb = calloc(1, sizeof *rb);
     if (!rb) return NULL;
+    rb->s = bt->context;
     rb->len = size ? size : 1;
     rb->map = mmap(NULL, rb->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (rb->map == MAP_FAILED) {
@@ -260,6 +247,7 @@ static ggml_backend_buffer_t rbuft_alloc(ggml_backend_buffer_type_t bt, size_t s
     static const struct ggml_backend_buffer_i iface = {
         .free_buffer = rbuf_free,
         .get_base = rbuf_base,
+        .init_tensor = rbuf_init_tensor,
         .memset_tensor = sbuf_memset,
         .set_tensor = rbuf_set,
         .get_tensor = rbuf_get,
@@ -270,7 +258,7 @@ static ggml_backend_buffer_t rbuft_alloc(ggml_backend_buffer_type_t bt, size_t s
 }
 static size_t rbuft_alignment(ggml_backend_buffer_type_t bt) {
     (void)bt;
-    return 64;
+    return PAGE;
 }
 
 /* --------------------------------------------------------------- groups */
@@ -381,12 +369,17 @@ static bool is_ours(const hy_stream *s, const struct ggml_tensor *t) {
 bool hy_stream_eval_cb(struct ggml_tensor *t, bool ask, void *ud) {
     hy_stream *s = ud;
     if (s->failed) return !ask ? false : true;
+    if (s->expert_mode) {
+        bool handled = false;
+        bool r = hy_experts_eval(s, t, ask, &handled);
+        if (handled) return r;
+    }
     bool uses = false;
     for (int i = 0; i < GGML_MAX_SRC; i++) {
         struct ggml_tensor *src = t->src[i];
         if (src && src->view_src) src = src->view_src;
         if (!is_ours(s, src)) continue;
-        struct entry *e = find_entry(s, src->name);
+        struct entry *e = hy_stream_find_entry(s, src->name);
         if (!e) continue;
         uses = true;
         if (ask) {
@@ -490,6 +483,7 @@ int hy_stream_create(const hy_stream_params *p, hy_stream **out, char *err, size
     s->io = hy_io_open(p->model_path, &p->io, err, errlen);
     if (!s->io) goto fail;
     s->file_size = hy_io_file_size(s->io);
+    s->desc = p->desc;
     s->fd_buffered = open(p->model_path, O_RDONLY | O_CLOEXEC);
     if (s->fd_buffered < 0) {
         hy_fail(err, errlen, "cannot open %s: %s", p->model_path, strerror(errno));
@@ -551,12 +545,16 @@ int hy_stream_create(const hy_stream_params *p, hy_stream **out, char *err, size
 
     s->max_lookahead = p->lookahead >= 0 ? p->lookahead : plan->lookahead;
     s->adaptive = p->adaptive && p->lookahead < 0;
+    s->cache_policy = p->cache_policy;
+    s->prefetch_experts = p->prefetch_experts;
+    s->persist_stats = p->persist_stats;
     s->lookahead = s->adaptive && s->max_lookahead > 1 ? 1 : s->max_lookahead;
     /* the pool: what the plan granted, never less than the groups in flight
      * plus the one in use (page rounding makes groups a little larger) */
     s->pool_bytes = plan->pool_bytes;
     uint64_t min_pool = (uint64_t)(s->max_lookahead + 1) * max_group;
-    if (s->pool_bytes < min_pool) s->pool_bytes = min_pool;
+    /* expert-streaming: the pool is the expert cache; the plan sized it (at least a whole layer of experts) */
+    if (plan->mode != HY_MODE_EXPERT && s->pool_bytes < min_pool) s->pool_bytes = min_pool;
 
     s->buft.iface = (struct ggml_backend_buffer_type_i){
         .get_name = sbuft_name,
@@ -571,10 +569,12 @@ int hy_stream_create(const hy_stream_params *p, hy_stream **out, char *err, size
         .get_name = rbuft_name,
         .alloc_buffer = rbuft_alloc,
         .get_alignment = rbuft_alignment,
+        .get_alloc_size = sbuft_alloc_size,
         .is_host = sbuft_is_host,
     };
     s->ram_buft.context = s;
     if (build_overrides(s, err, errlen)) goto fail;
+    if (plan->mode == HY_MODE_EXPERT && hy_experts_init(s, d, err, errlen)) goto fail;
     s->st.n_streamed = s->n_entries;
     s->st.io_backend = hy_io_backend_name(s->io);
     s->st.direct = hy_io_is_direct(s->io);
@@ -609,6 +609,7 @@ void hy_stream_get_stats(const hy_stream *s, hy_stream_stats *st) {
     st->io_busy_s = ios.busy_s;
     st->lookahead = s->lookahead;
     if (s->cur >= 0) st->passes++; /* the pass under way (or the last one) */
+    if (s->expert_mode) hy_experts_stats(s, st);
 }
 
 void hy_stream_free(hy_stream *s) {
@@ -621,6 +622,7 @@ void hy_stream_free(hy_stream *s) {
             }
         hy_io_close(s->io);
     }
+    hy_experts_free(s);
     if (s->fd_buffered >= 0) close(s->fd_buffered);
     for (int i = 0; i < s->n_patterns; i++) free(s->patterns[i]);
     free(s->patterns);

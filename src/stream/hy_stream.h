@@ -42,6 +42,9 @@ typedef struct {
     const hy_plan *plan;      /* tiers, groups, pool size and the maximum lookahead */
     int  lookahead;           /* < 0: the plan's; else fixed (0 = read each group on demand) */
     bool adaptive;            /* start at 1 and deepen on stalls up to the plan's lookahead (default true) */
+    int  cache_policy;        /* expert cache: HY_XC_LFU (default) or HY_XC_LRU */
+    bool prefetch_experts;    /* predict the next layer's experts from co-activation (default true) */
+    bool persist_stats;       /* load/save co-activation statistics under the XDG data dir (default true) */
     hy_io_params io;
 } hy_stream_params;
 
@@ -56,8 +59,17 @@ typedef struct {
     uint64_t committed_peak;  /* most streamed bytes committed at once */
     int      lookahead;       /* current */
     int      n_streamed;      /* tensors on the NVMe tier */
+    uint64_t resident_direct_bytes; /* resident weights loaded with direct I/O (not via the page cache) */
     const char *io_backend;
     bool     direct;
+    /* expert-streaming */
+    bool     experts;
+    uint64_t x_hits, x_misses, x_evictions, x_prefetches, x_prefetch_hits;
+    uint64_t x_cache_bytes, x_cache_capacity;
+    uint64_t x_whole_bytes;   /* what streaming whole expert tensors would have read */
+    uint64_t x_routed_bytes;  /* the routed slices: what reading them without a cache would read */
+    uint64_t x_tokens;
+    const char *x_policy;
 } hy_stream_stats;
 
 int  hy_stream_create(const hy_stream_params *p, hy_stream **out, char *err, size_t errlen);

@@ -1,0 +1,92 @@
+/* Internal to src/stream: the state shared by the layer-group streamer
+ * (hy_stream.c) and the expert-slice streamer (hy_experts.c). */
+#ifndef HY_STREAM_INT_H
+#define HY_STREAM_INT_H
+
+#include "stream/hy_stream.h"
+#include "util/hy_util.h"
+
+struct hy_xcache;
+struct hy_coact;
+
+#define PAGE 4096u
+#define HUGE_ALIGN ((size_t)2 << 20)
+
+enum { G_IDLE, G_LOADING, G_READY };
+
+struct entry {
+    const hy_tensor_info *info;
+    struct ggml_tensor *t;     /* set by init_tensor */
+    uint8_t *dst;              /* page-aligned start of the read */
+    uint64_t roff, rlen;       /* file range read (page-aligned start) */
+    uint64_t span;             /* bytes of our allocation owned by this tensor, from dst */
+    int group;
+    hy_io_ticket *ticket;
+    bool used;                 /* used in the current pass */
+};
+
+struct group {
+    int layer;
+    int n_entries, *entries;
+    int state;
+    int n_used;
+    uint64_t bytes;            /* committed while loading or ready */
+};
+
+struct xkey;
+
+struct hy_stream {
+    hy_io *io;
+    const hy_model_desc *desc;
+    int fd_buffered;           /* for the rare get_tensor */
+    uint64_t file_size;
+    int n_entries;
+    struct entry *entries;
+    int n_groups;
+    struct group *groups;      /* in layer order */
+    int max_lookahead, lookahead;
+    bool adaptive;
+    uint64_t pool_bytes, committed;
+    int cur;                   /* group in use, -1 before the first */
+    double pass_stall;         /* stall in the current pass */
+    int calm_passes;
+    /* buffer type and overrides */
+    struct ggml_backend_buffer_type buft;
+    struct ggml_backend_buffer_type ram_buft;
+    struct llama_model_tensor_buft_override *ovr;
+    char **patterns;
+    int n_patterns;
+    /* state */
+    bool failed;
+    char error[HY_ERRLEN];
+    hy_stream_stats st;
+    double io_started;
+    /* expert-streaming (hy_experts.c) */
+    bool expert_mode;
+    int  cache_policy;
+    bool prefetch_experts, persist_stats;
+    int n_layer, n_expert;
+    struct xkey *xkeys;        /* n_layer * n_expert */
+    int **layer_xentries;      /* per layer: entries of expert tensors, -1 terminated */
+    struct hy_xcache *xc;
+    struct hy_coact *coact;
+    char coact_path[4096];
+    uint64_t tick;             /* tokens seen (cache clock) */
+    int last_topk_layer;
+    uint64_t pass_id, *topk_pass; /* per layer: pass in which its router ran */
+    int32_t *ids_scratch;
+    uint64_t whole_layer_bytes_read_equiv; /* what reading whole expert tensors would have cost */
+    uint64_t routed_bytes;     /* slices the routers chose (what an uncached reader would read) */
+    bool warned_fallback;
+};
+
+/* entry of a tensor name, or NULL */
+struct entry *hy_stream_find_entry(hy_stream *s, const char *name);
+/* hy_experts.c */
+int  hy_experts_init(hy_stream *s, const hy_model_desc *d, char *err, size_t errlen);
+void hy_experts_free(hy_stream *s);
+bool hy_experts_eval(hy_stream *s, struct ggml_tensor *t, bool ask, bool *handled);
+void hy_experts_stats(const hy_stream *s, hy_stream_stats *st);
+
+
+#endif

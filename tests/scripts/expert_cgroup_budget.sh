@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Hard memory budget, MoE: a mixture-of-experts model >= 2.5x a cgroup memory cap
+# streams its routed experts to the end inside that cap: not OOM-killed, peak usage
+# <= cap, and the same greedy text as the resident run outside the cap.
+# Skips (77) where no memory cgroup can be made (not root, no v1/v2 controller).
+set -uo pipefail
+HY_BIN=$1 WORK=$2/expert_cgroup_budget
+mkdir -p "$WORK"
+export HYPURA_NO_STORAGE_PROFILE=1 XDG_CACHE_HOME=$WORK/cache
+CAP_MIB=${HY_TEST_CAP_MIB:-320}
+CAP=$((CAP_MIB * 1024 * 1024))
+m=$WORK/moe.gguf
+[[ -f $m ]] || "$HY_BIN/hypura-mkmodel" -o "$m" --dim 1024 --ff 2816 --heads 8 --kv-heads 4 --type q8_0 --experts 8 --top-k 2 --skew 1 \
+  --target-size $((CAP_MIB * 26 / 10 + 16))M --seed 11 --quiet >/dev/null || exit 1
+size=$(stat -c %s "$m")
+echo "model $((size >> 20)) MiB, cap $CAP_MIB MiB"
+(( size >= CAP * 25 / 10 )) || { echo "model is not >= 2.5x the cap"; exit 1; }
+"$HY_BIN/hypura" profile >/dev/null 2>&1   # measured outside the cap, cached
+prompt="In the beginning"
+ref=$("$HY_BIN/hypura" run "$m" -p "$prompt" -n 8 --temp 0 -c 256 -t 2 2>/dev/null) || exit 1
+
+# make a group: v1 or v2
+CG=""
+if [[ -w /sys/fs/cgroup/memory ]]; then
+  CG=/sys/fs/cgroup/memory/hypura-xtest-$$
+  mkdir "$CG" 2>/dev/null && echo $CAP > "$CG/memory.limit_in_bytes" || CG=""
+  V=1
+elif [[ -f /sys/fs/cgroup/cgroup.controllers ]] && grep -qw memory /sys/fs/cgroup/cgroup.controllers; then
+  CG=/sys/fs/cgroup/hypura-xtest-$$
+  mkdir "$CG" 2>/dev/null && echo $CAP > "$CG/memory.max" && echo 0 > "$CG/memory.swap.max" 2>/dev/null || true
+  [[ -f $CG/memory.max ]] || CG=""
+  V=2
+fi
+if [[ -z $CG ]]; then echo "SKIP: cannot create a memory cgroup here (need root and a memory controller)"; exit 77; fi
+cleanup() { rmdir "$CG" 2>/dev/null || true; }
+trap cleanup EXIT
+
+echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+out=$(sh -c 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"' _ "$CG" \
+      "$HY_BIN/hypura" run "$m" -p "$prompt" -n 8 --temp 0 -c 256 -t 2 --memory-budget ${CAP_MIB}M 2>"$WORK/err")
+rc=$?
+cat "$WORK/err"
+if [[ $V == 1 ]]; then
+  peak=$(cat "$CG/memory.max_usage_in_bytes"); ooms=$(awk '/oom_kill /{print $2}' "$CG/memory.oom_control")
+else
+  peak=$(cat "$CG/memory.peak" 2>/dev/null || echo 0); ooms=$(awk '/oom_kill /{print $2}' "$CG/memory.events")
+fi
+echo "exit $rc, cgroup peak $((peak >> 20)) MiB of $CAP_MIB MiB, oom kills ${ooms:-0}"
+fail=0
+[[ $rc -eq 0 ]] || { echo "FAIL: run failed (exit $rc)"; fail=1; }
+[[ ${ooms:-0} -eq 0 ]] || { echo "FAIL: OOM-killed"; fail=1; }
+(( peak <= CAP )) || { echo "FAIL: peak over the cap"; fail=1; }
+grep -q "expert-streaming" "$WORK/err" || { echo "FAIL: did not stream"; fail=1; }
+[[ "$out" == "$ref" ]] || { echo "FAIL: text differs from the resident run: [$out] vs [$ref]"; fail=1; }
+# an impossible budget is refused up front, naming the minimum
+msg=$("$HY_BIN/hypura" run "$m" -p x -n 1 --memory-budget 64M 2>&1 >/dev/null); r2=$?
+echo "64M budget: exit $r2: $msg"
+[[ $r2 -ne 0 ]] && grep -q "minimum is" <<<"$msg" || { echo "FAIL: impossible budget not refused clearly"; fail=1; }
+exit $fail
