@@ -27,6 +27,7 @@ typedef struct {
     int  lookahead;        /* < 0: automatic */
     int  mode;             /* < 0: automatic; else hy_mode */
     int  io_backend;       /* HY_IO_AUTO, HY_IO_URING, HY_IO_PREAD */
+    bool pagecache;        /* expert-streaming through the page cache (mmap + MADV_WILLNEED) instead of direct I/O */
     bool no_profile_storage; /* use a bandwidth guess instead of measuring storage */
     int  repack;           /* < 0 auto: on when full-resident (llama.cpp's default kernels), off when
                               streaming (streamed tensors cannot be repacked; resident ones are kept

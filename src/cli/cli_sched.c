@@ -46,8 +46,9 @@ int hy_cli_sched_opt(const char *cmd, int c, const char *arg, hy_session_params 
         if (!strcmp(arg, "auto")) p->io_backend = HY_IO_AUTO;
         else if (!strcmp(arg, "uring")) p->io_backend = HY_IO_URING;
         else if (!strcmp(arg, "pread")) p->io_backend = HY_IO_PREAD;
+        else if (!strcmp(arg, "pagecache")) p->pagecache = true;
         else {
-            fprintf(stderr, "hypura %s: --io takes auto, uring or pread\n", cmd);
+            fprintf(stderr, "hypura %s: --io takes auto, uring, pread or pagecache\n", cmd);
             return -1;
         }
         return 1;

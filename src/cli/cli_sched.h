@@ -32,7 +32,8 @@ enum {
     "                          experts of a MoE model, layer groups of a dense one) | dense (whole\n"    \
     "                          layer groups, for MoE too: every expert of a layer) | experts\n"         \
     "  --lookahead N           layer groups read ahead of compute (default: adaptive, up to the plan's)\n"  \
-    "  --io BACKEND            auto | uring | pread (direct-I/O backend)\n"                                 \
+    "  --io BACKEND            auto | uring | pread (direct-I/O backend) | pagecache (experts through\n"    \
+    "                          the page cache: mmap + MADV_WILLNEED of the routed slices)\n"                                 \
     "  --cache-policy P        expert cache eviction: lfu (decayed use count, default) | lru\n"            \
     "  --no-prefetch           do not prefetch the next layer's predicted experts\n"                       \
     "  --no-stats              neither load nor save the co-activation statistics (XDG data dir)\n"

@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include <jansson.h>
+
 #include "cli/cli_sched.h"
 #include "engine/hy_engine.h"
 #include "util/hy_util.h"
@@ -89,6 +91,51 @@ static void dump_logits(const float *logits, int n_vocab, void *ud) {
     }
     if (!d->f) return;
     if (fwrite(logits, sizeof(float), (size_t)n_vocab, d->f) != (size_t)n_vocab) d->failed = true;
+}
+
+/* the figures of a run for scripts: what print_stats and the session print, as JSON */
+static int write_stats_json(const char *path, const hy_session *ss, const hy_gen_stats *st, double load_s) {
+    json_t *o = json_object();
+    json_object_set_new(o, "load_s", json_real(load_s));
+    json_object_set_new(o, "prompt_tokens", json_integer(st->n_prompt_eval));
+    json_object_set_new(o, "prompt_s", json_real(st->t_prompt_s));
+    json_object_set_new(o, "prompt_tps", json_real(st->t_prompt_s > 0 ? st->n_prompt_eval / st->t_prompt_s : 0));
+    json_object_set_new(o, "gen_tokens", json_integer(st->n_gen));
+    json_object_set_new(o, "gen_s", json_real(st->t_gen_s));
+    json_object_set_new(o, "gen_tps", json_real(st->t_gen_s > 0 ? st->n_gen / st->t_gen_s : 0));
+    json_object_set_new(o, "stop", json_string(st->stop_reason));
+    json_object_set_new(o, "peak_rss", json_integer((json_int_t)hy_peak_rss()));
+    json_object_set_new(o, "cgroup_peak", json_integer((json_int_t)hy_cgroup_peak()));
+    if (ss) {
+        json_object_set_new(o, "mode", json_string(hy_mode_name(ss->plan.mode)));
+        json_object_set_new(o, "memory_budget", json_integer((json_int_t)ss->plan_params.mem_budget));
+        json_object_set_new(o, "load_read_bytes", json_integer((json_int_t)ss->load_read_bytes));
+        json_object_set_new(o, "plan_io_bytes_per_token", json_integer((json_int_t)ss->plan.io_bytes_per_token));
+    }
+    if (ss && ss->stream) {
+        hy_stream_stats x;
+        hy_stream_get_stats(ss->stream, &x);
+        json_t *t = json_object();
+        json_object_set_new(t, "bytes_read", json_integer((json_int_t)x.bytes_read));
+        json_object_set_new(t, "io_busy_s", json_real(x.io_busy_s));
+        json_object_set_new(t, "stall_s", json_real(x.stall_s));
+        json_object_set_new(t, "passes", json_integer((json_int_t)x.passes));
+        json_object_set_new(t, "lookahead", json_integer(x.lookahead));
+        json_object_set_new(t, "io_backend", json_string(x.io_backend ? x.io_backend : ""));
+        if (x.experts) {
+            json_object_set_new(t, "expert_hits", json_integer((json_int_t)x.x_hits));
+            json_object_set_new(t, "expert_misses", json_integer((json_int_t)x.x_misses));
+            json_object_set_new(t, "expert_evictions", json_integer((json_int_t)x.x_evictions));
+            json_object_set_new(t, "expert_prefetch_hits", json_integer((json_int_t)x.x_prefetch_hits));
+            json_object_set_new(t, "expert_whole_bytes", json_integer((json_int_t)x.x_whole_bytes));
+            json_object_set_new(t, "expert_routed_bytes", json_integer((json_int_t)x.x_routed_bytes));
+            json_object_set_new(t, "expert_cache_capacity", json_integer((json_int_t)x.x_cache_capacity));
+        }
+        json_object_set_new(o, "stream", t);
+    }
+    int rc = json_dump_file(o, path, JSON_INDENT(1));
+    json_decref(o);
+    return rc;
 }
 
 static void print_stats(const hy_gen_stats *st, double load_s) {
@@ -175,10 +222,11 @@ int hy_cmd_run(int argc, char **argv) {
     hy_engine_params ep = hy_engine_default_params();
     hy_sample_params sp = hy_sample_default_params();
     bool show_plan = false, naive = false;
+    const char *stats_json = NULL;
     ep.progress = true;
     const char *prompt = NULL, *system = NULL, *dump_path = NULL;
     bool inter = false;
-    enum { O_TEMP = 1000, O_TOPK, O_TOPP, O_SEED, O_SYSTEM, O_NOREPACK, O_REPACK, O_DUMP, O_PLAN, O_NAIVE };
+    enum { O_TEMP = 1000, O_TOPK, O_TOPP, O_SEED, O_SYSTEM, O_NOREPACK, O_REPACK, O_DUMP, O_PLAN, O_NAIVE, O_STATS_JSON };
     static const struct option opts[] = {{"prompt", required_argument, 0, 'p'},
                                          {"interactive", no_argument, 0, 'i'},
                                          {"max-tokens", required_argument, 0, 'n'},
@@ -196,6 +244,7 @@ int hy_cmd_run(int argc, char **argv) {
                                          {"verbose", no_argument, 0, 'v'},
                                          {"plan", no_argument, 0, O_PLAN},
                                          {"naive", no_argument, 0, O_NAIVE},
+                                         {"stats-json", required_argument, 0, O_STATS_JSON},
                                          HY_SCHED_LONG_OPTIONS,
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -224,6 +273,7 @@ int hy_cmd_run(int argc, char **argv) {
         case 'v': ep.verbose = true; break;
         case O_PLAN: show_plan = true; break;
         case O_NAIVE: naive = true; break;
+        case O_STATS_JSON: stats_json = optarg; break;
         case 'h': run_usage(stdout); return 0;
         default: {
             int r = hy_cli_sched_opt("run", c, optarg, &sess);
@@ -297,6 +347,10 @@ int hy_cmd_run(int argc, char **argv) {
             fputc('\n', stdout);
             print_stats(&st, hy_engine_load_seconds(e));
             if (!naive) hy_session_print_stats(stderr, ss, st.n_gen, st.t_prompt_s + st.t_gen_s);
+            if (stats_json && write_stats_json(stats_json, naive ? NULL : ss, &st, hy_engine_load_seconds(e))) {
+                fprintf(stderr, "hypura run: cannot write %s\n", stats_json);
+                rc = 1;
+            }
         }
         if (dump.f && (fclose(dump.f) != 0 || dump.failed)) {
             fprintf(stderr, "hypura run: writing %s failed\n", dump_path);

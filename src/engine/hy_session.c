@@ -94,6 +94,11 @@ int hy_session_open(const hy_session_params *p, hy_session **out, char *err, siz
         sp.plan = &s->plan;
         sp.lookahead = p->lookahead;
         sp.io.backend = p->io_backend;
+        sp.pagecache = p->pagecache;
+        if (p->pagecache && s->plan.mode != HY_MODE_EXPERT) {
+            hy_fail(err, errlen, "--io pagecache is for expert-streaming (a MoE model that does not fit)");
+            goto fail;
+        }
         sp.cache_policy = p->cache_policy;
         sp.prefetch_experts = !p->no_expert_prefetch;
         sp.persist_stats = !p->no_persist_stats && !getenv("HYPURA_NO_PERSIST_STATS");

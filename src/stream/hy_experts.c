@@ -140,10 +140,27 @@ static void fail(hy_stream *s, const char *what, const char *why) {
 
 static uint64_t addr_off(const struct entry *e, uint64_t file_off) { return file_off - e->roff; }
 
+/* page-cache variant: the slice's byte ranges in the mapping */
+static void slice_madvise(hy_stream *s, int layer, int expert, int advice, bool inward) {
+    for (const int *pi = s->layer_xentries[layer]; *pi >= 0; pi++) {
+        struct entry *e = &s->entries[*pi];
+        uint64_t f0 = e->info->offset + (uint64_t)expert * e->info->expert_stride;
+        uint64_t f1 = f0 + e->info->expert_stride;
+        uint64_t r0 = inward ? hy_round_up(f0, PAGE) : f0 / PAGE * PAGE;
+        uint64_t r1 = inward ? f1 / PAGE * PAGE : hy_round_up(f1, PAGE);
+        if (r1 > r0) madvise(e->dst + addr_off(e, r0), r1 - r0, advice);
+    }
+}
+
 static void issue_key(hy_stream *s, int layer, int expert) {
     struct xkey *x = &s->xkeys[key_of(s, layer, expert)];
     if (x->state != G_IDLE) return;
     x->n_tix = 0;
+    if (s->pagecache) {
+        slice_madvise(s, layer, expert, MADV_WILLNEED, false);
+        x->state = G_LOADING;
+        return;
+    }
     for (const int *pi = s->layer_xentries[layer]; *pi >= 0; pi++) {
         struct entry *e = &s->entries[*pi];
         uint64_t f0 = e->info->offset + (uint64_t)expert * e->info->expert_stride;
@@ -165,6 +182,11 @@ static void wait_key(hy_stream *s, int key) {
     struct xkey *x = &s->xkeys[key];
     if (x->state != G_LOADING) return;
     double t0 = hy_now();
+    if (s->pagecache) {
+        /* fault the slice in now (reads what the page cache lacks) so that
+         * compute never stalls inside a matmul */
+        slice_madvise(s, key / s->n_expert, key % s->n_expert, MADV_POPULATE_READ, false);
+    }
     for (int j = 0; j < x->n_tix; j++) {
         char err[HY_ERRLEN];
         if (hy_io_wait(s->io, x->tix[j], err, sizeof err)) fail(s, "reading an expert slice", err);
@@ -179,6 +201,11 @@ static void release_key(hy_stream *s, int key) {
     struct xkey *x = &s->xkeys[key];
     wait_key(s, key); /* pages may not go while a read still lands in them */
     int layer = key / s->n_expert, expert = key % s->n_expert;
+    if (s->pagecache) { /* drop our mapping of it; the page cache keeps it until the kernel needs the memory */
+        slice_madvise(s, layer, expert, MADV_DONTNEED, true);
+        x->state = G_IDLE;
+        return;
+    }
     for (const int *pi = s->layer_xentries[layer]; *pi >= 0; pi++) {
         struct entry *e = &s->entries[*pi];
         uint64_t f0 = e->info->offset + (uint64_t)expert * e->info->expert_stride;
@@ -334,5 +361,17 @@ void hy_experts_stats(const hy_stream *s, hy_stream_stats *st) {
     st->x_tokens = s->tick;
     st->x_policy = hy_xcache_policy_name((hy_xc_policy)s->cache_policy);
     st->passes = s->pass_id + (s->last_topk_layer >= 0 ? 1 : 0);
+    if (s->pagecache) {
+        FILE *io = fopen("/proc/self/io", "r");
+        if (io) {
+            char line[128];
+            unsigned long long v;
+            while (fgets(line, sizeof line, io))
+                if (sscanf(line, "read_bytes: %llu", &v) == 1) st->bytes_read = v - s->read_bytes0;
+            fclose(io);
+        }
+        st->io_backend = "page cache (mmap + MADV_WILLNEED)";
+        st->direct = false;
+    }
     st->stall_s = s->st.stall_s;
 }

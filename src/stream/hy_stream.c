@@ -79,6 +79,17 @@ static enum ggml_status sbuf_init_tensor(ggml_backend_buffer_t b, struct ggml_te
      * pages that straddle neighbouring slices: keep those tensors on 4 KiB pages
      * so released memory is really given back. */
     if (s->expert_mode && e->info->role == HY_ROLE_EXPERT) madvise(e->dst, e->span, MADV_NOHUGEPAGE);
+    if (s->pagecache) {
+        /* the page-cache variant: the file itself, mapped at the same addresses */
+        void *m = mmap(e->dst, hy_round_up(e->rlen, PAGE), PROT_READ, MAP_SHARED | MAP_FIXED, s->fd_buffered,
+                       (off_t)e->roff);
+        if (m == MAP_FAILED) {
+            snprintf(s->error, sizeof s->error, "cannot map '%s' from the model file", t->name);
+            s->failed = true;
+            return GGML_STATUS_FAILED;
+        }
+        madvise(e->dst, hy_round_up(e->rlen, PAGE), MADV_RANDOM); /* no readahead past the routed slices */
+    }
     return GGML_STATUS_SUCCESS;
 }
 
@@ -548,6 +559,7 @@ int hy_stream_create(const hy_stream_params *p, hy_stream **out, char *err, size
     s->cache_policy = p->cache_policy;
     s->prefetch_experts = p->prefetch_experts;
     s->persist_stats = p->persist_stats;
+    s->pagecache = p->pagecache && plan->mode == HY_MODE_EXPERT;
     s->lookahead = s->adaptive && s->max_lookahead > 1 ? 1 : s->max_lookahead;
     /* the pool: what the plan granted, never less than the groups in flight
      * plus the one in use (page rounding makes groups a little larger) */
@@ -590,6 +602,14 @@ int hy_stream_check_loaded(hy_stream *s, char *err, size_t errlen) {
     /* resident weights were copied out of the loader's mapping: drop the file's
      * page cache so it does not sit on the budget */
     posix_fadvise(s->fd_buffered, 0, 0, POSIX_FADV_DONTNEED);
+    FILE *io = fopen("/proc/self/io", "r");
+    if (io) {
+        char line[128];
+        unsigned long long v;
+        while (fgets(line, sizeof line, io))
+            if (sscanf(line, "read_bytes: %llu", &v) == 1) s->read_bytes0 = v;
+        fclose(io);
+    }
     for (int i = 0; i < s->n_entries; i++)
         if (!s->entries[i].t)
             return hy_fail(err, errlen, "tensor '%s' was planned for streaming but libllama did not place it there",

@@ -45,6 +45,9 @@ typedef struct {
     int  cache_policy;        /* expert cache: HY_XC_LFU (default) or HY_XC_LRU */
     bool prefetch_experts;    /* predict the next layer's experts from co-activation (default true) */
     bool persist_stats;       /* load/save co-activation statistics under the XDG data dir (default true) */
+    bool pagecache;           /* experts: map the file over the tensors and let the page cache hold them;
+                                 routed slices are advised WILLNEED and populated, released ones dropped from
+                                 the mapping (the kernel's LRU decides what stays cached) */
     hy_io_params io;
 } hy_stream_params;
 

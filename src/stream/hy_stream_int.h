@@ -64,7 +64,8 @@ struct hy_stream {
     /* expert-streaming (hy_experts.c) */
     bool expert_mode;
     int  cache_policy;
-    bool prefetch_experts, persist_stats;
+    bool prefetch_experts, persist_stats, pagecache;
+    uint64_t read_bytes0;      /* /proc/self/io read_bytes after load (page-cache variant's I/O) */
     int n_layer, n_expert;
     struct xkey *xkeys;        /* n_layer * n_expert */
     int **layer_xentries;      /* per layer: entries of expert tensors, -1 terminated */
