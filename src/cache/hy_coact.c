@@ -59,7 +59,7 @@ struct hy_coact {
     int L, E, n_used;
     uint64_t hash;
     bool dense;
-    int cap; /* row capacity: E when dense */
+    int cap;          /* row capacity: E when dense */
     uint64_t *freq;   /* L * E */
     uint64_t *tokens; /* L */
     uint64_t *sel;    /* L */
@@ -362,7 +362,8 @@ int hy_coact_permutation(const hy_coact *c, int layer, int32_t *perm) {
             for (int j = 0; j < n; j++) {
                 int b = rid[j];
                 if (placed[b] || rcnt[j] == 0) continue;
-                if (best < 0 || rcnt[j] > best_cnt || (rcnt[j] == best_cnt && (fr[b] > fr[best] || (fr[b] == fr[best] && b < best)))) {
+                if (best < 0 || rcnt[j] > best_cnt ||
+                    (rcnt[j] == best_cnt && (fr[b] > fr[best] || (fr[b] == fr[best] && b < best)))) {
                     best = b;
                     best_cnt = rcnt[j];
                 }
@@ -395,7 +396,7 @@ int hy_coact_merge(hy_coact *a, const hy_coact *b) {
     mat *dst[2] = {&a->pairs, &a->trans};
     for (int w = 0; w < 2; w++) {
         if (dst[w]->dense) {
-            size_t n = (size_t)dst[w]->groups * le / (size_t)L * (size_t)E;
+            size_t n = (size_t)dst[w]->groups * (size_t)E * (size_t)E;
             for (size_t i = 0; i < n; i++) dst[w]->dense[i] = sat_add(dst[w]->dense[i], src[w]->dense[i]);
             continue;
         }
@@ -569,7 +570,8 @@ int hy_coact_load(const char *path, uint64_t header_hash, int n_layer, int n_exp
     if (!fmt || strcmp(fmt, "hypura-coact") != 0) BAD("not a hypura co-activation file (format)");
     int64_t ver, L, E, K;
     if (!get_int_field(root, "version", INT32_MIN, INT32_MAX, &ver)) BAD("no integer version");
-    if (ver != HY_COACT_VERSION) BAD("unsupported version %lld (this build reads %d)", (long long)ver, HY_COACT_VERSION);
+    if (ver != HY_COACT_VERSION)
+        BAD("unsupported version %lld (this build reads %d)", (long long)ver, HY_COACT_VERSION);
     const char *hs = json_string_value(json_object_get(root, "header_hash"));
     if (!hs || strlen(hs) != 16 || strspn(hs, "0123456789abcdefABCDEF") != 16) BAD("header_hash is not 16 hex digits");
     uint64_t h = strtoull(hs, NULL, 16);
@@ -605,7 +607,8 @@ int hy_coact_load(const char *path, uint64_t header_hash, int n_layer, int n_exp
         for (int e = 0; e < E; e++) {
             uint64_t v;
             if (!get_count(json_array_get(fa, (size_t)e), &v)) BAD("layer %d: freq[%d] is not a count", l, e);
-            if (v > c->tokens[l]) BAD("layer %d: expert %d selected %" PRIu64 " times in %" PRIu64 " tokens", l, e, v, c->tokens[l]);
+            if (v > c->tokens[l])
+                BAD("layer %d: expert %d selected %" PRIu64 " times in %" PRIu64 " tokens", l, e, v, c->tokens[l]);
             c->freq[(size_t)l * (size_t)E + (size_t)e] = v;
             sum = sat_add(sum, v);
         }
@@ -621,7 +624,8 @@ int hy_coact_load(const char *path, uint64_t header_hash, int n_layer, int n_exp
             mat *m = w == 0 ? &c->pairs : &c->trans;
             const json_t *arr = json_object_get(lo, key);
             if (w == 1 && l == L - 1) {
-                if (arr && !(json_is_string(arr) && json_string_length(arr) == 0)) BAD("last layer %d has transitions", l);
+                if (arr && !(json_is_string(arr) && json_string_length(arr) == 0))
+                    BAD("last layer %d has transitions", l);
                 continue;
             }
             if (!json_is_string(arr)) BAD("layer %d: %s is not a string of triples", l, key);

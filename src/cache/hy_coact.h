@@ -78,8 +78,8 @@ void hy_coact_record(hy_coact *c, int layer, const int32_t *ids, int k, int n_to
  * the answer is 0 experts. Returns the number written (<= m); 0 for the last layer. */
 int hy_coact_predict_next(const hy_coact *c, int layer, const int32_t *ids, int k, int32_t *out, int m);
 
-double   hy_coact_freq(const hy_coact *c, int layer, int expert);  /* share of selections in [0,1] */
-uint64_t hy_coact_tokens(const hy_coact *c);                      /* tokens recorded at layer 0 */
+double hy_coact_freq(const hy_coact *c, int layer, int expert); /* share of selections in [0,1] */
+uint64_t hy_coact_tokens(const hy_coact *c);                    /* tokens recorded at layer 0 */
 
 /* Persistence: a JSON file with a format version, header_hash (hex), n_layer, n_expert, n_used and the counts
  * (the layout is documented in hy_coact.c). Save writes a temporary file next to PATH and renames it

@@ -11,5 +11,6 @@ int hy_cmd_run(int argc, char **argv);
 int hy_cmd_estimate(int argc, char **argv);
 int hy_cmd_serve(int argc, char **argv);
 int hy_cmd_bench(int argc, char **argv);
+int hy_cmd_optimize(int argc, char **argv);
 
 #endif

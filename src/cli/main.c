@@ -18,6 +18,7 @@ static const struct command commands[] = {
     {"run", hy_cmd_run, "generate text from a model (prompt or interactive)"},
     {"serve", hy_cmd_serve, "serve a model over HTTP: Ollama and OpenAI APIs"},
     {"bench", hy_cmd_bench, "A/B: hypura's plan against libllama's defaults, optionally under a memory cap"},
+    {"optimize", hy_cmd_optimize, "new GGUF with MoE experts stored in co-activation order (same logits)"},
 };
 
 static void usage(FILE *f) {

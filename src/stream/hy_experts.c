@@ -206,14 +206,21 @@ static void release_key(hy_stream *s, int key) {
         x->state = G_IDLE;
         return;
     }
+    x->state = G_IDLE;
+    /* give back everything between the nearest resident (or loading) neighbours:
+     * pages shared with a neighbour that is gone are dropped too, so at most the
+     * two pages shared with live neighbours stay committed */
+    int lo = expert, hi = expert;
+    while (lo > 0 && s->xkeys[key - (expert - lo) - 1].state == G_IDLE && !hy_xcache_resident(s->xc, key - (expert - lo) - 1)) lo--;
+    while (hi < s->n_expert - 1 && s->xkeys[key + (hi - expert) + 1].state == G_IDLE && !hy_xcache_resident(s->xc, key + (hi - expert) + 1)) hi++;
     for (const int *pi = s->layer_xentries[layer]; *pi >= 0; pi++) {
         struct entry *e = &s->entries[*pi];
-        uint64_t f0 = e->info->offset + (uint64_t)expert * e->info->expert_stride;
-        uint64_t f1 = f0 + e->info->expert_stride;
-        uint64_t p0 = hy_round_up(f0, PAGE), p1 = f1 / PAGE * PAGE;
-        if (p1 > p0) madvise(e->dst + addr_off(e, p0), p1 - p0, MADV_DONTNEED);
+        uint64_t f0 = e->info->offset + (uint64_t)lo * e->info->expert_stride;
+        uint64_t f1 = e->info->offset + (uint64_t)(hi + 1) * e->info->expert_stride;
+        uint8_t *a0 = lo == 0 ? e->dst : e->dst + addr_off(e, hy_round_up(f0, PAGE));
+        uint8_t *a1 = hi == s->n_expert - 1 ? e->dst + e->span : e->dst + addr_off(e, f1 / PAGE * PAGE);
+        if (a1 > a0) madvise(a0, (size_t)(a1 - a0), MADV_DONTNEED);
     }
-    x->state = G_IDLE;
 }
 
 /* make key resident (issue its read), evicting by the cache's policy */

@@ -78,7 +78,8 @@ static enum ggml_status sbuf_init_tensor(ggml_backend_buffer_t b, struct ggml_te
     /* Expert slices are released one by one at page granularity, inside huge
      * pages that straddle neighbouring slices: keep those tensors on 4 KiB pages
      * so released memory is really given back. */
-    if (s->expert_mode && e->info->role == HY_ROLE_EXPERT) madvise(e->dst, e->span, MADV_NOHUGEPAGE);
+    if (s->expert_mode && e->info->role == HY_ROLE_EXPERT && !getenv("HYPURA_EXPERT_THP"))
+        madvise(e->dst, e->span, MADV_NOHUGEPAGE);
     if (s->pagecache) {
         /* the page-cache variant: the file itself, mapped at the same addresses */
         void *m = mmap(e->dst, hy_round_up(e->rlen, PAGE), PROT_READ, MAP_SHARED | MAP_FIXED, s->fd_buffered,
@@ -88,7 +89,6 @@ static enum ggml_status sbuf_init_tensor(ggml_backend_buffer_t b, struct ggml_te
             s->failed = true;
             return GGML_STATUS_FAILED;
         }
-        madvise(e->dst, hy_round_up(e->rlen, PAGE), MADV_RANDOM); /* no readahead past the routed slices */
     }
     return GGML_STATUS_SUCCESS;
 }

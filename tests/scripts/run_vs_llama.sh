@@ -12,11 +12,14 @@ for type in q8_0 q4_0 q4_k f16; do
   "$HY_BIN/hypura-mkmodel" -o "$m" --dim 512 --layers 3 --ff 1024 --type $type --seed 7 --quiet >/dev/null
   for rp in no-repack repack; do
     if [[ $rp == repack ]]; then lflag=""; else lflag="-nr"; fi
-    ref=$("$LLAMA_BIN/llama-completion" -m "$m" -p "$prompt" -n 24 --temp 0 -no-cnv --no-warmup -c 256 -t 2 $lflag 2>/dev/null)
-    got=$("$HY_BIN/hypura" run "$m" -p "$prompt" -n 24 --temp 0 -c 256 -t 2 --$rp 2>/dev/null)
+    ref=$("$LLAMA_BIN/llama-completion" -m "$m" -p "$prompt" -n 24 --temp 0 -no-cnv --no-warmup -c 256 -t 2 $lflag 2>"$WORK/llama.err") \
+      || { echo "llama-completion failed ($type $rp):"; tail -5 "$WORK/llama.err"; fail=1; }
+    got=$("$HY_BIN/hypura" run "$m" -p "$prompt" -n 24 --temp 0 -c 256 -t 2 --$rp 2>"$WORK/hypura.err") \
+      || { echo "hypura run failed ($type $rp):"; tail -5 "$WORK/hypura.err"; fail=1; }
     # llama-completion echoes the prompt (with the tokenizer's leading space)
     if [[ "$ref" != " $prompt$got" && "$ref" != "$prompt$got" ]]; then
       echo "MISMATCH $type $rp"; echo "  llama : [$ref]"; echo "  hypura: [$got]"; fail=1
+      tail -3 "$WORK/llama.err" "$WORK/hypura.err"
     else
       echo "ok $type $rp: [${got:0:60}...]"
     fi
