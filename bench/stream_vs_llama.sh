@@ -27,7 +27,7 @@ m_rc=$RC m_peak=$CG_PEAK m_oom=$CG_OOM m_tps=$(llama_eval_tps $W/e2); m_tps=${m_
 echo "llama.cpp mmap, no repack: exit $m_rc, oom kills $m_oom, peak $((m_peak>>20)) MiB, ${m_tps} tok/s"
 
 drop_caches
-run_capped $CAP $W/o3 $W/e3 "$BIN/hypura" run "$M" -p "$P" -n $N --temp 0 -c 512 -t $T --memory-budget ${CAP_MIB}M
+run_capped $CAP $W/o3 $W/e3 "$BIN/hypura" run "$M" -p "$P" -n $N --temp 0 -c 512 -t $T --memory-budget ${CAP_MIB}M --stats-json $W/s3.json
 h_rc=$RC h_peak=$CG_PEAK h_oom=$CG_OOM h_tps=$(hypura_gen_tps $W/e3); h_tps=${h_tps:-0}
 cat $W/e3 | grep -E "plan:|tiers|streaming:|streamed|peak" | sed 's/^/    /'
 bpt=$(sed -n 's/.*streaming: .*, \([0-9.]* [GM]iB\) read per token.*/\1/p' $W/e3)
@@ -37,8 +37,13 @@ bw2=$(iobw); bw=$(python3 -c "print(($bw1+$bw2)/2)")
 echo "storage $bw2 GB/s (iobench, after); bound uses the mean $bw GB/s"
 bound=$(python3 -c "print($bw*1e9/$bpt_bytes)")
 python3 - <<PY
+import json
 h=$h_tps; m=$m_tps; bound=$bound
-print(f"I/O bound {bound:.3f} tok/s; hypura / bound = {h/bound:.3f} (target >= 0.85)")
+st=json.load(open("$W/s3.json")); x=st["stream"]
+gen_bytes = x["bytes_read"] * st["gen_tokens"] / max(1, x["passes"])   # generation passes only
+eff = gen_bytes / st["gen_s"] / 1e9
+print(f"read per pass {x['bytes_read']/max(1,x['passes'])/2**30:.2f} GiB; during generation {eff:.2f} GB/s; stalls {x['stall_s']:.2f} s")
+print(f"I/O bound {bound:.3f} tok/s (iobench mean / bytes per token); hypura / bound = {h/bound:.3f} (target >= 0.85)")
 print(f"hypura / llama.cpp mmap = {h/m:.2f}x (target >= 1.3)" if m > 0 else "llama.cpp mmap produced no figure")
 import json
 json.dump({"model":"$(basename "$M")","cap_mib":$CAP_MIB,"storage_gbps":$bw,"io_bytes_per_token":$bpt_bytes,

@@ -85,3 +85,21 @@ void hy_cli_reexec_passive(void) {
     execv("/proc/self/exe", args);
     unsetenv("OMP_WAIT_POLICY"); /* exec failed: go on as we are */
 }
+
+bool hy_cli_parse_int(const char *s, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < lo || v > hi) return false;
+    *out = (int)v;
+    return true;
+}
+
+bool hy_cli_parse_float(const char *s, float lo, float hi, float *out) {
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (errno || *end || end == s || !(v >= lo && v <= hi)) return false;
+    *out = v;
+    return true;
+}

@@ -38,6 +38,10 @@ enum {
     "  --no-prefetch           do not prefetch the next layer's predicted experts\n"                       \
     "  --no-stats              neither load nor save the co-activation statistics (XDG data dir)\n"
 
+/* strict number parsing for flags: the whole string, within [lo, hi] */
+bool hy_cli_parse_int(const char *s, long lo, long hi, int *out);
+bool hy_cli_parse_float(const char *s, float lo, float hi, float *out);
+
 /* 1 if c was a scheduler option (applied), 0 if not ours, -1 on a bad value (message printed). */
 int hy_cli_sched_opt(const char *cmd, int c, const char *arg, hy_session_params *p);
 

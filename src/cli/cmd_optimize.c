@@ -42,6 +42,7 @@
 
 #include "cache/hy_coact.h"
 #include "cli/cli.h"
+#include "cli/cli_sched.h"
 #include "engine/hy_engine.h"
 #include "gguf/hy_gguf.h"
 #include "util/hy_util.h"
@@ -490,15 +491,6 @@ out:
 
 /* ---- the command ---- */
 
-static bool parse_int(const char *s, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || end == s || v < lo || v > hi) return false;
-    *out = (int)v;
-    return true;
-}
-
 /* SIGINT/SIGTERM while OUT.tmp exists: remove it (unlink is async-signal-safe) */
 static const char *volatile g_cleanup_path;
 static void on_signal(int sig) {
@@ -532,10 +524,10 @@ int hy_cmd_optimize(int argc, char **argv) {
         switch (ch) {
         case 'o': out_path = optarg; break;
         case O_STATS: stats_path = optarg; break;
-        case O_CALIB: ok = parse_int(optarg, 1, 1 << 20, &calib_n); break;
+        case O_CALIB: ok = hy_cli_parse_int(optarg, 1, 1 << 20, &calib_n); break;
         case O_VERIFY: do_verify = true; break;
         case O_FORCE: force = true; break;
-        case 't': ok = parse_int(optarg, 1, 4096, &threads); break;
+        case 't': ok = hy_cli_parse_int(optarg, 1, 4096, &threads); break;
         case 'h': opt_usage(stdout); return 0;
         default: opt_usage(stderr); return 2;
         }

@@ -39,24 +39,6 @@ static void run_usage(FILE *f) {
         "  -h, --help              this help\n");
 }
 
-static bool parse_int(const char *s, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || end == s || v < lo || v > hi) return false;
-    *out = (int)v;
-    return true;
-}
-
-static bool parse_float(const char *s, float lo, float hi, float *out) {
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (errno || *end || end == s || !(v >= lo && v <= hi)) return false;
-    *out = v;
-    return true;
-}
-
 static bool print_piece(const char *piece, size_t len, void *ud) {
     (void)ud;
     fwrite(piece, 1, len, stdout);
@@ -223,10 +205,11 @@ int hy_cmd_run(int argc, char **argv) {
     hy_sample_params sp = hy_sample_default_params();
     bool show_plan = false, naive = false;
     const char *stats_json = NULL;
+    bool warmup = true;
     ep.progress = true;
     const char *prompt = NULL, *system = NULL, *dump_path = NULL;
     bool inter = false;
-    enum { O_TEMP = 1000, O_TOPK, O_TOPP, O_SEED, O_SYSTEM, O_NOREPACK, O_REPACK, O_DUMP, O_PLAN, O_NAIVE, O_STATS_JSON };
+    enum { O_TEMP = 1000, O_TOPK, O_TOPP, O_SEED, O_SYSTEM, O_NOREPACK, O_REPACK, O_DUMP, O_PLAN, O_NAIVE, O_STATS_JSON, O_NO_WARMUP };
     static const struct option opts[] = {{"prompt", required_argument, 0, 'p'},
                                          {"interactive", no_argument, 0, 'i'},
                                          {"max-tokens", required_argument, 0, 'n'},
@@ -245,6 +228,7 @@ int hy_cmd_run(int argc, char **argv) {
                                          {"plan", no_argument, 0, O_PLAN},
                                          {"naive", no_argument, 0, O_NAIVE},
                                          {"stats-json", required_argument, 0, O_STATS_JSON},
+                                         {"no-warmup", no_argument, 0, O_NO_WARMUP},
                                          HY_SCHED_LONG_OPTIONS,
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -255,17 +239,17 @@ int hy_cmd_run(int argc, char **argv) {
         switch (c) {
         case 'p': prompt = optarg; break;
         case 'i': inter = true; break;
-        case 'n': ok = parse_int(optarg, -1, 1 << 24, &sp.n_predict); break;
-        case O_TEMP: ok = parse_float(optarg, 0, 100, &sp.temp); break;
-        case O_TOPK: ok = parse_int(optarg, 0, 1 << 20, &sp.top_k); break;
-        case O_TOPP: ok = parse_float(optarg, 0, 1, &sp.top_p); break;
+        case 'n': ok = hy_cli_parse_int(optarg, -1, 1 << 24, &sp.n_predict); break;
+        case O_TEMP: ok = hy_cli_parse_float(optarg, 0, 100, &sp.temp); break;
+        case O_TOPK: ok = hy_cli_parse_int(optarg, 0, 1 << 20, &sp.top_k); break;
+        case O_TOPP: ok = hy_cli_parse_float(optarg, 0, 1, &sp.top_p); break;
         case O_SEED:
-            ok = parse_int(optarg, 0, 0x7fffffff, &seed);
+            ok = hy_cli_parse_int(optarg, 0, 0x7fffffff, &seed);
             sp.seed = (uint32_t)seed;
             break;
-        case 'c': ok = parse_int(optarg, 0, 1 << 24, &ep.n_ctx); break;
-        case 't': ok = parse_int(optarg, 1, 4096, &ep.n_threads); break;
-        case 'b': ok = parse_int(optarg, 1, 1 << 16, &ep.n_batch); break;
+        case 'c': ok = hy_cli_parse_int(optarg, 0, 1 << 24, &ep.n_ctx); break;
+        case 't': ok = hy_cli_parse_int(optarg, 1, 4096, &ep.n_threads); break;
+        case 'b': ok = hy_cli_parse_int(optarg, 1, 1 << 16, &ep.n_batch); break;
         case O_SYSTEM: system = optarg; break;
         case O_NOREPACK: sess.repack = 0; break;
         case O_REPACK: sess.repack = 1; break;
@@ -274,6 +258,7 @@ int hy_cmd_run(int argc, char **argv) {
         case O_PLAN: show_plan = true; break;
         case O_NAIVE: naive = true; break;
         case O_STATS_JSON: stats_json = optarg; break;
+        case O_NO_WARMUP: warmup = false; break;
         case 'h': run_usage(stdout); return 0;
         default: {
             int r = hy_cli_sched_opt("run", c, optarg, &sess);
@@ -326,6 +311,11 @@ int hy_cmd_run(int argc, char **argv) {
         }
     }
     hy_engine *e = ss->engine;
+    if (warmup && (naive || !ss->stream || ss->plan.mode == HY_MODE_RESIDENT) && hy_engine_warmup(e, err, sizeof err)) {
+        fprintf(stderr, "hypura run: %s\n", err);
+        hy_session_free(ss);
+        return 1;
+    }
     int rc = 0;
     if (inter) {
         rc = interactive(e, &sp, system);

@@ -41,15 +41,6 @@ static void serve_usage(FILE *f) {
             "  -h, --help              this help\n");
 }
 
-static bool parse_int(const char *s, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || end == s || v < lo || v > hi) return false;
-    *out = (int)v;
-    return true;
-}
-
 int hy_cmd_serve(int argc, char **argv) {
     hy_session_params sess = hy_session_default_params();
     hy_engine_params ep = hy_engine_default_params();
@@ -72,23 +63,23 @@ int hy_cmd_serve(int argc, char **argv) {
         bool ok = true;
         switch (c) {
         case O_HOST: sp.host = optarg; break;
-        case O_PORT: ok = parse_int(optarg, 0, 65535, &sp.port); break;
+        case O_PORT: ok = hy_cli_parse_int(optarg, 0, 65535, &sp.port); break;
         case O_NAME:
             sp.model_name = optarg;
             ok = *optarg && strlen(optarg) < 200 && !strpbrk(optarg, " \t\r\n\"'\\");
             break;
-        case O_PARALLEL: ok = parse_int(optarg, 1, 1024, &sp.parallel); break;
+        case O_PARALLEL: ok = hy_cli_parse_int(optarg, 1, 1024, &sp.parallel); break;
         case O_MAXBODY: {
             uint64_t v;
             ok = hy_parse_bytes(optarg, &v) && v > 0 && v <= (1ull << 32);
             sp.max_body = (size_t)v;
             break;
         }
-        case O_MAXTOK: ok = parse_int(optarg, 1, 1 << 24, &sp.max_tokens); break;
-        case O_MAXQ: ok = parse_int(optarg, 1, 1 << 20, &sp.max_queue); break;
-        case 'c': ok = parse_int(optarg, 0, 1 << 24, &ep.n_ctx); break;
-        case 't': ok = parse_int(optarg, 1, 4096, &ep.n_threads); break;
-        case 'b': ok = parse_int(optarg, 1, 1 << 16, &ep.n_batch); break;
+        case O_MAXTOK: ok = hy_cli_parse_int(optarg, 1, 1 << 24, &sp.max_tokens); break;
+        case O_MAXQ: ok = hy_cli_parse_int(optarg, 1, 1 << 20, &sp.max_queue); break;
+        case 'c': ok = hy_cli_parse_int(optarg, 0, 1 << 24, &ep.n_ctx); break;
+        case 't': ok = hy_cli_parse_int(optarg, 1, 4096, &ep.n_threads); break;
+        case 'b': ok = hy_cli_parse_int(optarg, 1, 1 << 16, &ep.n_batch); break;
         case O_NOREPACK: ep.repack = false; break;
         case O_REPACK: ep.repack = true; break;
         case O_NOCACHE: sp.prompt_cache = false; break;

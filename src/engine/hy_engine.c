@@ -179,6 +179,15 @@ int hy_engine_n_vocab(const hy_engine *e) { return llama_vocab_n_tokens(e->vocab
 struct llama_model *hy_engine_model(hy_engine *e) { return e->model; }
 struct llama_context *hy_engine_context(hy_engine *e) { return e->ctx; }
 
+int hy_engine_warmup(hy_engine *e, char *err, size_t errlen) {
+    llama_token t = llama_vocab_bos(e->vocab);
+    if (t == LLAMA_TOKEN_NULL) t = 0;
+    int r = llama_decode(e->ctx, llama_batch_get_one(&t, 1));
+    hy_engine_reset(e);
+    if (r != 0) return hy_fail(err, errlen, "warm-up decode failed (code %d)", r);
+    return 0;
+}
+
 void hy_engine_reset(hy_engine *e) {
     llama_memory_clear(llama_get_memory(e->ctx), true);
     e->n_cached = 0;

@@ -96,4 +96,9 @@ int hy_engine_generate(hy_engine *e, const char *prompt, const hy_sample_params 
 /* Forget the cached tokens (the next generate decodes its whole prompt). */
 void hy_engine_reset(hy_engine *e);
 
+/* One throwaway decode (BOS), then a clean cache — what llama.cpp's tools do
+ * before timing: first-touch page faults and thread start-up are paid here.
+ * Worth it only when the model is resident (a streamed warm-up reads it all). */
+int hy_engine_warmup(hy_engine *e, char *err, size_t errlen);
+
 #endif

@@ -77,9 +77,9 @@ static enum ggml_status sbuf_init_tensor(ggml_backend_buffer_t b, struct ggml_te
     e->span = hy_round_up(hy_round_up(e->info->size, PAGE) + 2 * PAGE, HUGE_ALIGN);
     /* Expert slices are released one by one at page granularity, inside huge
      * pages that straddle neighbouring slices: keep those tensors on 4 KiB pages
-     * so released memory is really given back. */
-    if (s->expert_mode && e->info->role == HY_ROLE_EXPERT && !getenv("HYPURA_EXPERT_THP"))
-        madvise(e->dst, e->span, MADV_NOHUGEPAGE);
+     * so released memory is really given back (measured: with huge pages a 4 GB
+     * MoE under a 1.5 GiB cap was OOM-killed by the huge pages' idle tails). */
+    if (s->expert_mode && e->info->role == HY_ROLE_EXPERT) madvise(e->dst, e->span, MADV_NOHUGEPAGE);
     if (s->pagecache) {
         /* the page-cache variant: the file itself, mapped at the same addresses */
         void *m = mmap(e->dst, hy_round_up(e->rlen, PAGE), PROT_READ, MAP_SHARED | MAP_FIXED, s->fd_buffered,
@@ -153,7 +153,7 @@ static ggml_backend_buffer_t sbuft_alloc(ggml_backend_buffer_type_t bt, size_t s
         return NULL;
     }
     sb->base = (uint8_t *)(((uintptr_t)sb->map + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1));
-    if (!getenv("HYPURA_NO_THP")) madvise(sb->map, sb->map_len, MADV_HUGEPAGE);
+    madvise(sb->map, sb->map_len, MADV_HUGEPAGE); /* see hy_stream.h: 4 KiB pages decode far slower here */
     static const struct ggml_backend_buffer_i iface = {
         .free_buffer = sbuf_free,
         .get_base = sbuf_base,

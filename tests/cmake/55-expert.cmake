@@ -5,5 +5,5 @@ add_test(NAME xcache_policy COMMAND test_xcache)
 add_test(NAME expert_identity
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/expert_identity.sh ${HY_BIN} ${HY_TEST_WORK})
 add_test(NAME expert_cgroup_budget
-  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/expert_cgroup_budget.sh ${HY_BIN} ${HY_TEST_WORK})
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/cgroup_budget.sh ${HY_BIN} ${HY_TEST_WORK} moe)
 set_tests_properties(expert_cgroup_budget PROPERTIES SKIP_RETURN_CODE 77 RUN_SERIAL TRUE)
