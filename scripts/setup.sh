@@ -64,10 +64,14 @@ if [[ ! -f "$LLAMA_BUILD/.hypura-built" ]]; then
   log "building llama.cpp (CPU) in $LLAMA_BUILD with $JOBS jobs; this takes a while once"
   extra=()
   if [[ "${HYPURA_CUDA:-0}" == 1 ]]; then extra+=(-DGGML_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCH:-90}"); fi
-  cmake -S "$SRC" -B "$LLAMA_BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \
-    -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DGGML_NATIVE=ON "${extra[@]+"${extra[@]}"}" >/dev/null
-  cmake --build "$LLAMA_BUILD" -j "$JOBS" --target llama llama-bench llama-completion >/dev/null
+  mkdir -p "$LLAMA_BUILD"
+  blog="$LLAMA_BUILD/hypura-build.log"
+  if ! { cmake -S "$SRC" -B "$LLAMA_BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
+           -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \
+           -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DGGML_NATIVE=ON "${extra[@]+"${extra[@]}"}" &&
+         cmake --build "$LLAMA_BUILD" -j "$JOBS" --target llama llama-bench llama-completion; } >"$blog" 2>&1; then
+    tail -30 "$blog" >&2; log "building llama.cpp failed: see $blog"; exit 1
+  fi
   touch "$LLAMA_BUILD/.hypura-built"
 fi
 
