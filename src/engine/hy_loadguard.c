@@ -12,12 +12,15 @@
  * definition (libc's, or a sanitizer's interceptor). Resident tensors are then
  * faulted in by their own copy (set_tensor), streamed ones never. */
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "engine/hy_loadguard.h"
 
@@ -54,6 +57,7 @@ static bool is_guarded_fd(int fd) {
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
     static mmap_fn next;
     if (!next) next = (mmap_fn)dlsym(RTLD_NEXT, "mmap");
+    if (!next) return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off); /* no next definition: the kernel's */
     bool guard = atomic_load(&armed) && (flags & MAP_POPULATE) && is_guarded_fd(fd);
     if (guard) {
         flags &= ~MAP_POPULATE;
@@ -70,6 +74,7 @@ void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
 int posix_madvise(void *addr, size_t len, int advice) {
     static madvise_fn next;
     if (!next) next = (madvise_fn)dlsym(RTLD_NEXT, "posix_madvise");
+    if (!next) return madvise(addr, len, advice) ? errno : 0;
     uintptr_t a = (uintptr_t)addr;
     if (atomic_load(&armed) && advice == POSIX_MADV_WILLNEED && map_hi > map_lo && a >= map_lo && a + len <= map_hi) {
         dropped++;

@@ -15,8 +15,10 @@
  * Slice e of a tensor is [offset + e*stride, offset + (e+1)*stride) in the
  * file, at the same offset within a page in memory (see hy_stream.c): it is
  * read page-aligned outward (a neighbour's edge page gets the same bytes it
- * already has) and released page-aligned inward (a neighbour's bytes are never
- * dropped; at most two edge pages per slice stay committed). */
+ * already has) and released up to the nearest resident neighbour (a live
+ * neighbour's bytes are never dropped). The memory is on transparent huge
+ * pages, so a read commits up to one huge page past each end of the slice: the
+ * cache charges every slice that much on top of its bytes. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,7 +79,10 @@ int hy_experts_init(hy_stream *s, const hy_model_desc *d, char *err, size_t errl
         }
         s->layer_xentries[l][n] = i;
         s->layer_xentries[l][n + 1] = -1;
-        for (int e = 0; e < d->n_expert; e++) sizes[key_of(s, l, e)] += ti->expert_stride;
+        /* reading a slice into huge pages commits up to a huge page past each of
+         * its ends (shared with neighbours, but count it: the budget is hard) */
+        uint64_t extra = 2 * HUGE_ALIGN - PAGE;
+        for (int e = 0; e < d->n_expert; e++) sizes[key_of(s, l, e)] += ti->expert_stride + extra;
     }
     s->xc = hy_xcache_new(nk, sizes, s->pool_bytes, (hy_xc_policy)s->cache_policy, 64);
     free(sizes);
@@ -295,8 +300,6 @@ static void on_router(hy_stream *s, struct ggml_tensor *t, int layer) {
         }
     for (int e = 0; e < s->n_expert; e++)
         if (want[e]) admit(s, key_of(s, layer, e), false);
-    for (int e = 0; e < s->n_expert; e++)
-        if (want[e]) wait_key(s, key_of(s, layer, e));
 
     /* speculative: the next layer's likely experts, read while this layer computes;
      * only into room held by slices that score below what they replace */
@@ -312,6 +315,10 @@ static void on_router(hy_stream *s, struct ggml_tensor *t, int layer) {
             admit(s, key, true);
         }
     }
+    /* the misses were queued first; the speculative reads queue behind them and
+     * keep the device busy while this layer's experts compute */
+    for (int e = 0; e < s->n_expert; e++)
+        if (want[e]) wait_key(s, key_of(s, layer, e));
     free(want);
     free(ids);
 }

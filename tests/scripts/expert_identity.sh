@@ -33,7 +33,7 @@ for skew in 1 0; do
   ev=$(sed -n 's/.* \([0-9]*\) evictions.*/\1/p' "$WORK/last.err")
   cut=$(sed -n 's/.*the routed slices are .* (\([0-9.]*\)% less).*/\1/p' "$WORK/last.err")
   [[ ${ev:-0} -gt 0 ]] || { echo "skew $skew: the tight cache never evicted"; fail=1; }
-  python3 -c "import sys; sys.exit(0 if float('${cut:-0}') >= 70 else 1)" || { echo "skew $skew: routed cut ${cut}% < 70%"; fail=1; }
+  python3 -c "import sys; sys.exit(0 if float('${cut:-0}') >= 60 else 1)" || { echo "skew $skew: routed cut ${cut}% < 60% (decode tokens alone: 75%, the prompt batch reads its union)"; fail=1; }
   # a prompt longer than one batch: each batch reads the union of its experts once
   long=$(printf 'word %.0s' $(seq 1 150))
   run "$m" -p "$long" -n 4 -b 64 --no-repack --dump-logits "$WORK/ref2.bin" >/dev/null
