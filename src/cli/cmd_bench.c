@@ -104,9 +104,11 @@ static void drop_caches(void) {
     }
 }
 
-static double find_after(const char *text, const char *key) {
+/* the tok/s figure of hypura run's stats line: "<key> N tokens, X tok/s" */
+static double tps_after(const char *text, const char *key) {
     const char *p = strstr(text, key);
-    return p ? atof(p + strlen(key)) : 0;
+    p = p ? strstr(p, "tokens, ") : NULL;
+    return p ? atof(p + strlen("tokens, ")) : 0;
 }
 
 /* runs argv as a child (in the cgroup when made), its stderr captured */
@@ -150,15 +152,8 @@ static void run_child(char **argv, struct result *r) {
     ssize_t n = pread(fd, out, sizeof out - 1, 0);
     close(fd);
     out[n > 0 ? n : 0] = 0;
-    r->gen_tps = find_after(out, "generation ");
-    if (r->gen_tps > 0) { /* "generation N tokens, X tok/s" */
-        const char *p = strstr(out, "generation ");
-        p = p ? strstr(p, "tokens, ") : NULL;
-        r->gen_tps = p ? atof(p + 8) : 0;
-    }
-    const char *pp = strstr(out, "prompt ");
-    pp = pp ? strstr(pp, "tokens, ") : NULL;
-    r->prompt_tps = pp ? atof(pp + 8) : 0;
+    r->gen_tps = tps_after(out, "| generation ");
+    r->prompt_tps = tps_after(out, "| prompt ");
     const char *s = strstr(out, "[hypura] streamed");
     snprintf(r->stats, sizeof r->stats, "%.*s", s ? (int)strcspn(s, "\n") : 0, s ? s : "");
     if (r->exit_code != 0) {

@@ -26,3 +26,5 @@ foreach(part clients errors load cancel)
     TIMEOUT 120
     ENVIRONMENT "HY_BIN=${HY_BIN};HY_TEST_WORK=${SRV_W};HYPURA_NO_STORAGE_PROFILE=1;XDG_CACHE_HOME=${SRV_W}/cache;NODE_NO_WARNINGS=1")
 endforeach()
+add_test(NAME server_streaming_modes
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/serve_streaming.sh ${HY_BIN} ${HY_TEST_WORK})
