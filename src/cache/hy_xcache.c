@@ -151,4 +151,6 @@ void hy_xcache_pin(hy_xcache *c, int key, bool pinned) {
     if (valid(c, key)) c->s[key].pinned = pinned;
 }
 
+uint64_t hy_xcache_size(const hy_xcache *c, int key) { return valid(c, key) ? c->s[key].size : 0; }
+
 void hy_xcache_get_stats(const hy_xcache *c, hy_xcache_stats *s) { *s = c->st; }

@@ -51,6 +51,7 @@ void hy_xcache_insert(hy_xcache *c, int key, bool prefetched, uint64_t tick);
 void hy_xcache_remove(hy_xcache *c, int key);
 void hy_xcache_pin(hy_xcache *c, int key, bool pinned);
 double hy_xcache_score(const hy_xcache *c, int key, uint64_t tick);
+uint64_t hy_xcache_size(const hy_xcache *c, int key); /* the bytes key is charged */
 void hy_xcache_get_stats(const hy_xcache *c, hy_xcache_stats *s);
 const char *hy_xcache_policy_name(hy_xc_policy p);
 

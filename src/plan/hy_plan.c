@@ -152,12 +152,15 @@ static int plan_experts(const hy_model_desc *d, const hy_plan_params *p, uint64_
         out->bytes_tier[out->tier[i]] += t->size;
         if (x) {
             experts += t->size;
-            per_layer[t->layer] += t->size;
+            /* the cache must take a whole layer, each slice with its page overhead */
+            per_layer[t->layer] += t->size + (uint64_t)(t->n_experts > 0 ? t->n_experts : 1) * HY_PLAN_SLICE_OVERHEAD;
         }
     }
+    uint64_t charged = 0; /* all experts with their page overhead: a cache beyond this is useless */
     for (int l = 0; l < d->n_layer; l++) {
         if (per_layer[l] > max_layer) max_layer = per_layer[l];
         out->n_groups += per_layer[l] > 0;
+        charged += per_layer[l];
     }
     free(per_layer);
     uint64_t resident = total - experts;
@@ -174,7 +177,7 @@ static int plan_experts(const hy_model_desc *d, const hy_plan_params *p, uint64_
     out->mode = HY_MODE_EXPERT;
     out->max_group_bytes = max_layer;
     out->pool_bytes = p->mem_budget - resident - fixed;
-    if (out->pool_bytes > experts) out->pool_bytes = experts;
+    if (out->pool_bytes > charged) out->pool_bytes = charged;
     out->lookahead = 1; /* next layer's predicted experts */
     int e = d->n_expert, k = d->n_expert_used > 0 ? d->n_expert_used : 1;
     out->io_bytes_per_token = experts / (uint64_t)e * (uint64_t)k;

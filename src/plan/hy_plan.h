@@ -31,6 +31,11 @@
 #include "gguf/hy_gguf.h"
 
 typedef enum { HY_TIER_GPU, HY_TIER_RAM, HY_TIER_NVME, HY_TIER_COUNT } hy_tier;
+
+/* Memory an expert slice may commit beyond its bytes: expert tensors live on
+ * transparent huge pages, and a slice read faults in up to a huge page past
+ * each of its ends (hy_experts.c). Charged per slice of each expert tensor. */
+#define HY_PLAN_SLICE_OVERHEAD (2 * ((uint64_t)2 << 20) - 4096)
 typedef enum { HY_MODE_RESIDENT, HY_MODE_DENSE_FFN, HY_MODE_EXPERT, HY_MODE_COUNT } hy_mode;
 
 typedef struct {

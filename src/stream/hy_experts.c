@@ -27,6 +27,7 @@
 #include "cache/hy_coact.h"
 #include "cache/hy_xcache.h"
 #include "ggml-backend-impl.h"
+#include "plan/hy_plan.h"
 #include "stream/hy_stream_int.h"
 
 #define MAX_XT 8 /* expert tensors per layer (gate, up, down, fused, biases) */
@@ -81,7 +82,7 @@ int hy_experts_init(hy_stream *s, const hy_model_desc *d, char *err, size_t errl
         s->layer_xentries[l][n + 1] = -1;
         /* reading a slice into huge pages commits up to a huge page past each of
          * its ends (shared with neighbours, but count it: the budget is hard) */
-        uint64_t extra = 2 * HUGE_ALIGN - PAGE;
+        uint64_t extra = HY_PLAN_SLICE_OVERHEAD;
         for (int e = 0; e < d->n_expert; e++) sizes[key_of(s, l, e)] += ti->expert_stride + extra;
     }
     s->xc = hy_xcache_new(nk, sizes, s->pool_bytes, (hy_xc_policy)s->cache_policy, 64);
@@ -232,9 +233,8 @@ static void release_key(hy_stream *s, int key) {
 static void admit(hy_stream *s, int key, bool prefetched) {
     if (hy_xcache_resident(s->xc, key)) return;
     int victims[256];
-    uint64_t need = 0;
+    uint64_t need = hy_xcache_size(s->xc, key); /* bytes plus the huge-page allowance */
     int layer = key / s->n_expert;
-    for (const int *pi = s->layer_xentries[layer]; *pi >= 0; pi++) need += s->entries[*pi].info->expert_stride;
     bool fits = false;
     int n;
     do {

@@ -9,7 +9,9 @@ set -uo pipefail
 HY_BIN=$1 KIND=${3:-dense} WORK=$2/cgroup_budget_$KIND
 mkdir -p "$WORK"
 export HYPURA_NO_STORAGE_PROFILE=1 XDG_CACHE_HOME=$WORK/cache
-CAP_MIB=${HY_TEST_CAP_MIB:-320}
+# the MoE cap is larger: the expert cache must hold a whole layer of experts,
+# each slice charged its huge-page overhead (HY_PLAN_SLICE_OVERHEAD)
+if [[ $KIND == moe ]]; then CAP_MIB=${HY_TEST_CAP_MIB:-448}; else CAP_MIB=${HY_TEST_CAP_MIB:-320}; fi
 CAP=$((CAP_MIB * 1024 * 1024))
 if [[ $KIND == moe ]]; then
   shape="--experts 8 --top-k 2 --skew 1"; ratio_x10=26; mode=expert-streaming
@@ -17,7 +19,7 @@ else
   shape=""; ratio_x10=20; mode=dense-FFN-streaming
 fi
 m=$WORK/$KIND.gguf
-[[ -f $m ]] || "$HY_BIN/hypura-mkmodel" -o "$m" --dim 1024 --ff 2816 --heads 8 --kv-heads 4 --type q8_0 $shape \
+"$HY_BIN/hypura-mkmodel" -o "$m" --dim 1024 --ff 2816 --heads 8 --kv-heads 4 --type q8_0 $shape \
   --target-size $((CAP_MIB * ratio_x10 / 10 + 16))M --seed 11 --quiet >/dev/null || exit 1
 size=$(stat -c %s "$m")
 echo "$KIND model $((size >> 20)) MiB, cap $CAP_MIB MiB"

@@ -17,7 +17,7 @@ for skew in 1 0; do
   run "$m" -p "$p" -n 24 --no-repack --dump-logits "$WORK/ref.bin" >/dev/null
   min=$("$HY_BIN/hypura" estimate "$m" -c 256 --mode stream | sed -n 's/.*minimum budget for this model \([0-9.]*\) MiB.*/\1/p')
   [[ -n $min ]] || { echo "no minimum in the plan"; exit 1; }
-  tight="--memory-budget $(( ${min%.*} + 1 ))M"
+  tight="--mode stream --memory-budget $(( ${min%.*} + 1 ))M"
   for cfg in "--mode stream" "$tight" "$tight --no-prefetch" "$tight --cache-policy lru" "$tight --io pread" "$tight --io pagecache" "--mode dense"; do
     run "$m" -p "$p" -n 24 $cfg --dump-logits "$WORK/x.bin" >/dev/null
     if [[ $cfg == "--mode dense" ]]; then want="dense-FFN-streaming"; else want="expert-streaming"; fi
