@@ -153,7 +153,7 @@ static ggml_backend_buffer_t sbuft_alloc(ggml_backend_buffer_type_t bt, size_t s
         return NULL;
     }
     sb->base = (uint8_t *)(((uintptr_t)sb->map + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1));
-    madvise(sb->map, sb->map_len, MADV_HUGEPAGE); /* see hy_stream.h: 4 KiB pages decode far slower here */
+    madvise(sb->map, sb->map_len, MADV_HUGEPAGE); /* weights on 4 KiB pages decode several times slower on this VM (README) */
     static const struct ggml_backend_buffer_i iface = {
         .free_buffer = sbuf_free,
         .get_base = sbuf_base,
