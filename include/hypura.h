@@ -64,10 +64,8 @@ char *hy_session_plan_json(const hy_session *s, bool tensors);
 /* Streaming and memory figures after a run, one block for humans. */
 void hy_session_print_stats(FILE *f, const hy_session *s, int n_tokens, double seconds);
 
-/* Peak resident memory of this process (VmHWM) and of its cgroup, 0 if unknown. */
-uint64_t hy_peak_rss(void);
-/* read_bytes of /proc/self/io: what this process has fetched from storage */
-uint64_t hy_io_read_bytes(void);
+/* Peak memory of this process's cgroup, 0 if unknown (hy_peak_rss and
+ * hy_io_read_bytes, for the process itself, are in util/hy_util.h). */
 uint64_t hy_cgroup_peak(void);
 
 #endif

@@ -259,28 +259,6 @@ void hy_session_print_stats(FILE *f, const hy_session *s, int n_tokens, double s
     fprintf(f, " (budget %s)\n", hy_fmt_bytes(s->plan_params.mem_budget, c, sizeof c));
 }
 
-uint64_t hy_peak_rss(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return 0;
-    char line[256];
-    unsigned long long kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) break;
-    fclose(f);
-    return (uint64_t)kb * 1024;
-}
-
-uint64_t hy_io_read_bytes(void) {
-    FILE *f = fopen("/proc/self/io", "r");
-    if (!f) return 0;
-    char line[128];
-    unsigned long long v = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "read_bytes: %llu", &v) == 1) break;
-    fclose(f);
-    return (uint64_t)v;
-}
-
 uint64_t hy_cgroup_peak(void) {
     FILE *f = fopen("/proc/self/cgroup", "r");
     if (!f) return 0;

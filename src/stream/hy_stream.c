@@ -602,14 +602,7 @@ int hy_stream_check_loaded(hy_stream *s, char *err, size_t errlen) {
     /* resident weights were copied out of the loader's mapping: drop the file's
      * page cache so it does not sit on the budget */
     posix_fadvise(s->fd_buffered, 0, 0, POSIX_FADV_DONTNEED);
-    FILE *io = fopen("/proc/self/io", "r");
-    if (io) {
-        char line[128];
-        unsigned long long v;
-        while (fgets(line, sizeof line, io))
-            if (sscanf(line, "read_bytes: %llu", &v) == 1) s->read_bytes0 = v;
-        fclose(io);
-    }
+    s->read_bytes0 = hy_io_read_bytes();
     for (int i = 0; i < s->n_entries; i++)
         if (!s->entries[i].t)
             return hy_fail(err, errlen, "tensor '%s' was planned for streaming but libllama did not place it there",

@@ -89,3 +89,19 @@ static int xdg_dir(const char *env, const char *fallback, char *buf, size_t len)
 
 int hy_cache_dir(char *buf, size_t len) { return xdg_dir("XDG_CACHE_HOME", ".cache", buf, len); }
 int hy_data_dir(char *buf, size_t len) { return xdg_dir("XDG_DATA_HOME", ".local/share", buf, len); }
+
+/* the number after `key` on its line of a /proc file */
+static uint64_t proc_field(const char *path, const char *key) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char line[256];
+    size_t n = strlen(key);
+    unsigned long long v = 0;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, n) && sscanf(line + n, "%llu", &v) == 1) break;
+    fclose(f);
+    return (uint64_t)v;
+}
+
+uint64_t hy_peak_rss(void) { return proc_field("/proc/self/status", "VmHWM:") * 1024; }
+uint64_t hy_io_read_bytes(void) { return proc_field("/proc/self/io", "read_bytes:"); }

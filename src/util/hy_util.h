@@ -29,6 +29,12 @@ double hy_now(void);
 int hy_cache_dir(char *buf, size_t len);
 int hy_data_dir(char *buf, size_t len);
 
+/* This process's figures from /proc/self, 0 where unknown: its peak resident
+ * memory (VmHWM), and the bytes it has made the kernel fetch from storage
+ * (read_bytes of /proc/self/io: direct I/O and page-cache misses alike). */
+uint64_t hy_peak_rss(void);
+uint64_t hy_io_read_bytes(void);
+
 /* mkdir -p */
 int hy_mkdirs(const char *path);
 
