@@ -73,9 +73,8 @@ static void spread_order(int n, int *order) {
     }
 }
 
-static bool streams_in_stage(hy_role r, int stage, bool moe) {
+static bool streams_in_stage(hy_role r, int stage) {
     if (r == HY_ROLE_FFN || r == HY_ROLE_EXPERT) return true;
-    (void)moe;
     return stage == 2 && r == HY_ROLE_ATTN;
 }
 
@@ -84,7 +83,7 @@ static void layer_bytes(const hy_model_desc *d, int stage, uint64_t *out) {
     memset(out, 0, sizeof *out * (size_t)d->n_layer);
     for (int64_t i = 0; i < d->n_tensors; i++) {
         const hy_tensor_info *t = &d->tensors[i];
-        if (t->layer >= 0 && t->layer < d->n_layer && streams_in_stage(t->role, stage, d->n_expert > 0))
+        if (t->layer >= 0 && t->layer < d->n_layer && streams_in_stage(t->role, stage))
             out[t->layer] += t->size;
     }
 }
@@ -269,8 +268,8 @@ int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, 
             bool s = false;
             if (t->layer >= 0 && t->layer < d->n_layer) {
                 int r = rank[t->layer];
-                if (c.stage == 1) s = r < c.k && streams_in_stage(t->role, 1, d->n_expert > 0);
-                else s = streams_in_stage(t->role, r < c.k ? 2 : 1, d->n_expert > 0);
+                if (c.stage == 1) s = r < c.k && streams_in_stage(t->role, 1);
+                else s = streams_in_stage(t->role, r < c.k ? 2 : 1);
             }
             out->tier[i] = s ? HY_TIER_NVME : HY_TIER_RAM;
             out->group[i] = s ? t->layer : -1;

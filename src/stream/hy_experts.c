@@ -49,9 +49,8 @@ int hy_experts_init(hy_stream *s, const hy_model_desc *d, char *err, size_t errl
     s->xkeys = calloc((size_t)nk, sizeof *s->xkeys);
     s->layer_xentries = calloc((size_t)d->n_layer, sizeof *s->layer_xentries);
     s->topk_pass = calloc((size_t)d->n_layer, sizeof *s->topk_pass);
-    s->ids_scratch = calloc((size_t)d->n_expert + 1, sizeof *s->ids_scratch);
     uint64_t *sizes = calloc((size_t)nk, sizeof *sizes);
-    if (!s->xkeys || !s->layer_xentries || !s->topk_pass || !s->ids_scratch || !sizes) {
+    if (!s->xkeys || !s->layer_xentries || !s->topk_pass || !sizes) {
         free(sizes);
         return hy_fail(err, errlen, "out of memory");
     }
@@ -134,7 +133,6 @@ void hy_experts_free(hy_stream *s) {
     free(s->layer_xentries);
     free(s->xkeys);
     free(s->topk_pass);
-    free(s->ids_scratch);
     s->expert_mode = false;
 }
 

@@ -224,10 +224,7 @@ static void rbuf_set(ggml_backend_buffer_t b, struct ggml_tensor *t, const void 
         uint64_t r0 = ti->offset - d, r1 = hy_round_up(ti->offset + ti->size, PAGE);
         if (r1 > s->file_size) r1 = s->file_size;
         char err[HY_ERRLEN];
-        if (hy_io_read(s->io, (uint8_t *)t->data - d, r0, r1 - r0, err, sizeof err) == 0) {
-            s->st.resident_direct_bytes += ti->size;
-            return;
-        }
+        if (hy_io_read(s->io, (uint8_t *)t->data - d, r0, r1 - r0, err, sizeof err) == 0) return;
         /* a failed direct read falls back to the loader's bytes: loading must not lose data */
     }
     memcpy((uint8_t *)t->data + off, data, n);
@@ -277,7 +274,6 @@ static size_t rbuft_alignment(ggml_backend_buffer_type_t bt) {
 static int issue_group(hy_stream *s, int gi) {
     struct group *g = &s->groups[gi];
     if (g->state != G_IDLE) return 0;
-    if (s->committed == 0 && s->io_started == 0) s->io_started = hy_now();
     for (int k = 0; k < g->n_entries; k++) {
         struct entry *e = &s->entries[g->entries[k]];
         char err[HY_ERRLEN];
@@ -364,12 +360,7 @@ static void make_room(hy_stream *s, int need) {
 static void end_of_pass(hy_stream *s) {
     s->st.passes++;
     /* adapt: deepen prefetch while compute keeps waiting on I/O */
-    if (s->adaptive) {
-        if (s->pass_stall > 0.002 && s->lookahead < s->max_lookahead) {
-            s->lookahead++;
-            s->calm_passes = 0;
-        }
-    }
+    if (s->adaptive && s->pass_stall > 0.002 && s->lookahead < s->max_lookahead) s->lookahead++;
     s->pass_stall = 0;
 }
 

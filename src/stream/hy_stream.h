@@ -62,7 +62,6 @@ typedef struct {
     uint64_t committed_peak;  /* most streamed bytes committed at once */
     int      lookahead;       /* current */
     int      n_streamed;      /* tensors on the NVMe tier */
-    uint64_t resident_direct_bytes; /* resident weights loaded with direct I/O (not via the page cache) */
     const char *io_backend;
     bool     direct;
     /* expert-streaming */

@@ -49,7 +49,6 @@ struct hy_stream {
     uint64_t pool_bytes, committed;
     int cur;                   /* group in use, -1 before the first */
     double pass_stall;         /* stall in the current pass */
-    int calm_passes;
     /* buffer type and overrides */
     struct ggml_backend_buffer_type buft;
     struct ggml_backend_buffer_type ram_buft;
@@ -60,7 +59,6 @@ struct hy_stream {
     bool failed;
     char error[HY_ERRLEN];
     hy_stream_stats st;
-    double io_started;
     /* expert-streaming (hy_experts.c) */
     bool expert_mode;
     int  cache_policy;
@@ -75,7 +73,6 @@ struct hy_stream {
     uint64_t tick;             /* tokens seen (cache clock) */
     int last_topk_layer;
     uint64_t pass_id, *topk_pass; /* per layer: pass in which its router ran */
-    int32_t *ids_scratch;
     uint64_t whole_layer_bytes_read_equiv; /* what reading whole expert tensors would have cost */
     uint64_t routed_bytes;     /* slices the routers chose (what an uncached reader would read) */
     bool warned_fallback;
