@@ -53,7 +53,10 @@ typedef struct {
 
 /* Header, profile and plan only: nothing is loaded (estimate, inspect --plan). */
 int  hy_session_plan(const hy_session_params *p, hy_session **out, char *err, size_t errlen);
-/* Everything, model loaded and ready to generate. */
+/* Load the model of a planned session (same params): streaming set up, weights
+ * placed, ready to generate. On failure the session stays for hy_session_free. */
+int  hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t errlen);
+/* Plan and load in one step. */
 int  hy_session_open(const hy_session_params *p, hy_session **out, char *err, size_t errlen);
 void hy_session_free(hy_session *s);
 

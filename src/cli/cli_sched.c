@@ -103,3 +103,21 @@ bool hy_cli_parse_float(const char *s, float lo, float hi, float *out) {
     *out = v;
     return true;
 }
+
+hy_session *hy_cli_session(const char *cmd, const hy_session_params *p, bool show_plan) {
+    char err[HY_ERRLEN];
+    hy_session *s = NULL;
+    if (hy_session_plan(p, &s, err, sizeof err)) {
+        fprintf(stderr, "hypura %s: %s\n", cmd, err);
+        return NULL;
+    }
+    bool streams = s->plan.mode != HY_MODE_RESIDENT;
+    if (streams) hy_cli_reexec_passive(); /* returns only if it cannot (or need not) */
+    if (show_plan || streams) hy_session_print_plan(stderr, s, false);
+    if (hy_session_load(s, p, err, sizeof err)) {
+        fprintf(stderr, "hypura %s: %s\n", cmd, err);
+        hy_session_free(s);
+        return NULL;
+    }
+    return s;
+}

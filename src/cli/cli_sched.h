@@ -52,4 +52,9 @@ int hy_cli_sched_opt(const char *cmd, int c, const char *arg, hy_session_params 
  * process with OMP_WAIT_POLICY=passive. Returns only when it did not. */
 void hy_cli_reexec_passive(void);
 
+/* What run and serve do to start: plan (header + profile, read once), re-exec
+ * with a passive OpenMP wait when the plan streams, print the plan (always when
+ * it streams), load. NULL after printing "hypura CMD: reason". */
+hy_session *hy_cli_session(const char *cmd, const hy_session_params *p, bool show_plan);
+
 #endif

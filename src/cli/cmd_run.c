@@ -297,18 +297,8 @@ int hy_cmd_run(int argc, char **argv) {
             free(ss);
             return 1;
         }
-    } else if (hy_session_plan(&sess, &ss, err, sizeof err)) {
-        fprintf(stderr, "hypura run: %s\n", err);
+    } else if (!(ss = hy_cli_session("run", &sess, show_plan))) {
         return 1;
-    } else {
-        bool streams = ss->plan.mode != HY_MODE_RESIDENT;
-        if (streams) hy_cli_reexec_passive(); /* returns only if it cannot (or need not) */
-        if (show_plan || streams) hy_session_print_plan(stderr, ss, false);
-        hy_session_free(ss);
-        if (hy_session_open(&sess, &ss, err, sizeof err)) {
-            fprintf(stderr, "hypura run: %s\n", err);
-            return 1;
-        }
     }
     hy_engine *e = ss->engine;
     if (warmup && (naive || !ss->stream || ss->plan.mode == HY_MODE_RESIDENT) && hy_engine_warmup(e, err, sizeof err)) {

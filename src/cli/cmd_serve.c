@@ -109,16 +109,6 @@ int hy_cmd_serve(int argc, char **argv) {
     sess.engine = ep;
 
     char err[HY_ERRLEN];
-    hy_session *ss = NULL;
-    if (hy_session_plan(&sess, &ss, err, sizeof err)) {
-        fprintf(stderr, "hypura serve: %s\n", err);
-        return 1;
-    }
-    bool streams = ss->plan.mode != HY_MODE_RESIDENT;
-    if (streams) hy_cli_reexec_passive(); /* returns only if it cannot (or need not) */
-    hy_session_print_plan(stderr, ss, false);
-    hy_session_free(ss);
-
     /* Signals are taken by sigwait below: block them before any thread exists
      * (the session's I/O threads, the server's) so that none of them gets one.
      * A signal that comes while the model loads waits and stops the server at once. */
@@ -130,10 +120,8 @@ int hy_cmd_serve(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (hy_session_open(&sess, &ss, err, sizeof err)) {
-        fprintf(stderr, "hypura serve: %s\n", err);
-        return 1;
-    }
+    hy_session *ss = hy_cli_session("serve", &sess, true);
+    if (!ss) return 1;
     if (sp.parallel > 1)
         fprintf(stderr, "hypura serve: --parallel %d: requests are queued and generated one at a time "
                         "(parallel sequences are not implemented yet)\n", sp.parallel);

@@ -72,9 +72,7 @@ fail:
     return -1;
 }
 
-int hy_session_open(const hy_session_params *p, hy_session **out, char *err, size_t errlen) {
-    hy_session *s = NULL;
-    if (hy_session_plan(p, &s, err, errlen)) return -1;
+int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t errlen) {
     hy_engine_params ep = p->engine;
     ep.model_path = p->model_path;
     ep.n_ctx = s->plan_params.n_ctx;
@@ -95,14 +93,12 @@ int hy_session_open(const hy_session_params *p, hy_session **out, char *err, siz
         sp.lookahead = p->lookahead;
         sp.io.backend = p->io_backend;
         sp.pagecache = p->pagecache;
-        if (p->pagecache && s->plan.mode != HY_MODE_EXPERT) {
-            hy_fail(err, errlen, "--io pagecache is for expert-streaming (a MoE model that does not fit)");
-            goto fail;
-        }
+        if (p->pagecache && s->plan.mode != HY_MODE_EXPERT)
+            return hy_fail(err, errlen, "--io pagecache is for expert-streaming (a MoE model that does not fit)");
         sp.cache_policy = p->cache_policy;
         sp.prefetch_experts = !p->no_expert_prefetch;
         sp.persist_stats = !p->no_persist_stats && !getenv("HYPURA_NO_PERSIST_STATS");
-        if (hy_stream_create(&sp, &s->stream, err, errlen)) goto fail;
+        if (hy_stream_create(&sp, &s->stream, err, errlen)) return -1;
         ep.overrides = hy_stream_overrides(s->stream);
         if (streams) {
             ep.cb_eval = hy_stream_eval_cb;
@@ -117,15 +113,23 @@ int hy_session_open(const hy_session_params *p, hy_session **out, char *err, siz
     if (hy_engine_open(&ep, &s->engine, err, errlen)) {
         const char *why = hy_stream_error(s->stream);
         if (why) hy_fail(err, errlen, "%s", why);
-        goto fail;
+        return -1;
     }
     s->load_read_bytes = hy_io_read_bytes() - rb0;
-    if (s->stream && hy_stream_check_loaded(s->stream, err, errlen)) goto fail;
+    if (s->stream && hy_stream_check_loaded(s->stream, err, errlen)) return -1;
+    return 0;
+}
+
+int hy_session_open(const hy_session_params *p, hy_session **out, char *err, size_t errlen) {
+    *out = NULL;
+    hy_session *s = NULL;
+    if (hy_session_plan(p, &s, err, errlen)) return -1;
+    if (hy_session_load(s, p, err, errlen)) {
+        hy_session_free(s);
+        return -1;
+    }
     *out = s;
     return 0;
-fail:
-    hy_session_free(s);
-    return -1;
 }
 
 void hy_session_free(hy_session *s) {
