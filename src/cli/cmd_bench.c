@@ -104,22 +104,27 @@ static void drop_caches(void) {
     }
 }
 
-/* the tok/s figure of hypura run's stats line: "<key> N tokens, X tok/s" */
-static double tps_after(const char *text, const char *key) {
-    const char *p = strstr(text, key);
-    p = p ? strstr(p, "tokens, ") : NULL;
-    return p ? atof(p + strlen("tokens, ")) : 0;
-}
-
-/* runs argv as a child (in the cgroup when made), its stderr captured */
-static void run_child(char **argv, struct result *r) {
+/* runs argv as a child (in the cgroup when made), its stderr captured and its
+ * figures read from the JSON that run --stats-json writes */
+static void run_child(char **argv0, struct result *r) {
     char tmpl[] = "/tmp/hypura-bench-XXXXXX";
+    char jtmpl[] = "/tmp/hypura-bench-stats-XXXXXX";
     int fd = mkstemp(tmpl);
-    if (fd < 0) {
+    int jfd = mkstemp(jtmpl);
+    if (fd < 0 || jfd < 0) {
+        if (fd >= 0) close(fd), unlink(tmpl);
+        if (jfd >= 0) close(jfd), unlink(jtmpl);
         r->exit_code = -1;
         return;
     }
     unlink(tmpl);
+    close(jfd);
+    char *argv[64];
+    int n_args = 0;
+    while (argv0[n_args] && n_args < 60) argv[n_args] = argv0[n_args], n_args++;
+    argv[n_args++] = "--stats-json";
+    argv[n_args++] = jtmpl;
+    argv[n_args] = NULL;
     reset_cgroup_peak();
     pid_t pid = fork();
     if (pid == 0) {
@@ -152,8 +157,11 @@ static void run_child(char **argv, struct result *r) {
     ssize_t n = pread(fd, out, sizeof out - 1, 0);
     close(fd);
     out[n > 0 ? n : 0] = 0;
-    r->gen_tps = tps_after(out, "| generation ");
-    r->prompt_tps = tps_after(out, "| prompt ");
+    json_t *js = json_load_file(jtmpl, 0, NULL); /* absent when the run failed */
+    unlink(jtmpl);
+    r->gen_tps = js ? json_real_value(json_object_get(js, "gen_tps")) : 0;
+    r->prompt_tps = js ? json_real_value(json_object_get(js, "prompt_tps")) : 0;
+    json_decref(js);
     const char *s = strstr(out, "[hypura] streamed");
     snprintf(r->stats, sizeof r->stats, "%.*s", s ? (int)strcspn(s, "\n") : 0, s ? s : "");
     if (r->exit_code != 0) {
