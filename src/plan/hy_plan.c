@@ -78,34 +78,41 @@ static bool streams_in_stage(hy_role r, int stage) {
     return stage == 2 && r == HY_ROLE_ATTN;
 }
 
+/* A layer's group: the bytes read per pass, and what it commits while resident. */
+struct lb {
+    uint64_t raw, slot;
+};
+
 /* Bytes that stream per layer at a stage (1: FFN/experts, 2: + attention). */
-static void layer_bytes(const hy_model_desc *d, int stage, uint64_t *out) {
+static void layer_bytes(const hy_model_desc *d, int stage, struct lb *out) {
     memset(out, 0, sizeof *out * (size_t)d->n_layer);
     for (int64_t i = 0; i < d->n_tensors; i++) {
         const hy_tensor_info *t = &d->tensors[i];
-        if (t->layer >= 0 && t->layer < d->n_layer && streams_in_stage(t->role, stage))
-            out[t->layer] += t->size;
+        if (t->layer >= 0 && t->layer < d->n_layer && streams_in_stage(t->role, stage)) {
+            out[t->layer].raw += t->size;
+            out[t->layer].slot += hy_plan_slot_bytes(t->size);
+        }
     }
 }
 
 struct choice {
     int stage, k; /* stage 1: first k layers' FFN stream; stage 2: all FFN + first k layers' attention */
-    uint64_t streamed, max_group;
+    uint64_t streamed, max_group; /* bytes read per pass; largest group's committed bytes */
 };
 
 /* streamed bytes and largest group for a choice */
-static void eval_choice(const hy_model_desc *d, const int *order, const uint64_t *ffn, const uint64_t *both,
+static void eval_choice(const hy_model_desc *d, const int *order, const struct lb *ffn, const struct lb *both,
                         struct choice *c) {
     c->streamed = 0;
     c->max_group = 0;
     int n = d->n_layer;
     for (int j = 0; j < n; j++) {
         int l = order[j];
-        uint64_t g = 0;
-        if (c->stage == 1) g = j < c->k ? ffn[l] : 0;
+        struct lb g = {0, 0};
+        if (c->stage == 1) g = j < c->k ? ffn[l] : g;
         else g = j < c->k ? both[l] : ffn[l];
-        c->streamed += g;
-        if (g > c->max_group) c->max_group = g;
+        c->streamed += g.raw;
+        if (g.slot > c->max_group) c->max_group = g.slot;
     }
 }
 
@@ -115,7 +122,7 @@ static bool fits(uint64_t total, uint64_t fixed, const struct choice *c, int loo
 }
 
 /* smallest choice (fewest streamed bytes) that fits with this lookahead; false if none */
-static bool find_choice(const hy_model_desc *d, const int *order, const uint64_t *ffn, const uint64_t *both,
+static bool find_choice(const hy_model_desc *d, const int *order, const struct lb *ffn, const struct lb *both,
                         uint64_t total, uint64_t fixed, int lookahead, uint64_t budget, bool at_least_one,
                         struct choice *out) {
     for (int stage = 1; stage <= 2; stage++) {
@@ -191,8 +198,8 @@ int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, 
     out->n_tensors = (int)d->n_tensors;
     out->tier = calloc((size_t)d->n_tensors, sizeof *out->tier);
     out->group = malloc((size_t)d->n_tensors * sizeof *out->group);
-    uint64_t *ffn = calloc((size_t)d->n_layer, sizeof *ffn);
-    uint64_t *both = calloc((size_t)d->n_layer, sizeof *both);
+    struct lb *ffn = calloc((size_t)d->n_layer, sizeof *ffn);
+    struct lb *both = calloc((size_t)d->n_layer, sizeof *both);
     int *order = calloc((size_t)d->n_layer, sizeof *order);
     int *rank = calloc((size_t)d->n_layer, sizeof *rank);
     int rc = 0;

@@ -36,6 +36,16 @@ typedef enum { HY_TIER_GPU, HY_TIER_RAM, HY_TIER_NVME, HY_TIER_COUNT } hy_tier;
  * transparent huge pages, and a slice read faults in up to a huge page past
  * each of its ends (hy_experts.c). Charged per slice of each expert tensor. */
 #define HY_PLAN_SLICE_OVERHEAD (2 * ((uint64_t)2 << 20) - 4096)
+
+/* Memory a streamed tensor of `size` bytes commits while resident: its own
+ * 2 MiB-aligned slot on transparent huge pages, room included to shift it to its
+ * in-page file offset and to read whole pages (hy_stream.c). Groups and pools
+ * are counted in these, so the budget holds what the kernel really commits. */
+static inline uint64_t hy_plan_slot_bytes(uint64_t size) {
+    const uint64_t page = 4096, huge = (uint64_t)2 << 20;
+    uint64_t s = (size + page - 1) / page * page + 2 * page;
+    return (s + huge - 1) / huge * huge;
+}
 typedef enum { HY_MODE_RESIDENT, HY_MODE_DENSE_FFN, HY_MODE_EXPERT, HY_MODE_COUNT } hy_mode;
 
 typedef struct {

@@ -74,7 +74,7 @@ static enum ggml_status sbuf_init_tensor(ggml_backend_buffer_t b, struct ggml_te
     /* Release up to the next 2 MiB boundary: the allocator starts every tensor on
      * one (get_alignment), so that padding is ours alone. Releasing less would
      * split the last transparent huge page and leave its tail committed for good. */
-    e->span = hy_round_up(hy_round_up(e->info->size, PAGE) + 2 * PAGE, HUGE_ALIGN);
+    e->span = hy_plan_slot_bytes(e->info->size);
     /* Expert slices keep transparent huge pages too (4 KiB pages made expert
      * matmuls the bottleneck: 1.6 vs 2.4 tok/s on a 4 GB MoE under a 1.5 GiB cap).
      * A slice read then commits up to a huge page past each of its ends; the
@@ -525,7 +525,7 @@ int hy_stream_create(const hy_stream_params *p, hy_stream **out, char *err, size
         struct group *g = &s->groups[gmap[s->entries[i].group]];
         s->entries[i].group = gmap[s->entries[i].group];
         g->n_entries++;
-        g->bytes += hy_round_up(s->entries[i].info->size, PAGE) + 2 * PAGE;
+        g->bytes += hy_plan_slot_bytes(s->entries[i].info->size); /* what its slot commits (= span) */
     }
     free(gmap);
     for (int gi = 0; gi < s->n_groups; gi++) {

@@ -22,8 +22,8 @@ print("ok:", [(r["name"], round(r["gen_tps"], 1)) for r in runs])
 PY
 # a baseline that cannot fit the memory given is refused (the plan itself streams fine)
 m2=$WORK/m2.gguf
-"$HY_BIN/hypura-mkmodel" -o "$m2" --dim 256 --layers 24 --ff 1024 --quiet >/dev/null
-if "$HY_BIN/hypura" bench "$m2" -n 2 -c 256 --memory-budget 118M --out "$WORK/res2" 2>"$WORK/err2"; then
+"$HY_BIN/hypura-mkmodel" -o "$m2" --dim 1024 --layers 6 --ff 2816 --heads 8 --kv-heads 4 --quiet >/dev/null
+if "$HY_BIN/hypura" bench "$m2" -n 2 -c 256 --memory-budget 200M --out "$WORK/res2" 2>"$WORK/err2"; then
   echo "expected a refusal"; exit 1; fi
 grep -q "force" "$WORK/err2" || { cat "$WORK/err2"; exit 1; }
 echo "ok: refusal names --force"
