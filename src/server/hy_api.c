@@ -1,6 +1,6 @@
 /* The two APIs: Ollama's (/api/...) and OpenAI's (/v1/...). Requests are
- * parsed and checked here (every wrong type or value is a 4xx naming the
- * field), turned into a job — prompt text after the chat template, sampling
+ * parsed and checked by hy_api_parse.c (every wrong type or value is a 4xx
+ * naming the field), turned here into a job — prompt text after the chat template, sampling
  * parameters, stop strings, a token budget — and the results are shaped the
  * way each API's clients read them. The transport is hy_http.c. */
 #include "server/hy_server_int.h"
@@ -16,65 +16,8 @@
 #include <time.h>
 
 #define HY_SERVER_VERSION "0.1.0"
-#define HY_MAX_STOPS 16
-#define HY_MAX_STOP_LEN 256
 
 /* ---- small helpers -------------------------------------------------------- */
-
-static bool utf8_next(const unsigned char *s, size_t n, size_t *i, size_t *len_ok) {
-    /* WHATWG decoding: returns true and the length of one valid sequence at *i,
-     * or false and how many bytes form the invalid maximal subpart */
-    unsigned char c = s[*i];
-    if (c < 0x80) {
-        *len_ok = 1;
-        return true;
-    }
-    int need;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) need = 1;
-    else if (c == 0xE0) need = 2, lo = 0xA0;
-    else if (c == 0xED) need = 2, hi = 0x9F;
-    else if (c >= 0xE1 && c <= 0xEF) need = 2;
-    else if (c == 0xF0) need = 3, lo = 0x90;
-    else if (c == 0xF4) need = 3, hi = 0x8F;
-    else if (c >= 0xF1 && c <= 0xF3) need = 3;
-    else {
-        *len_ok = 1;
-        return false;
-    }
-    size_t j = *i + 1;
-    for (int k = 0; k < need; k++, j++) {
-        unsigned char l = k == 0 ? lo : 0x80, h = k == 0 ? hi : 0xBF;
-        if (j >= n || s[j] < l || s[j] > h) {
-            *len_ok = j - *i;
-            return false;
-        }
-    }
-    *len_ok = j - *i;
-    return true;
-}
-
-json_t *hy_json_text(const char *s, size_t n) {
-    const unsigned char *u = (const unsigned char *)s;
-    size_t i = 0, len;
-    bool valid = true;
-    while (i < n) {
-        if (!utf8_next(u, n, &i, &len)) {
-            valid = false;
-            break;
-        }
-        i += len;
-    }
-    if (valid) return json_stringn(s, n);
-    hy_buf b = {0};
-    for (i = 0; i < n; i += len) {
-        if (utf8_next(u, n, &i, &len)) hy_buf_add(&b, s + i, len);
-        else hy_buf_add(&b, "\xEF\xBF\xBD", 3);
-    }
-    json_t *v = json_stringn(b.p ? b.p : "", b.len);
-    hy_buf_free(&b);
-    return v;
-}
 
 void hy_rfc3339(long sec, long nsec, char *buf, size_t len) {
     time_t t = (time_t)sec;
@@ -110,14 +53,7 @@ static json_int_t ns(double seconds) {
     return v > 0 ? v : 1; /* a duration that happened is never reported as zero */
 }
 
-/* "name" and "name:latest" are the same model; a tag other than latest must match */
-static void canon_name(const char *in, char *out, size_t len) {
-    const char *slash = strrchr(in, '/');
-    const char *colon = strchr(slash ? slash : in, ':');
-    snprintf(out, len, "%s%s", in, colon ? "" : ":latest");
-}
-
-/* ---- request parsing ------------------------------------------------------ */
+/* ---- engine-side checks (the body itself is parsed in hy_api_parse.c) ---- */
 
 typedef struct {
     char err[HY_ERRLEN];
@@ -134,110 +70,29 @@ static bool fail(perr *e, unsigned status, const char *fmt, ...) {
     return false;
 }
 
-static json_t *parse_object(hy_http_req *r, perr *e) {
-    if (r->body_len == 0) {
-        fail(e, 400, "the request body is empty; expected a JSON object");
-        return NULL;
-    }
-    json_error_t je;
-    json_t *v = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &je);
-    if (!v) {
-        fail(e, 400, "invalid JSON: %s (line %d, column %d)", je.text, je.line, je.column);
-        return NULL;
-    }
-    if (!json_is_object(v)) {
-        json_decref(v);
-        fail(e, 400, "the request body must be a JSON object");
-        return NULL;
-    }
-    return v;
-}
-
-static bool get_bool(json_t *o, const char *k, bool *out, perr *e) {
-    json_t *v = json_object_get(o, k);
-    if (!v || json_is_null(v)) return true;
-    if (!json_is_boolean(v)) return fail(e, 400, "'%s' must be a boolean", k);
-    *out = json_is_true(v);
-    return true;
-}
-
-static bool get_number(json_t *o, const char *k, double lo, double hi, double *out, perr *e) {
-    json_t *v = json_object_get(o, k);
-    if (!v || json_is_null(v)) return true;
-    if (!json_is_number(v)) return fail(e, 400, "'%s' must be a number", k);
-    double d = json_number_value(v);
-    if (!isfinite(d) || d < lo || d > hi) return fail(e, 400, "'%s' must be between %g and %g", k, lo, hi);
-    *out = d;
-    return true;
-}
-
-static bool get_int(json_t *o, const char *k, long long lo, long long hi, long long *out, bool *has, perr *e) {
-    json_t *v = json_object_get(o, k);
-    if (!v || json_is_null(v)) return true;
-    long long x;
-    if (json_is_integer(v)) x = json_integer_value(v);
-    else if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) && fabs(json_real_value(v)) < 9e15)
-        x = (long long)json_real_value(v);
-    else return fail(e, 400, "'%s' must be an integer", k);
-    if (x < lo || x > hi) return fail(e, 400, "'%s' must be between %lld and %lld", k, lo, hi);
-    *out = x;
-    if (has) *has = true;
-    return true;
-}
-
-static bool get_string(json_t *o, const char *k, const char **out, perr *e) {
-    json_t *v = json_object_get(o, k);
-    if (!v || json_is_null(v)) return true;
-    if (!json_is_string(v)) return fail(e, 400, "'%s' must be a string", k);
-    *out = json_string_value(v);
-    return true;
-}
-
-/* stop: a string or an array of strings */
-static bool get_stops(json_t *o, const char *k, hy_job *j, perr *e) {
-    json_t *v = json_object_get(o, k);
-    if (!v || json_is_null(v)) return true;
-    json_t *one[1] = {v};
-    json_t **items = one;
-    size_t n = 1;
-    json_t *arr = NULL;
-    if (json_is_array(v)) {
-        arr = v;
-        n = json_array_size(v);
-    } else if (!json_is_string(v)) {
-        return fail(e, 400, "'%s' must be a string or an array of strings", k);
-    }
-    if (n > HY_MAX_STOPS) return fail(e, 400, "'%s' has %zu entries; at most %d are accepted", k, n, HY_MAX_STOPS);
-    j->stops = calloc(n ? n : 1, sizeof *j->stops);
-    if (!j->stops) return fail(e, 500, "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        json_t *s = arr ? json_array_get(arr, i) : items[i];
-        if (!json_is_string(s)) return fail(e, 400, "'%s' must be a string or an array of strings", k);
-        size_t len = json_string_length(s);
-        if (len == 0) continue;
-        if (len > HY_MAX_STOP_LEN)
-            return fail(e, 400, "a stop string is %zu bytes; at most %d are accepted", len, HY_MAX_STOP_LEN);
-        j->stops[j->n_stops] = strdup(json_string_value(s));
-        if (!j->stops[j->n_stops]) return fail(e, 500, "out of memory");
-        j->n_stops++;
-    }
-    return true;
-}
-
-static bool check_model(hy_server *s, json_t *req, bool allow_name_key, const char **model, perr *e) {
-    json_t *m = json_object_get(req, "model");
-    if ((!m || json_is_null(m)) && allow_name_key) m = json_object_get(req, "name");
-    if (!m || json_is_null(m)) return fail(e, 400, "'model' is required");
-    if (!json_is_string(m)) return fail(e, 400, "'model' must be a string");
-    const char *name = json_string_value(m);
-    char c[600];
-    canon_name(name, c, sizeof c);
-    if (strcmp(c, s->canon)) return fail(e, 404, "model '%.200s' not found", name);
-    *model = name;
-    return true;
-}
-
 static int respond_error(hy_http_req *r, perr *e) { return hy_http_error(r, e->status ? e->status : 400, "%s", e->err); }
+
+/* the body of a request, parsed and checked for `route` (hy_api_parse.c) */
+static bool parse_req(hy_server *s, hy_http_req *r, enum hy_api_route route, hy_api_req *q, perr *e) {
+    unsigned st = hy_api_parse(route, s->canon, (uint32_t)next_random(s), r->body, r->body_len, q, e->err, sizeof e->err);
+    e->status = st;
+    return st == 0;
+}
+
+/* a job with the request's sampling parameters; the stop strings move to it */
+static hy_job *job_from(hy_api_req *q, perr *e) {
+    hy_job *j = hy_job_new();
+    if (!j) {
+        fail(e, 500, "out of memory");
+        return NULL;
+    }
+    j->sp = q->sp;
+    j->stops = q->stops;
+    j->n_stops = q->n_stops;
+    q->stops = NULL;
+    q->n_stops = 0;
+    return j;
+}
 
 /* Tokenize to size the request: the prompt must fit the context, and the
  * budget is capped by --max-tokens and by the room left after the prompt. */
@@ -256,73 +111,6 @@ static bool budget(hy_server *s, hy_job *j, long long requested, perr *e) {
     if (s->n_ctx - n < cap) cap = s->n_ctx - n;
     j->sp.n_predict = (int)(requested < 0 || requested > cap ? cap : requested);
     return true;
-}
-
-/* messages: [{role, content}] with the roles the chat templates know */
-static bool parse_messages(json_t *msgs, bool openai, const char ***roles_out, char ***contents_out, int *n_out,
-                           bool *last_assistant, perr *e) {
-    if (!msgs || json_is_null(msgs)) return fail(e, 400, "'messages' is required");
-    if (!json_is_array(msgs)) return fail(e, 400, "'messages' must be an array");
-    size_t n = json_array_size(msgs);
-    if (n == 0) return fail(e, 400, "'messages' must not be empty");
-    if (n > 4096) return fail(e, 400, "'messages' has %zu entries; at most 4096 are accepted", n);
-    const char **roles = calloc(n, sizeof *roles);
-    char **contents = calloc(n, sizeof *contents);
-    *roles_out = roles;
-    *contents_out = contents;
-    *n_out = 0;
-    if (!roles || !contents) return fail(e, 500, "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        json_t *m = json_array_get(msgs, i);
-        if (!json_is_object(m)) return fail(e, 400, "messages[%zu] must be an object", i);
-        json_t *role = json_object_get(m, "role");
-        if (!json_is_string(role)) return fail(e, 400, "messages[%zu].role must be a string", i);
-        const char *rv = json_string_value(role);
-        if (!strcmp(rv, "system") || !strcmp(rv, "user") || !strcmp(rv, "assistant") || !strcmp(rv, "tool"))
-            roles[i] = !strcmp(rv, "system") ? "system" : !strcmp(rv, "user") ? "user"
-                                                       : !strcmp(rv, "assistant") ? "assistant" : "tool";
-        else if (openai && !strcmp(rv, "developer")) roles[i] = "system";
-        else
-            return fail(e, 400, "messages[%zu].role must be one of system, user, assistant, tool (got '%.40s')", i,
-                        rv);
-        json_t *c = json_object_get(m, "content");
-        hy_buf text = {0};
-        if (!c || json_is_null(c)) {
-            /* an assistant turn that only called tools has no content */
-        } else if (json_is_string(c)) {
-            hy_buf_add(&text, json_string_value(c), json_string_length(c));
-        } else if (openai && json_is_array(c)) {
-            for (size_t k = 0; k < json_array_size(c); k++) {
-                json_t *part = json_array_get(c, k);
-                json_t *type = json_object_get(part, "type");
-                json_t *t = json_object_get(part, "text");
-                if (!json_is_object(part) || !json_is_string(type) || strcmp(json_string_value(type), "text") ||
-                    !json_is_string(t)) {
-                    hy_buf_free(&text);
-                    return fail(e, 400, "messages[%zu].content[%zu]: only text parts are supported", i, k);
-                }
-                hy_buf_add(&text, json_string_value(t), json_string_length(t));
-            }
-        } else {
-            return fail(e, 400, "messages[%zu].content must be a string", i);
-        }
-        json_t *images = json_object_get(m, "images");
-        if (images && !json_is_null(images) && !(json_is_array(images) && json_array_size(images) == 0)) {
-            hy_buf_free(&text);
-            return fail(e, 400, "this model does not support images");
-        }
-        contents[i] = text.p ? text.p : strdup("");
-        *n_out = (int)i + 1;
-        if (!contents[i]) return fail(e, 500, "out of memory");
-    }
-    *last_assistant = !strcmp(roles[n - 1], "assistant");
-    return true;
-}
-
-static void free_messages(const char **roles, char **contents, int n) {
-    for (int i = 0; i < n; i++) free(contents[i]);
-    free(contents);
-    free((void *)roles);
 }
 
 static bool format_chat(hy_server *s, const char *const *roles, const char *const *contents, int n,
@@ -382,7 +170,7 @@ int hy_api_init_model(hy_server *s, char *err, size_t errlen) {
         if (l > 5 && !strcasecmp(s->name + l - 5, ".gguf")) s->name[l - 5] = 0;
     }
     if (!s->name[0]) return hy_fail(err, errlen, "the model name is empty (use --name)");
-    canon_name(s->name, s->canon, sizeof s->canon);
+    hy_api_canon_name(s->name, s->canon, sizeof s->canon);
 
     struct stat st;
     if (stat(d->path, &st) == 0) {
@@ -459,13 +247,10 @@ int hy_api_ps(hy_server *s, hy_http_req *r) {
 
 int hy_api_show(hy_server *s, hy_http_req *r) {
     perr e = {0};
-    json_t *req = parse_object(r, &e);
-    const char *model;
-    if (!req || !check_model(s, req, true, &model, &e)) {
-        json_decref(req);
-        return respond_error(r, &e);
-    }
-    json_decref(req);
+    hy_api_req q;
+    bool ok = parse_req(s, r, HY_ROUTE_SHOW, &q, &e);
+    hy_api_req_free(&q);
+    if (!ok) return respond_error(r, &e);
     char modelfile[4300 + 64];
     snprintf(modelfile, sizeof modelfile, "# served by hypura %s\nFROM %s\n", HY_SERVER_VERSION, s->model_path);
     char params[64];
@@ -483,47 +268,19 @@ int hy_api_manage(hy_server *s, hy_http_req *r) {
                          r->path + 5);
 }
 
-static int embeddings_unsupported(hy_server *s, hy_http_req *r) {
+static int embeddings_unsupported(hy_server *s, hy_http_req *r, enum hy_api_route route) {
     perr e = {0};
-    json_t *req = parse_object(r, &e);
-    const char *model;
-    bool ok = req && check_model(s, req, false, &model, &e);
-    json_decref(req);
+    hy_api_req q;
+    bool ok = parse_req(s, r, route, &q, &e);
+    hy_api_req_free(&q);
     if (!ok) return respond_error(r, &e);
     return hy_http_error(r, 501, "this model does not support embeddings (hypura serve loads models for text generation only)");
 }
 
-int hy_api_embed(hy_server *s, hy_http_req *r) { return embeddings_unsupported(s, r); }
-int hy_oai_embeddings(hy_server *s, hy_http_req *r) { return embeddings_unsupported(s, r); }
+int hy_api_embed(hy_server *s, hy_http_req *r) { return embeddings_unsupported(s, r, HY_ROUTE_EMBED); }
+int hy_oai_embeddings(hy_server *s, hy_http_req *r) { return embeddings_unsupported(s, r, HY_ROUTE_OAI_EMBEDDINGS); }
 
 /* ---- Ollama: generation ------------------------------------------------------ */
-
-/* options: temperature, top_k, top_p, seed, num_predict, stop, num_ctx (others are ignored) */
-static bool parse_ollama_options(hy_server *s, json_t *req, hy_job *j, long long *n_predict, perr *e) {
-    j->sp.temp = 0.8f;
-    j->sp.top_k = 40;
-    j->sp.top_p = 0.9f;
-    j->sp.seed = (uint32_t)next_random(s);
-    *n_predict = -1;
-    json_t *o = json_object_get(req, "options");
-    if (!o || json_is_null(o)) return true;
-    if (!json_is_object(o)) return fail(e, 400, "'options' must be an object");
-    double temp = j->sp.temp, top_p = j->sp.top_p;
-    long long top_k = j->sp.top_k, seed = -1, num_ctx = 0;
-    bool has_seed = false;
-    if (!get_number(o, "temperature", 0, 100, &temp, e) || !get_number(o, "top_p", 0, 1, &top_p, e) ||
-        !get_int(o, "top_k", 0, 1 << 20, &top_k, NULL, e) ||
-        !get_int(o, "seed", -1, 0xFFFFFFFFll, &seed, &has_seed, e) ||
-        !get_int(o, "num_predict", -2, 1 << 30, n_predict, NULL, e) ||
-        !get_int(o, "num_ctx", 0, 1 << 30, &num_ctx, NULL, e) || !get_stops(o, "stop", j, e))
-        return false;
-    /* num_ctx is accepted but the context is the server's (--ctx): one engine serves everyone */
-    j->sp.temp = (float)temp;
-    j->sp.top_p = (float)top_p;
-    j->sp.top_k = (int)top_k;
-    if (has_seed && seed >= 0) j->sp.seed = (uint32_t)seed;
-    return true;
-}
 
 static void fmt_init(hy_server *s, hy_fmt *f, enum hy_api_kind kind, bool stream) {
     memset(f, 0, sizeof *f);
@@ -538,55 +295,39 @@ static void fmt_init(hy_server *s, hy_fmt *f, enum hy_api_kind kind, bool stream
 int hy_api_generate(hy_server *s, hy_http_req *r) {
     perr e = {0};
     hy_job *j = NULL;
-    json_t *req = parse_object(r, &e);
-    const char *model, *prompt = NULL, *system = NULL;
-    bool stream = true, raw = false;
-    long long n_predict;
-    if (!req || !check_model(s, req, false, &model, &e)) goto bad;
-    if (!get_string(req, "prompt", &prompt, &e) || !get_string(req, "system", &system, &e) ||
-        !get_bool(req, "stream", &stream, &e) || !get_bool(req, "raw", &raw, &e))
-        goto bad;
-    json_t *images = json_object_get(req, "images");
-    if (images && !json_is_null(images) && !(json_is_array(images) && json_array_size(images) == 0)) {
-        fail(&e, 400, "this model does not support images");
-        goto bad;
-    }
-    if (!(j = hy_job_new())) {
-        fail(&e, 500, "out of memory");
-        goto bad;
-    }
-    if (!parse_ollama_options(s, req, j, &n_predict, &e)) goto bad;
-    if (!prompt || !*prompt) {
+    hy_api_req q;
+    if (!parse_req(s, r, HY_ROUTE_GENERATE, &q, &e) || !(j = job_from(&q, &e))) goto bad;
+    if (!q.prompt || !*q.prompt) {
         /* Ollama's "load the model" request: nothing to generate */
         char ts[64];
         hy_rfc3339_now(ts, sizeof ts);
-        json_t *o = json_pack("{s:s,s:s,s:s,s:b,s:s}", "model", model, "created_at", ts, "response", "", "done", 1,
+        json_t *o = json_pack("{s:s,s:s,s:s,s:b,s:s}", "model", q.model, "created_at", ts, "response", "", "done", 1,
                               "done_reason", "load");
-        json_decref(req);
+        hy_api_req_free(&q);
         hy_job_unref(j);
         return hy_http_json(r, 200, o);
     }
-    if (raw) {
-        j->prompt = strdup(prompt);
+    if (q.raw) {
+        j->prompt = strdup(q.prompt);
     } else {
         const char *roles[2], *contents[2];
         int n = 0;
-        if (system && *system) roles[n] = "system", contents[n++] = system;
-        roles[n] = "user", contents[n++] = prompt;
+        if (q.system && *q.system) roles[n] = "system", contents[n++] = q.system;
+        roles[n] = "user", contents[n++] = q.prompt;
         if (!format_chat(s, roles, contents, n, true, &j->prompt, &e)) goto bad;
     }
     if (!j->prompt) {
         fail(&e, 500, "out of memory");
         goto bad;
     }
-    if (!budget(s, j, n_predict, &e)) goto bad;
+    if (!budget(s, j, q.n_predict, &e)) goto bad;
     hy_fmt f;
-    fmt_init(s, &f, HY_API_GENERATE, stream);
-    snprintf(f.model, sizeof f.model, "%s", model);
-    json_decref(req);
+    fmt_init(s, &f, HY_API_GENERATE, q.stream);
+    snprintf(f.model, sizeof f.model, "%s", q.model);
+    hy_api_req_free(&q);
     return hy_http_generate(r, &f, j);
 bad:
-    json_decref(req);
+    hy_api_req_free(&q);
     hy_job_unref(j);
     return respond_error(r, &e);
 }
@@ -594,33 +335,19 @@ bad:
 int hy_api_chat(hy_server *s, hy_http_req *r) {
     perr e = {0};
     hy_job *j = NULL;
-    const char **roles = NULL;
-    char **contents = NULL;
-    int n = 0;
-    json_t *req = parse_object(r, &e);
-    const char *model;
-    bool stream = true, last_assistant = false;
-    long long n_predict;
-    if (!req || !check_model(s, req, false, &model, &e)) goto bad;
-    if (!get_bool(req, "stream", &stream, &e)) goto bad;
-    if (!parse_messages(json_object_get(req, "messages"), false, &roles, &contents, &n, &last_assistant, &e)) goto bad;
-    if (!(j = hy_job_new())) {
-        fail(&e, 500, "out of memory");
-        goto bad;
-    }
-    if (!parse_ollama_options(s, req, j, &n_predict, &e)) goto bad;
+    hy_api_req q;
+    if (!parse_req(s, r, HY_ROUTE_CHAT, &q, &e) || !(j = job_from(&q, &e))) goto bad;
     /* a conversation ending with the assistant's turn is continued, not answered */
-    if (!format_chat(s, roles, (const char *const *)contents, n, !last_assistant, &j->prompt, &e)) goto bad;
-    if (!budget(s, j, n_predict, &e)) goto bad;
-    free_messages(roles, contents, n);
+    if (!format_chat(s, q.roles, (const char *const *)q.contents, q.n_msgs, !q.last_assistant, &j->prompt, &e))
+        goto bad;
+    if (!budget(s, j, q.n_predict, &e)) goto bad;
     hy_fmt f;
-    fmt_init(s, &f, HY_API_CHAT, stream);
-    snprintf(f.model, sizeof f.model, "%s", model);
-    json_decref(req);
+    fmt_init(s, &f, HY_API_CHAT, q.stream);
+    snprintf(f.model, sizeof f.model, "%s", q.model);
+    hy_api_req_free(&q);
     return hy_http_generate(r, &f, j);
 bad:
-    free_messages(roles, contents, n);
-    json_decref(req);
+    hy_api_req_free(&q);
     hy_job_unref(j);
     return respond_error(r, &e);
 }
@@ -637,74 +364,27 @@ int hy_oai_models(hy_server *s, hy_http_req *r) {
 }
 
 int hy_oai_model(hy_server *s, hy_http_req *r) {
-    const char *id = r->path + strlen("/v1/models/");
-    char c[600];
-    canon_name(id, c, sizeof c);
-    if (strcmp(c, s->canon)) return hy_http_error(r, 404, "model '%.200s' not found", id);
+    char err[HY_ERRLEN];
+    unsigned st = hy_api_check_name(s->canon, r->path + strlen("/v1/models/"), err, sizeof err);
+    if (st) return hy_http_error(r, st, "%s", err);
     return hy_http_json(r, 200, oai_model(s));
-}
-
-/* temperature, top_p, max_tokens / max_completion_tokens, seed, stop, n, stream, stream_options */
-static bool parse_oai_common(hy_server *s, json_t *req, hy_job *j, long long *n_predict, bool *stream,
-                             bool *include_usage, perr *e) {
-    j->sp.temp = 1.0f;
-    j->sp.top_p = 1.0f;
-    j->sp.top_k = 0;
-    j->sp.seed = (uint32_t)next_random(s);
-    *n_predict = -1;
-    double temp = j->sp.temp, top_p = j->sp.top_p;
-    long long seed = 0, nn = 1, top_k = 0, mt = -1;
-    bool has_seed = false, has_mt = false;
-    if (!get_number(req, "temperature", 0, 2, &temp, e) || !get_number(req, "top_p", 0, 1, &top_p, e) ||
-        !get_int(req, "top_k", 0, 1 << 20, &top_k, NULL, e) ||
-        !get_int(req, "seed", -(1ll << 62), 1ll << 62, &seed, &has_seed, e) ||
-        !get_int(req, "max_completion_tokens", 0, 1 << 30, &mt, &has_mt, e) ||
-        (!has_mt && !get_int(req, "max_tokens", 0, 1 << 30, &mt, &has_mt, e)) ||
-        !get_int(req, "n", 1, 1 << 20, &nn, NULL, e) || !get_bool(req, "stream", stream, e) ||
-        !get_stops(req, "stop", j, e))
-        return false;
-    if (nn != 1) return fail(e, 400, "only n=1 is supported");
-    json_t *so = json_object_get(req, "stream_options");
-    if (so && !json_is_null(so)) {
-        if (!json_is_object(so)) return fail(e, 400, "'stream_options' must be an object");
-        if (!get_bool(so, "include_usage", include_usage, e)) return false;
-    }
-    j->sp.temp = (float)temp;
-    j->sp.top_p = (float)top_p;
-    j->sp.top_k = (int)top_k;
-    if (has_seed) j->sp.seed = (uint32_t)(uint64_t)seed;
-    if (has_mt) *n_predict = mt;
-    return true;
 }
 
 int hy_oai_chat(hy_server *s, hy_http_req *r) {
     perr e = {0};
     hy_job *j = NULL;
-    const char **roles = NULL;
-    char **contents = NULL;
-    int n = 0;
-    json_t *req = parse_object(r, &e);
-    const char *model;
-    bool stream = false, include_usage = false, last_assistant = false;
-    long long n_predict;
-    if (!req || !check_model(s, req, false, &model, &e)) goto bad;
-    if (!parse_messages(json_object_get(req, "messages"), true, &roles, &contents, &n, &last_assistant, &e)) goto bad;
-    if (!(j = hy_job_new())) {
-        fail(&e, 500, "out of memory");
+    hy_api_req q;
+    if (!parse_req(s, r, HY_ROUTE_OAI_CHAT, &q, &e) || !(j = job_from(&q, &e))) goto bad;
+    if (!format_chat(s, q.roles, (const char *const *)q.contents, q.n_msgs, !q.last_assistant, &j->prompt, &e))
         goto bad;
-    }
-    if (!parse_oai_common(s, req, j, &n_predict, &stream, &include_usage, &e)) goto bad;
-    if (!format_chat(s, roles, (const char *const *)contents, n, !last_assistant, &j->prompt, &e)) goto bad;
-    if (!budget(s, j, n_predict, &e)) goto bad;
-    free_messages(roles, contents, n);
-    json_decref(req);
+    if (!budget(s, j, q.n_predict, &e)) goto bad;
     hy_fmt f;
-    fmt_init(s, &f, HY_API_OAI_CHAT, stream);
-    f.include_usage = include_usage;
+    fmt_init(s, &f, HY_API_OAI_CHAT, q.stream);
+    f.include_usage = q.include_usage;
+    hy_api_req_free(&q);
     return hy_http_generate(r, &f, j);
 bad:
-    free_messages(roles, contents, n);
-    json_decref(req);
+    hy_api_req_free(&q);
     hy_job_unref(j);
     return respond_error(r, &e);
 }
@@ -712,38 +392,20 @@ bad:
 int hy_oai_completions(hy_server *s, hy_http_req *r) {
     perr e = {0};
     hy_job *j = NULL;
-    json_t *req = parse_object(r, &e);
-    const char *model;
-    bool stream = false, include_usage = false;
-    long long n_predict;
-    if (!req || !check_model(s, req, false, &model, &e)) goto bad;
-    json_t *p = json_object_get(req, "prompt");
-    if (json_is_array(p) && json_array_size(p) == 1) p = json_array_get(p, 0);
-    if (!p || json_is_null(p)) {
-        fail(&e, 400, "'prompt' is required");
-        goto bad;
-    }
-    if (!json_is_string(p)) {
-        fail(&e, 400, "'prompt' must be a string (or an array of one string)");
-        goto bad;
-    }
-    if (!(j = hy_job_new())) {
+    hy_api_req q;
+    if (!parse_req(s, r, HY_ROUTE_OAI_COMPLETIONS, &q, &e) || !(j = job_from(&q, &e))) goto bad;
+    if (!(j->prompt = strdup(q.prompt))) {
         fail(&e, 500, "out of memory");
         goto bad;
     }
-    if (!parse_oai_common(s, req, j, &n_predict, &stream, &include_usage, &e)) goto bad;
-    if (!(j->prompt = strdup(json_string_value(p)))) {
-        fail(&e, 500, "out of memory");
-        goto bad;
-    }
-    if (!budget(s, j, n_predict, &e)) goto bad;
-    json_decref(req);
+    if (!budget(s, j, q.n_predict, &e)) goto bad;
     hy_fmt f;
-    fmt_init(s, &f, HY_API_OAI_COMPLETION, stream);
-    f.include_usage = include_usage;
+    fmt_init(s, &f, HY_API_OAI_COMPLETION, q.stream);
+    f.include_usage = q.include_usage;
+    hy_api_req_free(&q);
     return hy_http_generate(r, &f, j);
 bad:
-    json_decref(req);
+    hy_api_req_free(&q);
     hy_job_unref(j);
     return respond_error(r, &e);
 }

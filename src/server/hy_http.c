@@ -19,25 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-void hy_buf_add(hy_buf *b, const char *s, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) return; /* the text is cut; the caller's JSON stays valid */
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-
-void hy_buf_free(hy_buf *b) {
-    free(b->p);
-    b->p = NULL;
-    b->len = b->cap = 0;
-}
+/* hy_buf_add, hy_buf_free: hy_api_parse.c */
 
 void hy_server_log(const hy_server *s, const char *fmt, ...) {
     if (!s->p.log_requests) return;

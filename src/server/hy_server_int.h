@@ -178,6 +178,47 @@ int hy_oai_chat(hy_server *s, hy_http_req *r);
 int hy_oai_completions(hy_server *s, hy_http_req *r);
 int hy_oai_embeddings(hy_server *s, hy_http_req *r);
 
+/* ---- request parsing (hy_api_parse.c): needs no model, engine or connection ---- */
+
+/* The routes whose JSON bodies are parsed (the embeddings routes only check the model). */
+enum hy_api_route {
+    HY_ROUTE_SHOW, HY_ROUTE_GENERATE, HY_ROUTE_CHAT, HY_ROUTE_EMBED, HY_ROUTE_OAI_CHAT,
+    HY_ROUTE_OAI_COMPLETIONS, HY_ROUTE_OAI_EMBEDDINGS, HY_ROUTE_COUNT
+};
+
+/* A request as its body gives it, checked, before the chat template and the
+ * tokenizer see it. Strings point into root (valid until hy_api_req_free). */
+typedef struct {
+    json_t *root;              /* the parsed body */
+    const char *model;         /* the name as the request gave it (no NUL inside) */
+    bool stream, include_usage, raw;
+    const char *prompt;        /* generate (NULL or "": Ollama's "load" request), completions */
+    const char *system;        /* generate */
+    const char **roles;        /* chat routes: n_msgs turns; roles are static strings */
+    char **contents;           /* malloc'd, each NUL-terminated */
+    int n_msgs;
+    bool last_assistant;
+    hy_sample_params sp;       /* the route's defaults, then the request's values */
+    char **stops;              /* n_stops strings of 1..256 bytes, no NUL inside */
+    int n_stops;
+    long long n_predict;       /* -1 (or -2, Ollama) when not limited by the request */
+} hy_api_req;
+
+/* Parses and checks `route`'s body: a JSON object naming the model whose
+ * canonical name ("name:tag") is `canon`. `seed` is the default sampling seed.
+ * Returns 0, or the HTTP status (4xx; 500 when out of memory) with a one-line,
+ * valid UTF-8 message in err naming the problem. Call hy_api_req_free after,
+ * either way. */
+unsigned hy_api_parse(enum hy_api_route route, const char *canon, uint32_t seed, const char *body, size_t len,
+                      hy_api_req *q, char *err, size_t errlen);
+void hy_api_req_free(hy_api_req *q);
+/* 0 when `name` names the model `canon`, else 404 and the message. */
+unsigned hy_api_check_name(const char *canon, const char *name, char *err, size_t errlen);
+/* "name" and "name:latest" are the same model; a tag other than latest must match. */
+void hy_api_canon_name(const char *in, char *out, size_t len);
+/* Replaces every byte of an invalid UTF-8 sequence in s with '?'. */
+void hy_utf8_fix(char *s);
+
 /* Model facts for the listings; called once by hy_server_start. */
 int hy_api_init_model(hy_server *s, char *err, size_t errlen);
 
