@@ -23,7 +23,8 @@
 typedef struct {
     const char *model_path;
     uint64_t mem_budget;   /* 0: HYPURA_MEMORY_BUDGET, else the profile's default */
-    uint64_t gpu_budget;   /* 0: HYPURA_GPU_BUDGET, else from free VRAM */
+    uint64_t gpu_budget;   /* 0: HYPURA_GPU_BUDGET, else the first GPU's free memory less headroom
+                              (hy_session_gpu_default); HY_GPU_NONE: no GPU tier */
     int  lookahead;        /* < 0: automatic */
     int  mode;             /* < 0: automatic; else hy_mode */
     int  io_backend;       /* HY_IO_AUTO, HY_IO_URING, HY_IO_PREAD */
@@ -39,6 +40,8 @@ typedef struct {
     hy_engine_params engine; /* model_path, cb_eval, overrides, abort are filled by the session */
 } hy_session_params;
 
+#define HY_GPU_NONE UINT64_MAX
+
 hy_session_params hy_session_default_params(void);
 
 typedef struct {
@@ -46,7 +49,8 @@ typedef struct {
     hy_profile profile;
     hy_plan_params plan_params;
     hy_plan plan;
-    hy_stream *stream;     /* NULL when nothing streams */
+    hy_stream *stream;     /* NULL when no tensor lives in hypura's own buffer types */
+    struct hy_place *place; /* the plan as libllama overrides, NULL when libllama's defaults place all */
     hy_engine *engine;
     uint64_t load_read_bytes;  /* bytes this process read from storage while loading (/proc/self/io) */
 } hy_session;
@@ -59,6 +63,9 @@ int  hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_
 /* Plan and load in one step. */
 int  hy_session_open(const hy_session_params *p, hy_session **out, char *err, size_t errlen);
 void hy_session_free(hy_session *s);
+
+/* The default GPU budget for a device: its free memory less headroom. */
+uint64_t hy_session_gpu_default(const hy_gpu_info *g);
 
 /* Human summary of the plan (and, with tensors, every tensor's tier). */
 void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors);

@@ -231,6 +231,105 @@ int main(void) {
     hy_plan_free(&p);
     free_desc(d);
 
+    /* ---- GPU tier ---- */
+    {
+        hy_model_desc *g = make_desc(16, 8 * MIB, 24 * MIB, 0);
+        hy_plan_params gp = hy_plan_default_params();
+        gp.n_ctx = 256;
+        gp.mem_budget = 64ull << 30;
+        uint64_t comp = hy_plan_compute_bytes(g, gp.n_ctx, gp.n_batch);
+        uint64_t kv_layer = hy_plan_kv_bytes(g, gp.n_ctx) / 16;
+        uint64_t prev_gpu = 0, prev_ram = UINT64_MAX;
+        int prev_layers = 0;
+        /* a sweep of GPU budgets: never over, monotone, order output -> attention -> FFN */
+        for (uint64_t gb = 0; gb <= 700 * MIB; gb += 9 * MIB) {
+            gp.gpu_budget = gb;
+            CHECK(hy_plan_make(g, &gp, &p, err, sizeof err) == 0, "gpu %llu: %s", (unsigned long long)gb, err);
+            check_plan_consistent(g, &p, gp.mem_budget);
+            CHECK(p.gpu_used <= gb, "gpu uses %llu of %llu", (unsigned long long)p.gpu_used, (unsigned long long)gb);
+            CHECK(p.bytes_tier[HY_TIER_GPU] >= prev_gpu, "GPU bytes monotone in the GPU budget");
+            CHECK(p.bytes_tier[HY_TIER_RAM] <= prev_ram, "RAM bytes fall as the GPU takes more");
+            CHECK(p.gpu_layers >= prev_layers && p.gpu_layers <= 16, "gpu layers %d", p.gpu_layers);
+            CHECK(p.gpu_kv_bytes == (uint64_t)p.gpu_layers * kv_layer, "K/V of the GPU layers on the GPU");
+            CHECK(p.kv_bytes + p.gpu_kv_bytes == hy_plan_kv_bytes(g, gp.n_ctx), "K/V split adds up");
+            if (gb < comp + 30 * MIB) CHECK(!p.gpu_output && p.bytes_tier[HY_TIER_GPU] == 0, "too small: no GPU tier");
+            int n_ffn = 0;
+            bool all_attn = true;
+            for (int i = 0; i < g->n_tensors; i++) {
+                const hy_tensor_info *t = &g->tensors[i];
+                bool on = p.tier[i] == HY_TIER_GPU;
+                if (t->role == HY_ROLE_EMBED) CHECK(!on, "embeddings stay in RAM");
+                if (t->role == HY_ROLE_OUTPUT) CHECK(on == p.gpu_output, "output head first");
+                if (t->layer >= 0 && t->role != HY_ROLE_FFN) {
+                    bool gl = t->layer >= 16 - p.gpu_layers;
+                    CHECK(on == gl, "%s: attention on the GPU exactly for the GPU layers", t->name);
+                    all_attn &= on;
+                }
+                if (t->role == HY_ROLE_FFN && on) {
+                    n_ffn++;
+                    CHECK(t->layer >= 16 - p.gpu_layers, "FFN %s on the GPU only in a GPU layer", t->name);
+                }
+            }
+            /* whole FFN groups only after all attention; single FFN tensors may fill what is left */
+            if (n_ffn >= 3) CHECK(all_attn, "FFN goes to the GPU only after all attention");
+            prev_gpu = p.bytes_tier[HY_TIER_GPU];
+            prev_ram = p.bytes_tier[HY_TIER_RAM];
+            prev_layers = p.gpu_layers;
+            hy_plan_free(&p);
+        }
+        CHECK(prev_layers == 16 && prev_ram == 30 * MIB, "a big GPU takes all but the embeddings (RAM %llu)",
+              (unsigned long long)prev_ram);
+        /* the GPU placement does not depend on the memory budget or the mode */
+        gp.gpu_budget = 300 * MIB;
+        hy_plan a, b;
+        CHECK(hy_plan_make(g, &gp, &a, err, sizeof err) == 0, "%s", err);
+        CHECK(a.mode == HY_MODE_RESIDENT && a.gpu_layers == 16 && a.bytes_tier[HY_TIER_GPU] > 200 * MIB,
+              "300 MiB GPU: %d layers, %llu bytes", a.gpu_layers, (unsigned long long)a.bytes_tier[HY_TIER_GPU]);
+        gp.mem_budget = a.min_budget;
+        gp.force_mode = HY_MODE_DENSE_FFN;
+        CHECK(hy_plan_make(g, &gp, &b, err, sizeof err) == 0, "%s", err);
+        CHECK(b.mode == HY_MODE_DENSE_FFN && b.bytes_tier[HY_TIER_NVME] > 0, "streams the rest");
+        check_plan_consistent(g, &b, gp.mem_budget);
+        for (int i = 0; i < g->n_tensors; i++)
+            CHECK((a.tier[i] == HY_TIER_GPU) == (b.tier[i] == HY_TIER_GPU), "same GPU placement for %s",
+                  g->tensors[i].name);
+        CHECK(b.min_budget + 50 * MIB < min_budget + HY_PLAN_GPU_HOST_OVERHEAD,
+              "the minimum counts only what is not on the GPU (%llu vs %llu without a GPU)",
+              (unsigned long long)b.min_budget, (unsigned long long)min_budget);
+        hy_plan_free(&a);
+        hy_plan_free(&b);
+        free_desc(g);
+
+        /* MoE: experts go to the GPU a whole layer at a time, the rest streams by expert */
+        g = make_desc(8, 8 * MIB, 96 * MIB, 8);
+        gp = hy_plan_default_params();
+        gp.n_ctx = 256;
+        gp.gpu_budget = 8 * 9 * MIB + 2 * 97 * MIB + hy_plan_compute_bytes(g, 256, 512) + 64 * MIB;
+        gp.mem_budget = total_bytes(g) / 2 + HY_PLAN_GPU_HOST_OVERHEAD;
+        r = hy_plan_make(g, &gp, &p, err, sizeof err);
+        CHECK(r == 0, "%s", err);
+        if (r) return 1;
+        CHECK(p.mode == HY_MODE_EXPERT && p.gpu_layers == 8, "MoE+GPU: %s, %d GPU layers", hy_mode_name(p.mode),
+              p.gpu_layers);
+        check_plan_consistent(g, &p, gp.mem_budget);
+        int xl_gpu = 0;
+        for (int l = 0; l < 8; l++) {
+            int on = 0, n = 0;
+            for (int i = 0; i < g->n_tensors; i++)
+                if (g->tensors[i].layer == l && g->tensors[i].role == HY_ROLE_EXPERT) {
+                    n++;
+                    on += p.tier[i] == HY_TIER_GPU;
+                    if (p.tier[i] != HY_TIER_GPU) CHECK(p.tier[i] == HY_TIER_NVME, "CPU experts stream");
+                }
+            CHECK(on == 0 || on == n, "layer %d: experts split across tiers (%d of %d)", l, on, n);
+            xl_gpu += on == n;
+        }
+        CHECK(xl_gpu >= 1 && xl_gpu < 8, "some expert layers on the GPU (%d)", xl_gpu);
+        CHECK(p.io_bytes_per_token == (uint64_t)(8 - xl_gpu) * 96 * MIB / 8 * 2, "routed I/O only for CPU layers");
+        hy_plan_free(&p);
+        free_desc(g);
+    }
+
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);
         return 1;

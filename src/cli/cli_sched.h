@@ -27,7 +27,8 @@ enum {
 #define HY_SCHED_HELP                                                                                         \
     "  --memory-budget SIZE    RAM the run may use (e.g. 1.5G; default: available RAM or the cgroup\n"      \
     "                          limit minus headroom; env HYPURA_MEMORY_BUDGET)\n"                           \
-    "  --gpu-budget SIZE       VRAM the plan may use (accepted; the GPU tier is not built yet)\n"                 \
+    "  --gpu-budget SIZE       VRAM the plan may use on the first GPU (weights, K/V, compute; default:\n"  \
+    "                          its free memory less max(1 GiB, 5 pct); 0 or none: no GPU; env HYPURA_GPU_BUDGET)\n" \
     "  --mode MODE             auto | resident | stream (force streaming even when it fits: the\n"         \
     "                          experts of a MoE model, layer groups of a dense one) | dense (whole\n"    \
     "                          layer groups, for MoE too: every expert of a layer) | experts\n"         \

@@ -105,6 +105,12 @@ int hy_engine_open(const hy_engine_params *p, hy_engine **out, char *err, size_t
 
     struct llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = p->n_gpu_layers;
+    ggml_backend_dev_t devs[2] = {p->gpu, NULL};
+    if (p->gpu) {
+        mp.devices = devs;
+        mp.split_mode = LLAMA_SPLIT_MODE_NONE;
+        mp.main_gpu = 0;
+    }
     mp.use_extra_bufts = p->repack;
     mp.load_mode = p->use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
     mp.tensor_buft_overrides = p->overrides;
@@ -142,6 +148,7 @@ int hy_engine_open(const hy_engine_params *p, hy_engine **out, char *err, size_t
     cp.n_batch = cp.n_ubatch = (uint32_t)(p->n_batch > 0 ? p->n_batch : 512);
     cp.n_threads = cp.n_threads_batch = threads;
     cp.no_perf = true;
+    cp.op_offload = !p->no_op_offload;
     cp.cb_eval = p->cb_eval;
     cp.cb_eval_user_data = p->cb_eval_user_data;
     cp.abort_callback = p->abort_cb;

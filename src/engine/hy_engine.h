@@ -29,7 +29,11 @@ typedef struct {
     int  n_ctx;            /* 0 = min(4096, training context) */
     int  n_batch;          /* prompt batch (logical and physical), default 512 */
     int  n_threads;        /* 0 = number of cores */
-    int  n_gpu_layers;     /* default 0 (-1 = all); the plan sets overrides instead */
+    int  n_gpu_layers;     /* default 0 (-1 = all): libllama's "GPU layers" (K/V and default placement);
+                              the plan's overrides place each weight */
+    ggml_backend_dev_t gpu; /* the one GPU to use (split mode none), or NULL for libllama's default */
+    bool no_op_offload;    /* keep ops on weights in host memory on the CPU, also for big batches
+                              (streamed weights must never be copied before they are read) */
     bool repack;           /* let the CPU backend repack weights (llama.cpp's extra buffer types):
                               other kernels, so other low bits of the logits */
     bool use_mmap;         /* load through the loader's mapping (the streaming buffer types rely on

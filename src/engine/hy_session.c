@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 
+#include "engine/hy_place.h"
 #include "util/hy_util.h"
 
 hy_session_params hy_session_default_params(void) {
@@ -55,7 +56,19 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
     *q = hy_plan_default_params();
     q->mem_budget = p->mem_budget ? p->mem_budget : env_bytes("HYPURA_MEMORY_BUDGET");
     if (!q->mem_budget) q->mem_budget = s->profile.mem_budget_default;
-    q->gpu_budget = p->gpu_budget ? p->gpu_budget : env_bytes("HYPURA_GPU_BUDGET");
+    /* GPU budget: flag > HYPURA_GPU_BUDGET > the first GPU's free memory less headroom; 0/none = no GPU */
+    const char *genv = getenv("HYPURA_GPU_BUDGET");
+    if (p->gpu_budget == HY_GPU_NONE) q->gpu_budget = 0;
+    else if (p->gpu_budget) q->gpu_budget = p->gpu_budget;
+    else if (genv && *genv && (!strcmp(genv, "0") || !strcmp(genv, "none"))) q->gpu_budget = 0;
+    else if ((q->gpu_budget = env_bytes("HYPURA_GPU_BUDGET")) == 0 && s->profile.n_gpu > 0)
+        q->gpu_budget = hy_session_gpu_default(&s->profile.gpu[0]);
+    if (q->gpu_budget && s->profile.n_gpu == 0) {
+        char b[32];
+        hy_fail(err, errlen, "a GPU budget of %s was given, but this machine (this build) has no GPU",
+                hy_fmt_bytes(q->gpu_budget, b, sizeof b));
+        goto fail;
+    }
     int n_ctx = p->engine.n_ctx;
     if (n_ctx <= 0) n_ctx = s->desc->n_ctx_train > 0 && s->desc->n_ctx_train < 4096 ? s->desc->n_ctx_train : 4096;
     q->n_ctx = n_ctx;
@@ -72,6 +85,14 @@ fail:
     return -1;
 }
 
+uint64_t hy_session_gpu_default(const hy_gpu_info *g) {
+    /* leave room for the CUDA context's own allocations and other programs:
+     * 1 GiB or 5 % of the card, whichever is more */
+    uint64_t head = (uint64_t)1 << 30;
+    if (g->mem_total / 20 > head) head = g->mem_total / 20;
+    return g->mem_free > head ? g->mem_free - head : 0;
+}
+
 int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t errlen) {
     hy_engine_params ep = p->engine;
     ep.model_path = p->model_path;
@@ -84,6 +105,15 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
      * memory with transparent huge pages), also when nothing streams: libllama's
      * own CPU buffers use 4 KiB pages, measured several times slower here. */
     bool streams = s->plan.mode != HY_MODE_RESIDENT;
+    bool gpu = s->plan.gpu_output;
+    ggml_backend_buffer_type_t buft[HY_TIER_COUNT] = {0};
+    if (gpu) {
+        ep.gpu = hy_place_gpu_device();
+        if (!ep.gpu) return hy_fail(err, errlen, "the plan uses a GPU, but ggml finds none");
+        buft[HY_TIER_GPU] = ggml_backend_dev_buffer_type(ep.gpu);
+        /* libllama's "GPU layers" are the last ones, and the output head counts as one more */
+        ep.n_gpu_layers = s->plan.gpu_layers + 1;
+    }
     if (streams || p->repack == 0) {
         ep.repack = false;
         hy_stream_params sp = hy_stream_default_params();
@@ -99,15 +129,26 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
         sp.prefetch_experts = !p->no_expert_prefetch;
         sp.persist_stats = !p->no_persist_stats && !getenv("HYPURA_NO_PERSIST_STATS");
         if (hy_stream_create(&sp, &s->stream, err, errlen)) return -1;
-        ep.overrides = hy_stream_overrides(s->stream);
+        buft[HY_TIER_NVME] = hy_stream_nvme_buft(s->stream);
+        buft[HY_TIER_RAM] = hy_stream_ram_buft(s->stream);
         if (streams) {
             ep.cb_eval = hy_stream_eval_cb;
             ep.cb_eval_user_data = s->stream;
             ep.abort_cb = hy_stream_abort_cb;
             ep.abort_cb_data = s->stream;
         }
+        /* both runs of an identity comparison compute host-resident weights on the CPU */
+        ep.no_op_offload = true;
         ep.use_mmap = true; /* required: see hy_stream.h */
         ep.lazy_load = true;
+    } else if (gpu) {
+        /* full-resident with a GPU tier: the rest in libllama's CPU buffers,
+         * repacked where the CPU backend can (as "-ot ...=CPU" does) */
+        buft[HY_TIER_RAM] = ggml_backend_cpu_buffer_type();
+    }
+    if (gpu || s->stream) {
+        if (hy_place_make(s->desc, &s->plan, buft, &s->place, err, errlen)) return -1;
+        ep.overrides = hy_place_overrides(s->place);
     }
     uint64_t rb0 = hy_io_read_bytes();
     if (hy_engine_open(&ep, &s->engine, err, errlen)) {
@@ -136,6 +177,7 @@ void hy_session_free(hy_session *s) {
     if (!s) return;
     hy_engine_free(s->engine); /* before the stream: the model owns buffers of its type */
     hy_stream_free(s->stream);
+    hy_place_free(s->place);
     hy_plan_free(&s->plan);
     hy_model_desc_free(s->desc);
     free(s);
@@ -152,6 +194,26 @@ void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
             hy_fmt_bytes(pl->bytes_tier[HY_TIER_NVME], c, sizeof c));
     fprintf(f, "  fixed: KV %s (ctx %d) | compute %s | overhead %s\n", hy_fmt_bytes(pl->kv_bytes, a, sizeof a),
             q->n_ctx, hy_fmt_bytes(pl->compute_bytes, b, sizeof b), hy_fmt_bytes(pl->overhead_bytes, c, sizeof c));
+    if (pl->gpu_output) {
+        int ffn_layers = 0;
+        for (int l = 0; l < s->desc->n_layer; l++) {
+            bool on = false;
+            for (int64_t i = 0; i < s->desc->n_tensors && !on; i++) {
+                const hy_tensor_info *t = &s->desc->tensors[i];
+                on = t->layer == l && (t->role == HY_ROLE_FFN || t->role == HY_ROLE_EXPERT) && pl->tier[i] == HY_TIER_GPU;
+            }
+            ffn_layers += on;
+        }
+        fprintf(f, "  GPU: %s: output head, attention + K/V of %d of %d layers, %s of %d layers; uses %s of %s "
+                   "(K/V %s, compute %s)\n",
+                s->profile.n_gpu > 0 ? s->profile.gpu[0].name : "GPU", pl->gpu_layers, s->desc->n_layer,
+                s->desc->n_expert > 1 ? "experts" : "FFN (whole or part)", ffn_layers,
+                hy_fmt_bytes(pl->gpu_used, a, sizeof a), hy_fmt_bytes(q->gpu_budget, b, sizeof b),
+                hy_fmt_bytes(pl->gpu_kv_bytes, c, sizeof c), hy_fmt_bytes(pl->gpu_compute_bytes, d, sizeof d));
+    } else if (q->gpu_budget) {
+        fprintf(f, "  GPU: budget %s is too small for the output head and compute buffer; not used\n",
+                hy_fmt_bytes(q->gpu_budget, a, sizeof a));
+    }
     if (pl->mode == HY_MODE_EXPERT)
         fprintf(f, "  experts: %d layers of %d experts (top-%d) on NVMe; expert cache %s (%.0f%% of the experts); "
                    "%s routed per token before caching\n",
@@ -191,6 +253,9 @@ char *hy_session_plan_json(const hy_session *s, bool tensors) {
         json_object_set_new(tiers, hy_tier_name((hy_tier)t), json_integer((json_int_t)pl->bytes_tier[t]));
     json_object_set_new(o, "bytes_per_tier", tiers);
     json_object_set_new(o, "kv_bytes", json_integer((json_int_t)pl->kv_bytes));
+    json_object_set_new(o, "gpu_layers", json_integer(pl->gpu_layers));
+    json_object_set_new(o, "gpu_used", json_integer((json_int_t)pl->gpu_used));
+    json_object_set_new(o, "gpu_kv_bytes", json_integer((json_int_t)pl->gpu_kv_bytes));
     json_object_set_new(o, "compute_bytes", json_integer((json_int_t)pl->compute_bytes));
     json_object_set_new(o, "overhead_bytes", json_integer((json_int_t)pl->overhead_bytes));
     json_object_set_new(o, "pool_bytes", json_integer((json_int_t)pl->pool_bytes));

@@ -84,11 +84,11 @@ struct lb {
 };
 
 /* Bytes that stream per layer at a stage (1: FFN/experts, 2: + attention). */
-static void layer_bytes(const hy_model_desc *d, int stage, struct lb *out) {
+static void layer_bytes(const hy_model_desc *d, const bool *gpu, int stage, struct lb *out) {
     memset(out, 0, sizeof *out * (size_t)d->n_layer);
     for (int64_t i = 0; i < d->n_tensors; i++) {
         const hy_tensor_info *t = &d->tensors[i];
-        if (t->layer >= 0 && t->layer < d->n_layer && streams_in_stage(t->role, stage)) {
+        if (!gpu[i] && t->layer >= 0 && t->layer < d->n_layer && streams_in_stage(t->role, stage)) {
             out[t->layer].raw += t->size;
             out[t->layer].slot += hy_plan_slot_bytes(t->size);
         }
@@ -130,7 +130,8 @@ static bool find_choice(const hy_model_desc *d, const int *order, const struct l
             if (stage == 2 && k == 0) continue; /* same as stage 1, k = n */
             struct choice c = {.stage = stage, .k = k};
             eval_choice(d, order, ffn, both, &c);
-            if (c.streamed == 0 && stage == 1 && k > 0) continue;
+            /* a choice that streams nothing is stage 1, k = 0 (or none, when forced to stream) */
+            if (c.streamed == 0 && (stage == 2 || k > 0)) continue;
             if (fits(total, fixed, &c, lookahead, budget)) {
                 *out = c;
                 return true;
@@ -145,13 +146,14 @@ static bool find_choice(const hy_model_desc *d, const int *order, const struct l
  * are read, so I/O per token before caching is top-k of E of the expert bytes.
  * The cache must hold one whole layer of experts: a prompt batch can route to
  * all of them, and the layer's matmuls need them at once. */
-static int plan_experts(const hy_model_desc *d, const hy_plan_params *p, uint64_t total, uint64_t fixed, hy_plan *out,
-                        char *err, size_t errlen) {
+static int plan_experts(const hy_model_desc *d, const hy_plan_params *p, const bool *gpu, uint64_t total, uint64_t fixed,
+                        hy_plan *out, char *err, size_t errlen) {
     uint64_t experts = 0, max_layer = 0;
     uint64_t *per_layer = calloc((size_t)d->n_layer, sizeof *per_layer);
     if (!per_layer) return hy_fail(err, errlen, "out of memory");
     for (int64_t i = 0; i < d->n_tensors; i++) {
         const hy_tensor_info *t = &d->tensors[i];
+        if (gpu[i]) continue;
         bool x = t->role == HY_ROLE_EXPERT && t->layer >= 0 && t->layer < d->n_layer;
         out->tier[i] = x ? HY_TIER_NVME : HY_TIER_RAM;
         out->group[i] = x ? t->layer : -1;
@@ -173,7 +175,8 @@ static int plan_experts(const hy_model_desc *d, const hy_plan_params *p, uint64_
     out->min_budget = resident + fixed + max_layer;
     if (experts == 0 || p->mem_budget < out->min_budget) {
         char b1[32], b2[32];
-        if (experts == 0) return hy_fail(err, errlen, "the model has no expert tensors to stream");
+        if (experts == 0) return hy_fail(err, errlen, "the model has no expert tensors to stream%s",
+                                         out->gpu_layers ? " (all of them are on the GPU)" : "");
         return hy_fail(err, errlen,
                        "memory budget %s is too small for this model: the minimum is %s (non-expert weights, KV "
                        "cache and compute buffers for a %d-token context, and one layer of experts)",
@@ -186,9 +189,77 @@ static int plan_experts(const hy_model_desc *d, const hy_plan_params *p, uint64_
     if (out->pool_bytes > charged) out->pool_bytes = charged;
     out->lookahead = 1; /* next layer's predicted experts */
     int e = d->n_expert, k = d->n_expert_used > 0 ? d->n_expert_used : 1;
+    if (k > e) k = e;
     out->io_bytes_per_token = experts / (uint64_t)e * (uint64_t)k;
     out->budget_used = resident + out->pool_bytes + fixed;
     return 0;
+}
+
+static bool is_ffn(hy_role r) { return r == HY_ROLE_FFN || r == HY_ROLE_EXPERT; }
+
+/* The GPU tier (see hy_plan.h): a function of the model, the GPU budget and the
+ * context alone, so a streamed and a resident run with the same GPU budget put
+ * the same tensors on the GPU. Marks gpu[i]; fills the plan's gpu_* figures. */
+static void plan_gpu(const hy_model_desc *d, const hy_plan_params *p, bool *gpu, hy_plan *out) {
+    if (p->gpu_budget == 0) return;
+    const uint64_t budget = p->gpu_budget;
+    const int L = d->n_layer;
+    uint64_t kv_layer = hy_plan_kv_bytes(d, p->n_ctx) / (uint64_t)L;
+    uint64_t used = hy_plan_compute_bytes(d, p->n_ctx, p->n_batch);
+    /* the output head and its norm */
+    uint64_t head = 0;
+    for (int64_t i = 0; i < d->n_tensors; i++) {
+        const hy_tensor_info *t = &d->tensors[i];
+        if (t->layer < 0 && (t->role == HY_ROLE_OUTPUT || t->role == HY_ROLE_NORM)) head += hy_plan_gpu_bytes(t->size);
+    }
+    if (used + head > budget) return; /* too small to be worth a GPU */
+    used += head;
+    out->gpu_compute_bytes = used - head;
+    out->gpu_output = true;
+    for (int64_t i = 0; i < d->n_tensors; i++) {
+        const hy_tensor_info *t = &d->tensors[i];
+        if (t->layer < 0 && (t->role == HY_ROLE_OUTPUT || t->role == HY_ROLE_NORM)) gpu[i] = true;
+    }
+    /* attention, norms, router (everything but the FFN) and K/V, from the last layer down */
+    for (int l = L - 1; l >= 0; l--) {
+        uint64_t need = kv_layer;
+        for (int64_t i = 0; i < d->n_tensors; i++)
+            if (d->tensors[i].layer == l && !is_ffn(d->tensors[i].role)) need += hy_plan_gpu_bytes(d->tensors[i].size);
+        if (used + need > budget) break;
+        used += need;
+        out->gpu_layers++;
+        out->gpu_kv_bytes += kv_layer;
+        for (int64_t i = 0; i < d->n_tensors; i++)
+            if (d->tensors[i].layer == l && !is_ffn(d->tensors[i].role)) gpu[i] = true;
+    }
+    /* whole FFN groups of the GPU layers, then single dense FFN tensors of one more */
+    for (int l = L - 1; l >= L - out->gpu_layers; l--) {
+        uint64_t need = 0;
+        bool experts = false;
+        for (int64_t i = 0; i < d->n_tensors; i++)
+            if (d->tensors[i].layer == l && is_ffn(d->tensors[i].role)) {
+                need += hy_plan_gpu_bytes(d->tensors[i].size);
+                experts |= d->tensors[i].role == HY_ROLE_EXPERT;
+            }
+        if (used + need <= budget) {
+            used += need;
+            for (int64_t i = 0; i < d->n_tensors; i++)
+                if (d->tensors[i].layer == l && is_ffn(d->tensors[i].role)) gpu[i] = true;
+            continue;
+        }
+        if (!experts)
+            for (int64_t i = 0; i < d->n_tensors; i++) {
+                const hy_tensor_info *t = &d->tensors[i];
+                if (t->layer == l && is_ffn(t->role) && used + hy_plan_gpu_bytes(t->size) <= budget) {
+                    used += hy_plan_gpu_bytes(t->size);
+                    gpu[i] = true;
+                }
+            }
+        break;
+    }
+    out->gpu_used = used;
+    for (int64_t i = 0; i < d->n_tensors; i++)
+        if (gpu[i]) out->bytes_tier[HY_TIER_GPU] += d->tensors[i].size;
 }
 
 int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, char *err, size_t errlen) {
@@ -202,22 +273,27 @@ int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, 
     struct lb *both = calloc((size_t)d->n_layer, sizeof *both);
     int *order = calloc((size_t)d->n_layer, sizeof *order);
     int *rank = calloc((size_t)d->n_layer, sizeof *rank);
+    bool *gpu = calloc((size_t)d->n_tensors, sizeof *gpu);
     int rc = 0;
-    if (!out->tier || !out->group || !ffn || !both || !order || !rank) {
+    if (!out->tier || !out->group || !ffn || !both || !order || !rank || !gpu) {
         rc = hy_fail(err, errlen, "out of memory");
         goto done;
     }
     for (int64_t i = 0; i < d->n_tensors; i++) out->group[i] = -1;
 
+    plan_gpu(d, p, gpu, out);
+    for (int64_t i = 0; i < d->n_tensors; i++) out->tier[i] = gpu[i] ? HY_TIER_GPU : HY_TIER_RAM;
+    /* from here on, RAM and NVMe for what is not on the GPU */
     uint64_t total = 0;
-    for (int64_t i = 0; i < d->n_tensors; i++) total += d->tensors[i].size;
-    out->kv_bytes = hy_plan_kv_bytes(d, p->n_ctx);
+    for (int64_t i = 0; i < d->n_tensors; i++)
+        if (!gpu[i]) total += d->tensors[i].size;
+    out->kv_bytes = hy_plan_kv_bytes(d, p->n_ctx) - out->gpu_kv_bytes;
     out->compute_bytes = hy_plan_compute_bytes(d, p->n_ctx, p->n_batch);
-    out->overhead_bytes = HY_PLAN_OVERHEAD;
+    out->overhead_bytes = HY_PLAN_OVERHEAD + (out->gpu_output ? HY_PLAN_GPU_HOST_OVERHEAD : 0);
     uint64_t fixed = out->kv_bytes + out->compute_bytes + out->overhead_bytes;
 
-    layer_bytes(d, 1, ffn);
-    layer_bytes(d, 2, both);
+    layer_bytes(d, gpu, 1, ffn);
+    layer_bytes(d, gpu, 2, both);
     spread_order(d->n_layer, order);
     for (int j = 0; j < d->n_layer; j++) rank[order[j]] = j;
 
@@ -229,8 +305,10 @@ int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, 
     bool want_stream = p->force_mode == HY_MODE_DENSE_FFN || p->force_mode == HY_MODE_EXPERT;
     if (!want_stream && total + fixed <= p->mem_budget) {
         out->mode = HY_MODE_RESIDENT;
+        /* the streamed minimum can exceed what full-resident needs (slots, pool) */
+        if (out->min_budget > total + fixed) out->min_budget = total + fixed;
         out->bytes_tier[HY_TIER_RAM] = total;
-        for (int64_t i = 0; i < d->n_tensors; i++) out->tier[i] = HY_TIER_RAM;
+        for (int64_t i = 0; i < d->n_tensors; i++) out->tier[i] = gpu[i] ? HY_TIER_GPU : HY_TIER_RAM;
         out->budget_used = total + fixed;
     } else {
         if (p->force_mode == HY_MODE_RESIDENT) {
@@ -240,7 +318,7 @@ int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, 
             goto done;
         }
         if (d->n_expert > 1 && p->force_mode != HY_MODE_DENSE_FFN) {
-            rc = plan_experts(d, p, total, fixed, out, err, errlen);
+            rc = plan_experts(d, p, gpu, total, fixed, out, err, errlen);
             if (rc) goto done;
             goto predict;
         }
@@ -254,6 +332,10 @@ int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, 
             la = 1;
             /* spend leftover budget on deeper prefetch, never on more I/O */
             while (found && la < 4 && fits(total, fixed, &c, la + 1, p->mem_budget)) la++;
+        }
+        if (!found && want_stream && all.streamed == 0) {
+            rc = hy_fail(err, errlen, "the model has no FFN or attention tensors in its layers to stream");
+            goto done;
         }
         if (!found) {
             char b1[32], b2[32];
@@ -272,6 +354,7 @@ int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, 
         out->pool_bytes = (uint64_t)(la + 1) * c.max_group;
         for (int64_t i = 0; i < d->n_tensors; i++) {
             const hy_tensor_info *t = &d->tensors[i];
+            if (gpu[i]) continue;
             bool s = false;
             if (t->layer >= 0 && t->layer < d->n_layer) {
                 int r = rank[t->layer];
@@ -294,6 +377,7 @@ predict:
     /* predicted speed: decode is bound by the slower of storage and memory
      * (a MoE token touches only its routed experts; the cache is not counted) */
     if (p->seq_read_gbps > 0) out->pred_io_s = out->io_bytes_per_token / (p->seq_read_gbps * 1e9);
+    /* (the GPU's share is not counted: HBM reads it an order of magnitude faster) */
     uint64_t touched = out->mode == HY_MODE_EXPERT ? out->bytes_tier[HY_TIER_RAM] + out->io_bytes_per_token : total;
     if (p->mem_bw_gbps > 0) out->pred_compute_s = touched / (p->mem_bw_gbps * 1e9);
     double t = out->pred_io_s > out->pred_compute_s ? out->pred_io_s : out->pred_compute_s;
@@ -303,6 +387,7 @@ done:
     free(both);
     free(order);
     free(rank);
+    free(gpu);
     if (rc) hy_plan_free(out);
     return rc;
 }

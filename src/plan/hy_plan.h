@@ -17,6 +17,22 @@
  * lookahead uses only slack the budget leaves after the fewest groups stream,
  * so more lookahead never costs extra I/O and the plan is monotone in budget.
  *
+ * GPU tier (when gpu_budget > 0), chosen first and independently of the
+ * memory budget, by the same cost model: every byte on the GPU is a byte the
+ * CPU no longer reads per token, so the GPU takes what is read every token and
+ * is worth most per byte of VRAM, in this order: the output head and its norm;
+ * then, from the last layer down, each layer's attention, norms and router
+ * together with that layer's K/V cache (a layer whose attention runs on the GPU
+ * keeps its cache there, as libllama's "GPU layers" do); then whole FFN groups
+ * of those layers (dense FFN, or a layer's expert tensors — experts of a layer
+ * are one tensor each, so "hot experts" go to the GPU a layer at a time), and
+ * for dense models single FFN tensors of one more layer to fill the rest.
+ * Token embeddings stay in RAM: a token touches one row of them. Everything
+ * not on the GPU is then planned over RAM and NVMe exactly as without a GPU,
+ * and is computed on the CPU where it lives (libllama's "-ot exps=CPU", but
+ * chosen by the plan). GPU fixed costs (compute buffer, K/V of GPU layers) are
+ * charged to the GPU budget; the CUDA runtime's host memory to the RAM budget.
+ *
  * Invariants (unit-tested):
  *  - resident + pool + KV + compute + overhead <= memory budget, or an error
  *    naming the minimum budget;
@@ -50,7 +66,7 @@ typedef enum { HY_MODE_RESIDENT, HY_MODE_DENSE_FFN, HY_MODE_EXPERT, HY_MODE_COUN
 
 typedef struct {
     uint64_t mem_budget;     /* bytes the process may use in RAM (weights, pool, KV, compute, overhead) */
-    uint64_t gpu_budget;     /* bytes of VRAM the plan may use; 0 = no GPU tier */
+    uint64_t gpu_budget;     /* bytes of VRAM the plan may use (weights, K/V, compute); 0 = no GPU tier */
     int      n_ctx;          /* context the run will use */
     int      n_batch;        /* prompt batch */
     double   seq_read_gbps;  /* storage bandwidth (profile); 0 = unknown */
@@ -67,7 +83,11 @@ typedef struct {
     hy_tier *tier;                 /* per tensor of the model description, same order */
     int     *group;                /* per tensor: streaming group (layer) or -1 */
     uint64_t bytes_tier[HY_TIER_COUNT];
-    uint64_t kv_bytes, compute_bytes, overhead_bytes;
+    uint64_t kv_bytes, compute_bytes, overhead_bytes; /* in RAM: K/V of the layers not on the GPU */
+    int      gpu_layers;           /* last layers whose attention and K/V live on the GPU */
+    bool     gpu_output;           /* output head on the GPU (the GPU tier is in use) */
+    uint64_t gpu_kv_bytes, gpu_compute_bytes;
+    uint64_t gpu_used;             /* GPU weights + K/V + compute, <= gpu_budget */
     uint64_t pool_bytes;           /* committed memory for streamed groups at most */
     uint64_t max_group_bytes;
     uint64_t budget_used;          /* RAM tier + pool + KV + compute + overhead */
@@ -85,6 +105,12 @@ void hy_plan_free(hy_plan *p);
 
 const char *hy_mode_name(hy_mode m);   /* "full-resident", "dense-FFN-streaming", "expert-streaming" */
 const char *hy_tier_name(hy_tier t);   /* "GPU", "RAM", "NVMe" */
+
+/* Host memory the GPU runtime takes when the GPU tier is used (CUDA context,
+ * libraries, pinned staging), charged to the memory budget. */
+#define HY_PLAN_GPU_HOST_OVERHEAD ((uint64_t)512 << 20)
+/* VRAM a tensor of `size` bytes takes in a GPU buffer (alignment, row padding). */
+static inline uint64_t hy_plan_gpu_bytes(uint64_t size) { return (size + 511) / 512 * 512 + 4096; }
 
 /* Fixed costs of a run, the same estimates the plan uses. */
 uint64_t hy_plan_kv_bytes(const hy_model_desc *d, int n_ctx);

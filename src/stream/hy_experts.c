@@ -259,8 +259,20 @@ static int parse_layer(const char *name, const char *prefix) {
 }
 
 static void on_router(hy_stream *s, struct ggml_tensor *t, int layer) {
-    if (layer >= s->n_layer || t->type != GGML_TYPE_I32 || !t->data) return;
+    if (layer >= s->n_layer || t->type != GGML_TYPE_I32 || !t->data || !t->buffer) return;
     int k = (int)t->ne[0], n_tok = (int)t->ne[1];
+    /* a router computed on the GPU: copy its choices to the host first */
+    const char *base = t->data;
+    char *host = NULL;
+    if (!ggml_backend_buffer_is_host(t->buffer)) {
+        host = malloc(ggml_nbytes(t));
+        if (!host) {
+            fail(s, "expert streaming", "out of memory");
+            return;
+        }
+        ggml_backend_tensor_get(t, host, 0, ggml_nbytes(t));
+        base = host;
+    }
     if (layer <= s->last_topk_layer) s->pass_id++; /* a new forward pass */
     if (layer == 0 || s->last_topk_layer < 0 || layer <= s->last_topk_layer) s->tick += (uint64_t)n_tok;
     s->last_topk_layer = layer;
@@ -273,16 +285,18 @@ static void on_router(hy_stream *s, struct ggml_tensor *t, int layer) {
     if (!want || !ids) {
         free(want);
         free(ids);
+        free(host);
         fail(s, "expert streaming", "out of memory");
         return;
     }
     for (int j = 0; j < n_tok; j++) {
-        const int32_t *row = (const int32_t *)((const char *)t->data + (size_t)j * t->nb[1]);
+        const int32_t *row = (const int32_t *)(base + (size_t)j * t->nb[1]);
         for (int i = 0; i < k; i++) {
             ids[j * k + i] = row[i];
             if (row[i] >= 0 && row[i] < s->n_expert) want[row[i]] = true;
         }
     }
+    free(host);
     hy_coact_record(s->coact, layer, ids, k, n_tok);
     uint64_t layer_bytes = 0;
     for (const int *pi = s->layer_xentries[layer]; *pi >= 0; pi++) layer_bytes += s->entries[*pi].info->size;
@@ -341,9 +355,11 @@ bool hy_experts_eval(hy_stream *s, struct ggml_tensor *t, bool ask, bool *handle
     *handled = true;
     int layer = parse_layer(t->name, "ffn_moe_topk-");
     if (layer >= 0) {
+        /* a layer whose experts are all on the GPU tier: nothing to read */
+        if (layer < s->n_layer && s->layer_xentries[layer][0] < 0) return ask ? false : true;
         if (ask) return true;
         on_router(s, t, layer);
-        return !s->failed;
+        return true; /* never false: a failure aborts at the next node (hy_stream_eval_cb) */
     }
     for (int i = 0; i < GGML_MAX_SRC; i++) {
         struct ggml_tensor *src = t->src[i];

@@ -409,69 +409,20 @@ bool hy_stream_eval_cb(struct ggml_tensor *t, bool ask, void *ud) {
 
 bool hy_stream_abort_cb(void *ud) { return ((hy_stream *)ud)->failed; }
 
+void hy_stream_clear_error(hy_stream *s) {
+    if (!s || !s->failed) return;
+    s->failed = false;
+    s->error[0] = 0;
+    /* the aborted pass left its use counts half-way: resident groups start over */
+    for (int gi = 0; gi < s->n_groups; gi++) {
+        struct group *g = &s->groups[gi];
+        if (g->state != G_READY) continue;
+        g->n_used = 0;
+        for (int k = 0; k < g->n_entries; k++) s->entries[g->entries[k]].used = false;
+    }
+}
+
 /* ------------------------------------------------------------- lifecycle */
-
-static char *escape_regex(const char *in) {
-    size_t n = strlen(in);
-    char *out = malloc(2 * n + 1), *o = out;
-    if (!out) return NULL;
-    for (const char *p = in; *p; p++) {
-        if (strchr(".^$|()[]{}*+?\\", *p)) *o++ = '\\';
-        *o++ = *p;
-    }
-    *o = 0;
-    return out;
-}
-
-static int build_overrides(hy_stream *s, char *err, size_t errlen) {
-    /* one pattern per tensor kind ("ffn_up.weight"), alternating the layers:
-     * libllama compiles every pattern for every tensor, so keep them few */
-    s->patterns = calloc((size_t)s->n_entries + 2, sizeof *s->patterns);
-    s->ovr = calloc((size_t)s->n_entries + 2, sizeof *s->ovr);
-    bool *done = calloc((size_t)s->n_entries, sizeof *done);
-    if (!s->patterns || !s->ovr || !done) {
-        free(done);
-        return hy_fail(err, errlen, "out of memory");
-    }
-    for (int i = 0; i < s->n_entries; i++) {
-        if (done[i]) continue;
-        const char *ni = s->entries[i].info->name;
-        const char *suf = strchr(ni + 4, '.'); /* "blk.N" + ".suffix" */
-        if (strncmp(ni, "blk.", 4) || !suf) {
-            free(done);
-            return hy_fail(err, errlen, "cannot stream tensor '%s' (not a per-layer tensor)", ni);
-        }
-        char *esuf = escape_regex(suf);
-        size_t cap = 64 + strlen(esuf) + 16 * (size_t)s->n_entries;
-        char *pat = malloc(cap);
-        if (!esuf || !pat) {
-            free(esuf);
-            free(pat);
-            free(done);
-            return hy_fail(err, errlen, "out of memory");
-        }
-        size_t len = (size_t)snprintf(pat, cap, "^blk\\.(");
-        bool first = true;
-        for (int j = i; j < s->n_entries; j++) {
-            const char *nj = s->entries[j].info->name;
-            const char *sj = strchr(nj + 4, '.');
-            if (done[j] || strncmp(nj, "blk.", 4) || !sj || strcmp(sj, suf)) continue;
-            done[j] = true;
-            len += (size_t)snprintf(pat + len, cap - len, "%s%d", first ? "" : "|", s->entries[j].info->layer);
-            first = false;
-        }
-        snprintf(pat + len, cap - len, ")%s$", esuf);
-        free(esuf);
-        s->ovr[s->n_patterns].pattern = pat;
-        s->ovr[s->n_patterns].buft = &s->buft;
-        s->patterns[s->n_patterns++] = pat;
-    }
-    free(done);
-    /* everything else: the RAM tier (libllama takes the first matching pattern) */
-    s->ovr[s->n_patterns].pattern = ".";
-    s->ovr[s->n_patterns].buft = &s->ram_buft;
-    return 0;
-}
 
 int hy_stream_create(const hy_stream_params *p, hy_stream **out, char *err, size_t errlen) {
     *out = NULL;
@@ -576,7 +527,6 @@ int hy_stream_create(const hy_stream_params *p, hy_stream **out, char *err, size
         .is_host = sbuft_is_host,
     };
     s->ram_buft.context = s;
-    if (build_overrides(s, err, errlen)) goto fail;
     if (plan->mode == HY_MODE_EXPERT && hy_experts_init(s, d, err, errlen)) goto fail;
     s->st.n_streamed = s->n_entries;
     s->st.io_backend = hy_io_backend_name(s->io);
@@ -603,7 +553,8 @@ int hy_stream_check_loaded(hy_stream *s, char *err, size_t errlen) {
 
 const char *hy_stream_error(const hy_stream *s) { return s && s->failed ? s->error : NULL; }
 
-const struct llama_model_tensor_buft_override *hy_stream_overrides(hy_stream *s) { return s->ovr; }
+ggml_backend_buffer_type_t hy_stream_nvme_buft(hy_stream *s) { return &s->buft; }
+ggml_backend_buffer_type_t hy_stream_ram_buft(hy_stream *s) { return &s->ram_buft; }
 
 void hy_stream_get_stats(const hy_stream *s, hy_stream_stats *st) {
     *st = s->st;
@@ -628,9 +579,6 @@ void hy_stream_free(hy_stream *s) {
     }
     hy_experts_free(s);
     if (s->fd_buffered >= 0) close(s->fd_buffered);
-    for (int i = 0; i < s->n_patterns; i++) free(s->patterns[i]);
-    free(s->patterns);
-    free(s->ovr);
     if (s->groups)
         for (int gi = 0; gi < s->n_groups; gi++) free(s->groups[gi].entries);
     free(s->groups);

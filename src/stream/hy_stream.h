@@ -4,8 +4,8 @@
  * pass needs a layer group, and given back (MADV_DONTNEED) right after.
  *
  * How it hooks into libllama (pinned version, load mode mmap):
- *  - llama_model_params.tensor_buft_overrides sends the streamed tensors to our
- *    buffer type. With mmap on, the loader hands our set_tensor a pointer into
+ *  - llama_model_params.tensor_buft_overrides (built by hy_place from the plan)
+ *    sends the streamed tensors to our buffer type. With mmap on, the loader hands our set_tensor a pointer into
  *    its mapping; we ignore it, so loading reads none of the streamed bytes.
  *  - init_tensor places each tensor so that data ≡ file offset (mod 4096):
  *    O_DIRECT reads of the page-aligned file range land in place, no bounce
@@ -77,8 +77,10 @@ typedef struct {
 int  hy_stream_create(const hy_stream_params *p, hy_stream **out, char *err, size_t errlen);
 void hy_stream_free(hy_stream *s);
 
-/* What the engine passes to libllama. */
-const struct llama_model_tensor_buft_override *hy_stream_overrides(hy_stream *s);
+/* The tiers' buffer types (the session turns the plan into overrides with
+ * them, hy_place.h), and what the engine passes to libllama. */
+ggml_backend_buffer_type_t hy_stream_nvme_buft(hy_stream *s);
+ggml_backend_buffer_type_t hy_stream_ram_buft(hy_stream *s);
 bool hy_stream_eval_cb(struct ggml_tensor *t, bool ask, void *user_data);
 bool hy_stream_abort_cb(void *user_data);
 
@@ -86,6 +88,9 @@ bool hy_stream_abort_cb(void *user_data);
 int  hy_stream_check_loaded(hy_stream *s, char *err, size_t errlen);
 /* The I/O error that aborted a decode, or NULL. */
 const char *hy_stream_error(const hy_stream *s);
+/* After the failed decode has been reported: forget the error so that the next
+ * decode reads again (a server's next request). Failed reads were never kept. */
+void hy_stream_clear_error(hy_stream *s);
 void hy_stream_get_stats(const hy_stream *s, hy_stream_stats *st);
 
 #endif

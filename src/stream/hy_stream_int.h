@@ -49,12 +49,9 @@ struct hy_stream {
     uint64_t pool_bytes, committed;
     int cur;                   /* group in use, -1 before the first */
     double pass_stall;         /* stall in the current pass */
-    /* buffer type and overrides */
+    /* buffer types: the NVMe tier (streamed) and the RAM tier (resident, huge pages) */
     struct ggml_backend_buffer_type buft;
     struct ggml_backend_buffer_type ram_buft;
-    struct llama_model_tensor_buft_override *ovr;
-    char **patterns;
-    int n_patterns;
     /* state */
     bool failed;
     char error[HY_ERRLEN];
