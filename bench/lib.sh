@@ -8,17 +8,32 @@ mkdir -p "$RESULTS" "$MODELS"
 
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 
-# run_capped CAP_BYTES OUTFILE ERRFILE cmd... : runs cmd in a fresh cgroup v1
-# memory group; sets CG_PEAK (bytes), CG_OOM (kills) and RC
+# run_capped CAP_BYTES OUTFILE ERRFILE cmd... : runs cmd in a fresh memory
+# cgroup (v1, or v2 where that is what the machine has); sets CG_PEAK (bytes),
+# CG_OOM (kills) and RC
 run_capped() {
   local cap=$1 out=$2 errf=$3; shift 3
-  local cg=/sys/fs/cgroup/memory/hypura-bench-$$-$RANDOM
-  mkdir "$cg" || { echo "cannot create a memory cgroup (root + cgroup v1 needed)" >&2; return 1; }
-  echo "$cap" > "$cg/memory.limit_in_bytes"
+  local cg
+  if [[ -d /sys/fs/cgroup/memory ]]; then
+    cg=/sys/fs/cgroup/memory/hypura-bench-$$-$RANDOM
+    mkdir "$cg" || { echo "cannot create a memory cgroup (root needed)" >&2; return 1; }
+    echo "$cap" > "$cg/memory.limit_in_bytes"
+  else
+    cg=/sys/fs/cgroup/hypura-bench-$$-$RANDOM
+    echo +memory > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null
+    mkdir "$cg" || { echo "cannot create a memory cgroup (root needed)" >&2; return 1; }
+    echo "$cap" > "$cg/memory.max"
+    echo 0 > "$cg/memory.swap.max" 2>/dev/null
+  fi
   sh -c 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"' _ "$cg" "$@" >"$out" 2>"$errf"
   RC=$?
-  CG_PEAK=$(cat "$cg/memory.max_usage_in_bytes")
-  CG_OOM=$(awk '/oom_kill /{print $2}' "$cg/memory.oom_control")
+  if [[ -f $cg/memory.max_usage_in_bytes ]]; then
+    CG_PEAK=$(cat "$cg/memory.max_usage_in_bytes")
+    CG_OOM=$(awk '/oom_kill /{print $2}' "$cg/memory.oom_control")
+  else
+    CG_PEAK=$(cat "$cg/memory.peak" 2>/dev/null || echo 0)
+    CG_OOM=$(awk '/^oom_kill /{print $2}' "$cg/memory.events")
+  fi
   rmdir "$cg" 2>/dev/null || true
 }
 

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# GPU tier vs hand-tuned llama.cpp on the same machine, same run (issue #6).
+# Needs a CUDA build (bench/gpu/device_setup.sh; HYPURA_BUILD_DIR=build-gpu).
+#   bench/gpu_vs_llama.sh STAGE...     stages, in this order when several:
+#     models    make the ~20 GB MoE and ~11 GB dense models (hypura-mkmodel)
+#     moe       MoE, RAM unlimited: hypura's automatic plan (--gpu-budget) vs
+#               llama-bench with -ngl/-ot/--n-cpu-moe/--fit-target configurations
+#     dense     the same for the dense model
+#     cap       both models under a memory cgroup below their size (NVMe tier)
+#     identity  bit-identical logits, GPU tier streamed vs resident (same placement)
+# A llama.cpp configuration counts only if its peak VRAM (nvidia-smi) is at most
+# hypura's peak (+2 %): the same card budget. Env: GPU_BUDGET (4G), MOE_CAP (10G),
+# DENSE_CAP (7G), N_GEN (32), REPS (2). Results: bench/results/gpu_vs_llama.json.
+set -uo pipefail
+source "$(dirname "$0")/lib.sh"
+GPU_BUDGET=${GPU_BUDGET:-4G}
+MOE_CAP=${MOE_CAP:-10G}
+DENSE_CAP=${DENSE_CAP:-7G}
+N_GEN=${N_GEN:-32}
+REPS=${REPS:-2}
+MOE="$MODELS/gpu-moe-20g.gguf"
+DENSE="$MODELS/gpu-dense-11g.gguf"
+OUTJ="$RESULTS/gpu_vs_llama.jsonl"
+TMP=$(mktemp -d)
+PROMPT="Write a short story about a lighthouse keeper who finds a message in a bottle."
+export HYPURA_NO_PERSIST_STATS=1
+
+vram_start() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$TMP/vram" 2>/dev/null & VPID=$!; sleep 0.3; }
+vram_stop() { kill $VPID 2>/dev/null; wait $VPID 2>/dev/null; VRAM=$(sort -n "$TMP/vram" | tail -1); VRAM=${VRAM:-0}; }
+record() { echo "$1" >>"$OUTJ"; }
+bytes() { numfmt --from=iec "${1%B}"; }
+
+# hypura NAME MODEL args... : tok/s of generation -> HTPS, VRAM peak MiB -> VRAM
+hypura_run() {
+  local name=$1 model=$2; shift 2
+  vram_start
+  "$BIN/hypura" run "$model" -p "$PROMPT" -n $N_GEN --temp 0 -c 512 --stats-json "$TMP/h.json" "$@" \
+    >"$TMP/h.out" 2>"$TMP/h.err"
+  local rc=$?
+  vram_stop
+  HTPS=$(python3 -c "import json;print(round(json.load(open('$TMP/h.json'))['gen_tps'],3))" 2>/dev/null || echo 0)
+  grep -E "^plan:|tiers:|GPU:|experts:|streaming:" "$TMP/h.err" | sed 's/^/    /'
+  [[ $rc -eq 0 ]] || { echo "    hypura failed (rc $rc): $(tail -2 "$TMP/h.err")"; HTPS=0; }
+  printf '  %-44s %8.2f tok/s  VRAM %6s MiB\n' "hypura $name" "$HTPS" "$VRAM"
+  record "{\"stage\":\"$STAGE\",\"who\":\"hypura\",\"config\":\"$name $*\",\"tok_s\":$HTPS,\"vram_mib\":$VRAM}"
+}
+
+# llama_bench NAME MODEL args... : best tok/s over the tests of one invocation -> LTPS
+llama_bench() {
+  local name=$1 model=$2; shift 2
+  vram_start
+  "$LLAMA_BIN/llama-bench" -m "$model" -p 0 -n $N_GEN -r $REPS -o json "$@" >"$TMP/l.json" 2>"$TMP/l.err"
+  local rc=$?
+  vram_stop
+  LTPS=$(python3 - "$TMP/l.json" <<'PY' 2>/dev/null || echo 0
+import json, sys
+r = json.load(open(sys.argv[1]))
+best = max(r, key=lambda t: t["avg_ts"])
+print(round(best["avg_ts"], 3), "t=%s" % best.get("n_threads"), "lm=%s" % best.get("load_mode", best.get("use_mmap")))
+PY
+)
+  [[ $rc -eq 0 && -n $LTPS ]] || { LTPS="0 failed(rc=$rc):$(tail -1 "$TMP/l.err" | tr -d '"' | cut -c1-80)"; }
+  printf '  %-44s %8s tok/s  VRAM %6s MiB  (%s)\n' "llama $name" "${LTPS%% *}" "$VRAM" "${LTPS#* }"
+  record "{\"stage\":\"$STAGE\",\"who\":\"llama\",\"config\":\"$name $*\",\"tok_s\":${LTPS%% *},\"vram_mib\":$VRAM,\"detail\":\"${LTPS#* }\"}"
+  LVRAM=$VRAM
+}
+
+compare() { # BEST_OK tracking over llama configs within the VRAM of hypura
+  local hv=$1 ht=$2
+  python3 - "$OUTJ" "$STAGE" "$hv" "$ht" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+st, hv, ht = sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+ll = [r for r in rows if r["stage"] == st and r["who"] == "llama"]
+ok = [r for r in ll if r["vram_mib"] <= hv * 1.02 and r["tok_s"] > 0]
+print(f"  {st}: {len(ll)} llama.cpp configurations, {len(ok)} within hypura's VRAM ({hv:.0f} MiB)")
+if ok:
+    b = max(ok, key=lambda r: r["tok_s"])
+    print(f"  best llama.cpp within the same VRAM: {b['config']} -> {b['tok_s']} tok/s ({b['vram_mib']} MiB)")
+    print(f"  RATIO {st}: hypura {ht} / llama {b['tok_s']} = {ht / b['tok_s']:.3f}")
+over = [r for r in ll if r["vram_mib"] > hv * 1.02 and r["tok_s"] > 0]
+if over:
+    b = max(over, key=lambda r: r["tok_s"])
+    print(f"  (fastest over that VRAM: {b['config']} -> {b['tok_s']} tok/s at {b['vram_mib']} MiB)")
+PY
+}
+
+gpu_free_mib() { nvidia-smi --query-gpu=memory.free --format=csv,noheader,nounits | head -1; }
+
+stage_models() {
+  [[ -f $MOE ]] || "$BIN/hypura-mkmodel" -o "$MOE" --dim 4096 --layers 32 --ff 11264 --heads 32 --kv-heads 8 \
+      --experts 8 --top-k 2 --skew 0.5 --type q4_k --ctx 4096 --seed 11 --quiet
+  [[ -f $DENSE ]] || "$BIN/hypura-mkmodel" -o "$DENSE" --dim 6144 --layers 48 --ff 16384 --heads 48 --kv-heads 8 \
+      --type q4_k --ctx 4096 --seed 12 --quiet
+  ls -la "$MOE" "$DENSE"
+}
+
+stage_moe() {
+  echo "== MoE $(du -h "$MOE" | cut -f1), GPU budget $GPU_BUDGET, RAM unlimited"
+  hypura_run "auto" "$MOE" --gpu-budget $GPU_BUDGET; local hv=$VRAM ht=$HTPS
+  local fit=$(( $(gpu_free_mib) - $(bytes $GPU_BUDGET) / 1048576 ))
+  llama_bench "-ngl 99 -ot exps=CPU" "$MOE" -ngl 99 -ot "exps=CPU" -lm mmap,none -t 8,16
+  for n in 31 30 29 28 27; do llama_bench "-ngl 99 -ncmoe $n" "$MOE" -ngl 99 -ncmoe $n -lm mmap,none -t 8,16; done
+  llama_bench "-fitt $fit (fit to $GPU_BUDGET)" "$MOE" -fitt $fit -lm mmap,none -t 8,16
+  for k in 4 6; do llama_bench "-ngl $k" "$MOE" -ngl $k -lm mmap,none -t 8,16; done
+  compare "$hv" "$ht"
+}
+
+stage_dense() {
+  echo "== dense $(du -h "$DENSE" | cut -f1), GPU budget $GPU_BUDGET, RAM unlimited"
+  hypura_run "auto" "$DENSE" --gpu-budget $GPU_BUDGET; local hv=$VRAM ht=$HTPS
+  local fit=$(( $(gpu_free_mib) - $(bytes $GPU_BUDGET) / 1048576 ))
+  for k in 10 12 14 16; do llama_bench "-ngl $k" "$DENSE" -ngl $k -lm mmap,none -t 8,16; done
+  # attention of every layer on the GPU, the FFN of the first N layers on the CPU
+  for n in 44 42; do
+    local alt=$(seq -s'|' 0 $((n - 1)))
+    llama_bench "-ngl 99 -ot ffn(0..$((n-1)))=CPU" "$DENSE" -ngl 99 -ot "blk\.($alt)\.ffn_(up|gate|down)=CPU" -lm mmap,none -t 8,16
+  done
+  llama_bench "-fitt $fit (fit to $GPU_BUDGET)" "$DENSE" -fitt $fit -lm mmap,none -t 8,16
+  compare "$hv" "$ht"
+}
+
+capped() { # NAME CAP cmd... (cold cache, fresh cgroup): prints tok/s source files
+  drop_caches
+  run_capped "$(bytes $2)" "$TMP/c.out" "$TMP/c.err" "${@:3}"
+  echo "    cgroup peak $((CG_PEAK / 1048576)) MiB, OOM kills ${CG_OOM:-?}, rc $RC"
+}
+
+stage_cap() {
+  local NG=$N_GEN; N_GEN=16
+  for which in moe dense; do
+    local m=$MOE cap=$MOE_CAP extra=(-ngl 99 -ot "exps=CPU")
+    [[ $which == dense ]] && { m=$DENSE; cap=$DENSE_CAP; extra=(-ngl 14); }
+    echo "== $which under a $cap memory cgroup (cold cache), GPU budget $GPU_BUDGET"
+    capped hypura $cap "$BIN/hypura" run "$m" -p "$PROMPT" -n $N_GEN --temp 0 -c 512 --gpu-budget $GPU_BUDGET \
+      --memory-budget $cap --stats-json "$TMP/hc.json"
+    grep -E "^plan:|tiers:|GPU:|experts:|streaming:|streamed|peak memory" "$TMP/c.err" | sed 's/^/    /'
+    local ht=$(python3 -c "import json;print(round(json.load(open('$TMP/hc.json'))['gen_tps'],3))" 2>/dev/null || echo 0)
+    echo "  hypura auto: $ht tok/s"
+    record "{\"stage\":\"cap-$which\",\"who\":\"hypura\",\"config\":\"auto $cap\",\"tok_s\":$ht,\"cg_peak\":$CG_PEAK,\"oom\":${CG_OOM:-0}}"
+    local best=0
+    for lm in mmap none; do
+      capped llama $cap "$LLAMA_BIN/llama-bench" -m "$m" -p 0 -n $N_GEN -r 1 -o json "${extra[@]}" -lm $lm -t 16
+      local lt=$(python3 -c "import json;print(round(json.load(open('$TMP/c.out'))[0]['avg_ts'],3))" 2>/dev/null || echo 0)
+      echo "  llama ${extra[*]} -lm $lm: $lt tok/s $( [[ $lt == 0 ]] && tail -1 "$TMP/c.err" | cut -c1-100)"
+      record "{\"stage\":\"cap-$which\",\"who\":\"llama\",\"config\":\"${extra[*]} -lm $lm $cap\",\"tok_s\":$lt,\"cg_peak\":$CG_PEAK,\"oom\":${CG_OOM:-0}}"
+      best=$(python3 -c "print(max($best,$lt))")
+    done
+    python3 -c "b=$best; h=$ht; print('  RATIO cap-$which: hypura %s / best llama %s = %s' % (h, b, ('%.2f' % (h/b)) if b > 0 else 'inf (llama failed)'))"
+  done
+  N_GEN=$NG
+}
+
+stage_identity() {
+  "$ROOT/tests/scripts/gpu_identity.sh" "$BIN" "$TMP"
+  echo "== identity on the big models (8 tokens): streamed under a cap vs resident, same GPU placement"
+  for which in moe dense; do
+    local m=$MOE cap=$MOE_CAP; [[ $which == dense ]] && { m=$DENSE; cap=$DENSE_CAP; }
+    "$BIN/hypura" run "$m" -p "$PROMPT" -n 8 --temp 0 -c 512 --gpu-budget $GPU_BUDGET --mode resident --no-repack \
+      --dump-logits "$TMP/r.bin" >"$TMP/r.txt" 2>"$TMP/r.err" || echo "  resident failed: $(tail -1 "$TMP/r.err")"
+    "$BIN/hypura" run "$m" -p "$PROMPT" -n 8 --temp 0 -c 512 --gpu-budget $GPU_BUDGET --memory-budget $cap \
+      --dump-logits "$TMP/s.bin" >"$TMP/s.txt" 2>"$TMP/s.err" || echo "  streamed failed: $(tail -1 "$TMP/s.err")"
+    grep -E "^plan:" "$TMP/s.err" | sed 's/^/    streamed /'
+    if [[ -s $TMP/s.bin ]] && cmp -s "$TMP/r.bin" "$TMP/s.bin"; then
+      echo "  ok $which: $(stat -c %s "$TMP/s.bin") bytes of logits identical"
+    else echo "  FAIL $which: logits differ"; fi
+  done
+}
+
+for STAGE in "$@"; do
+  case $STAGE in
+    models|moe|dense|cap|identity) "stage_$STAGE" ;;
+    *) echo "unknown stage $STAGE (models moe dense cap identity)"; exit 2 ;;
+  esac
+done
+rm -rf "$TMP"
