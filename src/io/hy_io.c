@@ -13,6 +13,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,7 +58,9 @@ struct hy_io_ticket {
 enum { F_EIO, F_SHORT, F_EAGAIN };
 struct hy_fault {
     int kind;
-    uint64_t off;
+    uint64_t off, len;  /* the faulty byte range [off, off+len); len 1 unless given */
+    uint64_t limit;     /* trigger at most this many times; 0 = always */
+    uint64_t hits;      /* times triggered (atomic) */
 };
 
 struct hy_io {
@@ -151,13 +154,28 @@ static int parse_faults(hy_io *io, char *err, size_t errlen) {
             size_t n = strlen(kinds[k].pfx);
             if (strncmp(tok, kinds[k].pfx, n)) continue;
             if (io->nfaults >= HY_IO_MAX_FAULTS) return hy_fail(err, errlen, "HYPURA_IO_FAULT: too many faults");
-            if (!parse_off(tok + n, &io->faults[io->nfaults].off)) break;
-            io->faults[io->nfaults++].kind = kinds[k].kind;
+            struct hy_fault *f = &io->faults[io->nfaults];
+            memset(f, 0, sizeof *f);
+            f->len = 1;
+            char spec[128];
+            if (strlen(tok + n) >= sizeof spec) break;
+            strcpy(spec, tok + n);
+            char *cnt = strchr(spec, '#'), *ln = strchr(spec, '+');
+            if (cnt) *cnt++ = 0;
+            if (ln && (!cnt || ln < cnt)) *ln++ = 0;
+            else ln = NULL;
+            if (!parse_off(spec, &f->off)) break;
+            if (ln && (!parse_off(ln, &f->len) || f->len == 0 || f->off + f->len < f->off)) break;
+            if (!ln && kinds[k].kind == F_SHORT) f->len = UINT64_MAX - f->off; /* the file "ends" at OFFSET */
+            if (cnt && (!parse_off(cnt, &f->limit) || f->limit == 0)) break;
+            f->kind = kinds[k].kind;
+            io->nfaults++;
             ok = true;
         }
         if (!ok)
             return hy_fail(err, errlen,
-                           "HYPURA_IO_FAULT: cannot parse '%s' (want eio@OFF, short@OFF, eagain@OFF, delay_ms=N, nodirect)", tok);
+                           "HYPURA_IO_FAULT: cannot parse '%s' (want eio@OFF, short@OFF, eagain@OFF, each optionally "
+                           "+LEN and #COUNT; delay_ms=N; nodirect)", tok);
     }
     fprintf(stderr, "hypura: io fault injection active for %s: %s\n", io->path, env);
     return 0;
@@ -165,30 +183,43 @@ static int parse_faults(hy_io *io, char *err, size_t errlen) {
 
 /* True when the request [off, off+*len) must not reach the kernel; *res is then
  * its simulated result. May shorten *len (short@). */
+static bool fault_take(struct hy_fault *f) { /* one more trigger allowed? */
+    if (!f->limit) return true;
+    return __atomic_fetch_add(&f->hits, 1, __ATOMIC_RELAXED) < f->limit;
+}
+
 static bool fault_apply(hy_io *io, const hy_chunk *c, uint64_t off, uint32_t *len, int *res) {
     for (int i = 0; i < io->nfaults; i++) {
-        const struct hy_fault *f = &io->faults[i];
-        bool covers = f->off >= off && f->off < off + *len;
+        struct hy_fault *f = &io->faults[i];
+        if (f->limit && __atomic_load_n(&f->hits, __ATOMIC_RELAXED) >= f->limit) continue; /* spent */
+        bool covers = f->off < off + *len && off < f->off + f->len;
         switch (f->kind) {
         case F_EIO:
-            if (covers) {
+            if (covers && fault_take(f)) {
                 *res = -EIO;
                 return true;
             }
             break;
         case F_EAGAIN:
-            if (covers && c->attempts == 0) {
+            if (covers && c->attempts == 0 && fault_take(f)) {
                 *res = -EAGAIN;
                 return true;
             }
             break;
         case F_SHORT: {
+            /* the file seems to end at `end`: a request across it transfers up to
+             * it (a partial read, resubmitted for the rest), one from it gets EOF,
+             * which is what #COUNT counts */
             uint64_t end = f->off / io->align * io->align;
-            if (off >= end) {
+            if (off + *len <= end || off >= f->off + f->len) break;
+            if (off < end) {
+                *len = (uint32_t)(end - off);
+                break;
+            }
+            if (fault_take(f)) {
                 *res = 0;
                 return true;
             }
-            if (off + *len > end) *len = (uint32_t)(end - off);
             break;
         }
         }
@@ -237,8 +268,17 @@ static void chunk_finish(hy_io *io, hy_chunk *c) {
             hy_fail(t->msg, sizeof t->msg, "%s reading %s at offset %llu (%s)", err_name(c->err), io->path,
                     (unsigned long long)c->err_off, es);
         } else {
-            hy_fail(t->msg, sizeof t->msg, "short read at offset %llu of %s: end of file %u bytes early",
-                    (unsigned long long)c->err_off, io->path, c->want - c->done);
+            /* EOF where the file had bytes at open: it was truncated under us */
+            struct stat st;
+            uint64_t was = __atomic_load_n(&io->size, __ATOMIC_RELAXED);
+            if (!fstat(io->fd, &st) && S_ISREG(st.st_mode) && (uint64_t)st.st_size < was)
+                hy_fail(t->msg, sizeof t->msg,
+                        "%s was truncated while in use (%llu bytes now, %llu when opened): short read at offset %llu",
+                        io->path, (unsigned long long)st.st_size, (unsigned long long)was,
+                        (unsigned long long)c->err_off);
+            else
+                hy_fail(t->msg, sizeof t->msg, "short read at offset %llu of %s: end of file %u bytes early",
+                        (unsigned long long)c->err_off, io->path, c->want - c->done);
         }
     }
     if (!c->err) __atomic_fetch_add(&io->st_bytes, c->want, __ATOMIC_RELAXED);
@@ -490,6 +530,22 @@ static int file_size(int fd, uint64_t *size, char *err, size_t errlen, const cha
     return hy_fail(err, errlen, "%s is not a regular file or block device", path);
 }
 
+/* the filesystem's name, for the one warning about buffered reads */
+static const char *fs_name(const char *path) {
+    struct statfs sf;
+    if (statfs(path, &sf)) return "an unknown filesystem";
+    static const struct { unsigned long magic; const char *name; } fs[] = {
+        {0x01021994, "tmpfs"}, {0x858458f6, "ramfs"}, {0x65735546, "fuse"}, {0x794c7630, "overlayfs"},
+        {0x6969, "nfs"}, {0x01021997, "9p (v9fs)"}, {0xff534d42, "cifs"}, {0xfe534d42, "smb2"},
+        {0x73717368, "squashfs"}, {0x9123683e, "btrfs"}, {0xef53, "ext2/3/4"}, {0x58465342, "xfs"},
+        {0x2fc12fc1, "zfs"}, {0x4d44, "vfat"}, {0x5346544e, "ntfs"}, {0x6a656a63, "virtiofs"}};
+    for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++)
+        if ((unsigned long)sf.f_type == fs[i].magic) return fs[i].name;
+    static __thread char buf[48];
+    snprintf(buf, sizeof buf, "filesystem type 0x%lx", (unsigned long)sf.f_type);
+    return buf;
+}
+
 /* O_DIRECT can be accepted by open() and still refused by read(): probe one block */
 static bool direct_read_works(int fd, size_t align, uint64_t size) {
     if (size == 0) return true;
@@ -614,8 +670,10 @@ hy_io *hy_io_open(const char *path, const hy_io_params *pp, char *err, size_t er
         pthread_mutex_lock(&warn_mtx);
         if (strcmp(warned, path)) {
             strcpy(warned, path);
-            fprintf(stderr, "hypura: warning: %s: O_DIRECT not supported here, reading through the page cache\n",
-                    path);
+            fprintf(stderr,
+                    "hypura: warning: %s is on %s, which refuses O_DIRECT: reading through the page cache "
+                    "(buffered)%s\n",
+                    path, fs_name(path), io->fault_nodirect ? " [HYPURA_IO_FAULT=nodirect]" : "");
         }
         pthread_mutex_unlock(&warn_mtx);
     }

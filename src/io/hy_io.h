@@ -29,6 +29,13 @@
  *     instead, with a warning on stderr; alignment is then 1 and the backend name
  *     carries "+buffered".
  *
+ *   - A short read where the file is now smaller than when it was opened says
+ *     so: "PATH was truncated while in use (N bytes now, M when opened): ...".
+ *     A file replaced by rename keeps being read through the open descriptor,
+ *     i.e. the file that was loaded (consistent with the resident weights).
+ *   - The buffered fallback warns once per path, naming the filesystem
+ *     ("PATH is on ramfs, which refuses O_DIRECT: ...").
+ *
  * Fault injection (tests only; inert unless set). HYPURA_IO_FAULT is read once
  * in hy_io_open: a comma-separated list of
  *   eio@OFFSET     every read request covering byte OFFSET fails with EIO
@@ -39,8 +46,18 @@
  *   delay_ms=N     each request completes no earlier than N ms after it was issued
  *   nodirect       behave as if the filesystem refused O_DIRECT (tests the buffered
  *                  fallback where tmpfs supports O_DIRECT, as it does since Linux 6.6)
- * OFFSET is decimal, 0x-hex, or a size like 4M. Example:
- *   HYPURA_IO_FAULT="eio@0x100000,delay_ms=5" */
+ * The three OFFSET faults take two optional suffixes:
+ *   +LEN           the fault covers the range [OFFSET, OFFSET+LEN) instead of one
+ *                  byte: eio/eagain hit any request overlapping it; short@ cuts a
+ *                  request at OFFSET and gives EOF to one starting inside the range
+ *                  (without +LEN, to every request past OFFSET: the file ends there;
+ *                  note that loading reads the resident tensors past it too)
+ *   #COUNT         trigger only the first COUNT times, then read normally: a
+ *                  transient fault (a server's failing request, then a good one).
+ *                  short@ counts the requests that found the (simulated) EOF.
+ * OFFSET, LEN and COUNT are decimal, 0x-hex, or a size like 4M. Examples:
+ *   HYPURA_IO_FAULT="eio@0x100000,delay_ms=5"
+ *   HYPURA_IO_FAULT="eio@9649824+2M#1"   (the first read touching those 2 MiB fails) */
 #ifndef HY_IO_H
 #define HY_IO_H
 
