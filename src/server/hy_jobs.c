@@ -219,8 +219,11 @@ static void run_job(hy_queue *q, hy_job *j) {
     if (j->stop_hit || !strcmp(sr, "stop")) j->done_reason = "stop";
     else j->done_reason = "length"; /* n_predict reached or the context is full */
     if (rc != 0) {
+        /* an I/O error fails this request only: the stream forgets it (failed
+         * reads were not kept) and the next request reads again */
         const char *why = hy_stream_error(q->session->stream);
         job_finish(j, 500, why ? why : err);
+        hy_stream_clear_error(q->session->stream);
     } else if (stopping && !j->stop_hit && !strcmp(sr, "cancelled")) {
         job_finish(j, 503, "the server is shutting down");
     } else if (cancelled && !j->stop_hit && !strcmp(sr, "cancelled")) {

@@ -156,6 +156,22 @@ static void slice_madvise(hy_stream *s, int layer, int expert, int advice, bool 
     }
 }
 
+static void release_key(hy_stream *s, int key);
+
+/* a slice whose read failed is never kept: out of the cache, pages given back,
+ * so a later pass reads it again instead of computing on what landed */
+static void drop_failed_key(hy_stream *s, int key) {
+    struct xkey *x = &s->xkeys[key];
+    for (int j = 0; j < x->n_tix; j++) {
+        char err[HY_ERRLEN];
+        hy_io_wait(s->io, x->tix[j], err, sizeof err);
+    }
+    x->n_tix = 0;
+    x->state = G_READY; /* release_key's view: nothing in flight */
+    hy_xcache_remove(s->xc, key);
+    release_key(s, key);
+}
+
 static void issue_key(hy_stream *s, int layer, int expert) {
     struct xkey *x = &s->xkeys[key_of(s, layer, expert)];
     if (x->state != G_IDLE) return;
@@ -175,6 +191,7 @@ static void issue_key(hy_stream *s, int layer, int expert) {
         hy_io_ticket *t = hy_io_read_async(s->io, e->dst + addr_off(e, r0), r0, r1 - r0, err, sizeof err);
         if (!t) {
             fail(s, e->info->name, err);
+            drop_failed_key(s, key_of(s, layer, expert));
             return;
         }
         x->tix[x->n_tix++] = t;
@@ -191,14 +208,23 @@ static void wait_key(hy_stream *s, int key) {
          * compute never stalls inside a matmul */
         slice_madvise(s, key / s->n_expert, key % s->n_expert, MADV_POPULATE_READ, false);
     }
+    bool bad = false;
     for (int j = 0; j < x->n_tix; j++) {
         char err[HY_ERRLEN];
-        if (hy_io_wait(s->io, x->tix[j], err, sizeof err)) fail(s, "reading an expert slice", err);
+        if (hy_io_wait(s->io, x->tix[j], err, sizeof err)) {
+            /* tickets are issued in the order of the layer's expert tensors */
+            char what[HY_ERRLEN];
+            snprintf(what, sizeof what, "reading expert %d of '%s'", key % s->n_expert,
+                     s->entries[s->layer_xentries[key / s->n_expert][j]].info->name);
+            fail(s, what, err);
+            bad = true;
+        }
     }
     x->n_tix = 0;
     x->state = G_READY;
     double dt = hy_now() - t0;
     s->st.stall_s += dt;
+    if (bad) drop_failed_key(s, key);
 }
 
 static void release_key(hy_stream *s, int key) {
@@ -370,7 +396,7 @@ bool hy_experts_eval(hy_stream *s, struct ggml_tensor *t, bool ask, bool *handle
         int l = e->info->layer;
         if (ask && l >= 0 && l < s->n_layer && s->topk_pass[l] != s->pass_id + 1) load_whole_layer(s, l);
     }
-    return ask ? false : !s->failed;
+    return ask ? false : true;
 }
 
 void hy_experts_stats(const hy_stream *s, hy_stream_stats *st) {

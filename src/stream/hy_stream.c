@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ggml-backend-impl.h"
@@ -227,6 +228,18 @@ static void rbuf_set(ggml_backend_buffer_t b, struct ggml_tensor *t, const void 
         if (hy_io_read(s->io, (uint8_t *)t->data - d, r0, r1 - r0, err, sizeof err) == 0) return;
         /* a failed direct read falls back to the loader's bytes: loading must not lose data */
     }
+    /* ... unless the file lost them (truncated while loading): touching the
+     * loader's mapping past the end of the file would kill us with SIGBUS */
+    struct stat st;
+    if (ti && !fstat(s->fd_buffered, &st) && (uint64_t)st.st_size < ti->offset + off + n) {
+        if (!s->failed)
+            snprintf(s->error, sizeof s->error,
+                     "%s was truncated while loading (%llu bytes now): tensor '%s' needs bytes up to %llu",
+                     s->desc->path, (unsigned long long)st.st_size, t->name,
+                     (unsigned long long)(ti->offset + off + n));
+        s->failed = true;
+        return;
+    }
     memcpy((uint8_t *)t->data + off, data, n);
 }
 static void rbuf_get(ggml_backend_buffer_t b, const struct ggml_tensor *t, void *data, size_t off, size_t n) {
@@ -281,6 +294,13 @@ static int issue_group(hy_stream *s, int gi) {
         if (!e->ticket) {
             s->failed = true;
             snprintf(s->error, sizeof s->error, "reading '%s': %s", e->info->name, err);
+            /* the group stays idle: let the reads already queued land, then drop them */
+            for (int j = 0; j < k; j++) {
+                struct entry *o = &s->entries[g->entries[j]];
+                hy_io_wait(s->io, o->ticket, err, sizeof err);
+                o->ticket = NULL;
+                madvise(o->dst, o->span, MADV_DONTNEED);
+            }
             return -1;
         }
     }
@@ -314,7 +334,13 @@ static int wait_group(hy_stream *s, int gi) {
     s->st.stall_s += dt;
     s->pass_stall += dt;
     g->state = rc ? G_IDLE : G_READY;
-    if (rc) s->committed -= g->bytes;
+    if (rc) { /* never kept: a later pass reads the whole group again */
+        s->committed -= g->bytes;
+        for (int k = 0; k < g->n_entries; k++) {
+            struct entry *e = &s->entries[g->entries[k]];
+            madvise(e->dst, e->span, MADV_DONTNEED);
+        }
+    }
     return rc;
 }
 
@@ -368,9 +394,13 @@ static bool is_ours(const hy_stream *s, const struct ggml_tensor *t) {
     return t && t->buffer && ggml_backend_buffer_get_type(t->buffer) == &s->buft;
 }
 
+/* After a failed read this never returns false: false makes ggml's scheduler
+ * skip the rest of the graph and report success, so libllama would hand out the
+ * previous (or zero) logits as if computed. Instead the next node is asked for,
+ * and the abort callback stops the graph right after it: llama_decode fails. */
 bool hy_stream_eval_cb(struct ggml_tensor *t, bool ask, void *ud) {
     hy_stream *s = ud;
-    if (s->failed) return !ask ? false : true;
+    if (s->failed) return true;
     if (s->expert_mode) {
         bool handled = false;
         bool r = hy_experts_eval(s, t, ask, &handled);
@@ -404,7 +434,7 @@ bool hy_stream_eval_cb(struct ggml_tensor *t, bool ask, void *ud) {
         }
     }
     if (ask) return uses;
-    return !s->failed;
+    return true; /* a failure set here aborts at the next node (see above) */
 }
 
 bool hy_stream_abort_cb(void *ud) { return ((hy_stream *)ud)->failed; }
