@@ -178,6 +178,7 @@ int hy_cmd_bench(int argc, char **argv) {
     uint64_t cap = 0;
     bool cold = false, force = false;
     char *sched_args[32];
+    char sched_flags[16][48]; /* "--NAME" of each passed-on flag; sched_args points here */
     int n_sched = 0;
     enum { O_CAP = 1000, O_COLD, O_FORCE, O_OUT };
     static const struct option opts[] = {{"prompt", required_argument, 0, 'p'},    {"max-tokens", required_argument, 0, 'n'},
@@ -213,8 +214,8 @@ int hy_cmd_bench(int argc, char **argv) {
             /* pass it on to the hypura run */
             for (int i = 0; opts[i].name; i++)
                 if (opts[i].val == c && n_sched < 30) {
-                    char *a = malloc(strlen(opts[i].name) + 3);
-                    sprintf(a, "--%s", opts[i].name);
+                    char *a = sched_flags[n_sched / 2];
+                    snprintf(a, sizeof sched_flags[0], "--%s", opts[i].name);
                     sched_args[n_sched++] = a;
                     sched_args[n_sched++] = optarg;
                 }
