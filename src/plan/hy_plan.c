@@ -42,8 +42,16 @@ uint64_t hy_plan_kv_bytes(const hy_model_desc *d, int n_ctx) {
     if (d->n_head <= 0 || d->n_embd <= 0 || n_ctx <= 0) return 0;
     uint64_t head_dim = (uint64_t)d->n_embd / (uint64_t)d->n_head;
     uint64_t kv_heads = d->n_head_kv > 0 ? (uint64_t)d->n_head_kv : (uint64_t)d->n_head;
-    /* K and V, f16, per layer */
-    return (uint64_t)n_ctx * (uint64_t)d->n_layer * 2 * kv_heads * head_dim * 2;
+    /* K and V, f16, per layer. A hostile header's product (up to ~2^92) saturates
+     * instead of wrapping to a small figure that would pass the budget check; the
+     * bound leaves room to add the other costs without wrapping either. */
+    const uint64_t cap = UINT64_MAX >> 2;
+    if (head_dim == 0 || d->n_layer <= 0) return 0;
+    uint64_t v = 4;
+    if (__builtin_mul_overflow(v, (uint64_t)n_ctx, &v) || __builtin_mul_overflow(v, (uint64_t)d->n_layer, &v) ||
+        __builtin_mul_overflow(v, kv_heads, &v) || __builtin_mul_overflow(v, head_dim, &v) || v > cap)
+        return cap;
+    return v;
 }
 
 uint64_t hy_plan_compute_bytes(const hy_model_desc *d, int n_ctx, int n_batch) {
@@ -347,8 +355,9 @@ int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, 
                          (la < 0 ? 1 : la) + 1);
             goto done;
         }
-        out->mode = (d->n_expert > 0) ? HY_MODE_EXPERT : HY_MODE_DENSE_FFN;
-        if (p->force_mode == HY_MODE_DENSE_FFN) out->mode = HY_MODE_DENSE_FFN;
+        /* layer groups stream here (a MoE with several experts went to plan_experts unless
+         * forced dense; one "expert" is a dense FFN): expert-streaming would be the wrong engine */
+        out->mode = HY_MODE_DENSE_FFN;
         out->lookahead = la;
         out->max_group_bytes = c.max_group;
         out->pool_bytes = (uint64_t)(la + 1) * c.max_group;
