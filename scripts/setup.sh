@@ -20,7 +20,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 need_pkgs=()
 check_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$1"); }
 for p in build-essential cmake git pkg-config liburing-dev libjansson-dev libmicrohttpd-dev \
-         gnuplot-nox nodejs npm curl ca-certificates; do
+         gnuplot-nox nodejs npm curl ca-certificates clang libclang-rt-14-dev; do
   check_pkg "$p"
 done
 # nodejs/npm may come from outside Debian (the base image ships its own): accept any working npm

@@ -1,21 +1,28 @@
-/* libFuzzer target for the GGUF header parser (not built by CMake).
- *
- *   L=<pinned llama.cpp>; clang -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
- *     -Isrc -I$L/include -I$L/ggml/include tests/fuzz/fuzz_gguf.c src/gguf/hy_gguf.c src/util/hy_util.c \
- *     -L$L/build-cpu/bin -Wl,-rpath,$L/build-cpu/bin -lggml-base -o fuzz_gguf
- *   mkdir -p corpus && build/bin/test_gguf mkfiles corpus   # seeds (+ llama.cpp's models/ggml-vocab-*.gguf)
- *   ./fuzz_gguf -max_total_time=60 -max_len=65536 corpus
+/* libFuzzer target: the GGUF header reader as `hypura inspect` uses it.
  *
  * Each input is a whole file. Besides "no crash, no leak, no UB" it checks the
- * invariants hy_gguf.h promises for a successful read, and that parsing a
- * prefix either asks for more (HY_GGUF_EMORE) or gives the same answer. */
+ * invariants hy_gguf.h promises for a successful read, that parsing a prefix
+ * either asks for more (HY_GGUF_EMORE) or gives the same answer, and then runs
+ * the inspect command itself (src/cli/cmd_inspect.c: hy_gguf_read on the file,
+ * the per-type/role/layer summary, the expert table, human output with
+ * --tensors and JSON output) on every input the reader accepts; it must
+ * succeed on those. Output goes to /dev/null.
+ *
+ * Built by tests/fuzz/build.sh (clang, -fsanitize=fuzzer,address,undefined)
+ * and by CMake with tests/fuzz/driver.c, which replays tests/fuzz/corpus/gguf
+ * and tests/fuzz/regress/gguf (fuzz_regress_gguf). */
 #include "gguf/hy_gguf.h"
+
+#include "cli/cli.h"
 
 #include <ggml.h>
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #define ASSERT(c)                                                                                                      \
     do {                                                                                                               \
@@ -62,6 +69,41 @@ static void check(const hy_model_desc *d, size_t size) {
     ASSERT(roles == total && layers == in_layers && total <= size);
 }
 
+/* inspect --plan hands over to estimate, which profiles the machine: never asked for here */
+int hy_cmd_estimate(int argc, char **argv) {
+    (void)argc, (void)argv;
+    abort();
+}
+
+/* the input as a file inspect can open by name; stdout to /dev/null */
+static int g_fd = -1;
+static char g_path[64];
+
+static void setup(void) {
+    if (g_fd >= 0) return;
+    g_fd = memfd_create("fuzz_gguf", 0);
+    ASSERT(g_fd >= 0);
+    snprintf(g_path, sizeof g_path, "/proc/self/fd/%d", g_fd);
+    fflush(stdout);
+    int null = open("/dev/null", O_WRONLY);
+    ASSERT(null >= 0 && dup2(null, STDOUT_FILENO) >= 0);
+    close(null);
+}
+
+static void inspect(const uint8_t *data, size_t size) {
+    setup();
+    ASSERT(ftruncate(g_fd, 0) == 0);
+    for (size_t o = 0; o < size;) {
+        ssize_t w = pwrite(g_fd, data + o, size - o, (off_t)o);
+        ASSERT(w > 0);
+        o += (size_t)w;
+    }
+    char *human[] = {"inspect", g_path, "--tensors", NULL};
+    char *json[] = {"inspect", "--json", g_path, NULL};
+    ASSERT(hy_cmd_inspect(3, human) == 0);
+    ASSERT(hy_cmd_inspect(3, json) == 0);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char err[512];
     hy_model_desc *d = NULL, *p = NULL;
@@ -89,5 +131,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     hy_model_desc_free(p);
     hy_model_desc_free(d);
+    if (rc == 0) inspect(data, size);
     return 0;
 }
