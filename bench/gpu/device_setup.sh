@@ -21,7 +21,7 @@ if [[ ! -f $PFX/.done ]]; then
 fi
 LIBD=$PFX/usr/lib/x86_64-linux-gnu
 # the .pc files name /usr: point them at the prefix
-for pc in $LIBD/pkgconfig/*.pc; do sed -i "s|^prefix=.*|prefix=$PFX/usr|" "$pc"; done
+for pc in $LIBD/pkgconfig/*.pc; do sed -i -e "s|^prefix=.*|prefix=$PFX/usr|" -e "s|=/usr/|=$PFX/usr/|" "$pc"; done
 ln -sf pkgconf $PFX/usr/bin/pkg-config
 cat > $PFX/env.sh <<ENV
 export PATH=$PFX/usr/bin:\$PATH
@@ -33,6 +33,7 @@ ENV
 
 if [[ ! -f $LB/.built ]]; then
   mkdir -p $LL && tar xzf "$DEV/llama-src.tgz" -C $LL
+  mkdir -p $LL/models && cp "$DEV/ggml-vocab-llama-spm.gguf" $LL/models/
   log "building llama.cpp with CUDA (sm_90) with $JOBS jobs"
   t0=$(date +%s)
   gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
@@ -44,9 +45,12 @@ if [[ ! -f $LB/.built ]]; then
   touch $LB/.built
   log "llama.cpp built in $(( $(date +%s) - t0 )) s"
 fi
+# hypura-mkmodel's default tokenizer
+[[ -f $LL/models/ggml-vocab-llama-spm.gguf ]] || { mkdir -p $LL/models && cp "$DEV/ggml-vocab-llama-spm.gguf" $LL/models/; }
 B="$ROOT/build-gpu"
-cmake -S "$ROOT" -B "$B" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CPP_DIR=$LL -DLLAMA_BUILD_DIR=$LB >"$B.cmake.log" 2>&1 ||
-  { tail -30 "$B.cmake.log"; exit 1; }
-cmake --build "$B" -j $JOBS --target hypura hypura-mkmodel >"$B.build.log" 2>&1 || { tail -40 "$B.build.log"; exit 1; }
+mkdir -p "$B"
+cmake -S "$ROOT" -B "$B" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CPP_DIR=$LL -DLLAMA_BUILD_DIR=$LB >"$B/cmake.log" 2>&1 ||
+  { tail -30 "$B/cmake.log" >&2; exit 1; }
+cmake --build "$B" -j $JOBS --target hypura hypura-mkmodel >"$B/build.log" 2>&1 || { grep -E "error|undefined|cannot" "$B/build.log" | head -20 >&2; exit 1; }
 log "hypura built in $B"
 echo $PFX/env.sh
