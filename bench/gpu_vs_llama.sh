@@ -9,15 +9,20 @@
 #     cap       both models under a memory cgroup below their size (NVMe tier)
 #     identity  bit-identical logits, GPU tier streamed vs resident (same placement)
 # A llama.cpp configuration counts only if its peak VRAM (nvidia-smi) is at most
-# hypura's peak (+2 %): the same card budget. Env: GPU_BUDGET (4G), MOE_CAP (10G),
-# DENSE_CAP (7G), N_GEN (32), REPS (2). Results: bench/results/gpu_vs_llama.json.
+# hypura's peak (+2 %): the same card budget. The sweep runs each configuration
+# once (threads 8/16, load mode mmap/none); the two fastest within that VRAM then
+# run ROUNDS times interleaved with hypura (this machine's speed drifts by 15 %
+# between minutes), and the ratio is of medians. The capped runs use the best
+# uncapped configuration. Env: GPU_BUDGET (4G), MOE_CAP (10G), DENSE_CAP (7G),
+# N_GEN (32), REPS (1), ROUNDS (3). Results: bench/results/gpu_vs_llama.jsonl.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 GPU_BUDGET=${GPU_BUDGET:-4G}
 MOE_CAP=${MOE_CAP:-10G}
 DENSE_CAP=${DENSE_CAP:-7G}
 N_GEN=${N_GEN:-32}
-REPS=${REPS:-2}
+REPS=${REPS:-1}
+set -f # -ot patterns pass through word splitting unglobbed
 MOE="$MODELS/gpu-moe-20g.gguf"
 DENSE="$MODELS/gpu-dense-11g.gguf"
 OUTJ="$RESULTS/gpu_vs_llama.jsonl"
@@ -61,28 +66,52 @@ PY
 )
   [[ $rc -eq 0 && -n $LTPS ]] || { LTPS="0 failed(rc=$rc):$(tail -1 "$TMP/l.err" | tr -d '"' | cut -c1-80)"; }
   printf '  %-44s %8s tok/s  VRAM %6s MiB  (%s)\n' "llama $name" "${LTPS%% *}" "$VRAM" "${LTPS#* }"
-  record "{\"stage\":\"$STAGE\",\"who\":\"llama\",\"config\":\"$name $*\",\"tok_s\":${LTPS%% *},\"vram_mib\":$VRAM,\"detail\":\"${LTPS#* }\"}"
+  record "{\"stage\":\"$STAGE\",\"who\":\"llama\",\"name\":\"$name\",\"config\":\"$name $*\",\"tok_s\":${LTPS%% *},\"vram_mib\":$VRAM,\"detail\":\"${LTPS#* }\"}"
   LVRAM=$VRAM
 }
 
-compare() { # BEST_OK tracking over llama configs within the VRAM of hypura
-  local hv=$1 ht=$2
-  python3 - "$OUTJ" "$STAGE" "$hv" "$ht" <<'PY'
+# top llama.cpp configurations of a sweep within hypura's VRAM (+2 %): "name<TAB>detail" lines
+top_configs() { # HYPURA_VRAM N
+  python3 - "$OUTJ" "$STAGE" "$1" "$2" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-st, hv, ht = sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-ll = [r for r in rows if r["stage"] == st and r["who"] == "llama"]
-ok = [r for r in ll if r["vram_mib"] <= hv * 1.02 and r["tok_s"] > 0]
-print(f"  {st}: {len(ll)} llama.cpp configurations, {len(ok)} within hypura's VRAM ({hv:.0f} MiB)")
-if ok:
-    b = max(ok, key=lambda r: r["tok_s"])
-    print(f"  best llama.cpp within the same VRAM: {b['config']} -> {b['tok_s']} tok/s ({b['vram_mib']} MiB)")
-    print(f"  RATIO {st}: hypura {ht} / llama {b['tok_s']} = {ht / b['tok_s']:.3f}")
+st, hv, n = sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+ll = [r for r in rows if r["stage"] == st and r["who"] == "llama" and "name" in r]
+ok = sorted([r for r in ll if r["vram_mib"] <= hv * 1.02 and r["tok_s"] > 0], key=lambda r: -r["tok_s"])
+for r in ok[:n]: print(r["name"] + "\t" + r["detail"])
 over = [r for r in ll if r["vram_mib"] > hv * 1.02 and r["tok_s"] > 0]
-if over:
-    b = max(over, key=lambda r: r["tok_s"])
-    print(f"  (fastest over that VRAM: {b['config']} -> {b['tok_s']} tok/s at {b['vram_mib']} MiB)")
+print(f"  sweep: {len(ll)} llama.cpp configurations, {len(ok)} within hypura's VRAM ({hv:.0f} MiB)"
+      + (f"; fastest over it: {max(over, key=lambda r: r['tok_s'])['name']}" if over else ""), file=sys.stderr)
 PY
+}
+
+# Interleaved rounds: hypura, then each top configuration (its best -t/-lm of
+# the sweep), ROUNDS times; medians and the ratio. CONF[name] holds the args.
+rounds() { # MODEL HYPURA_VRAM
+  local model=$1 hv=$2 tops line name det t lm
+  mapfile -t tops < <(top_configs "$hv" 2)
+  declare -A med
+  local hy=() ; declare -A got
+  for r in $(seq 1 ${ROUNDS:-3}); do
+    hypura_run "auto (round $r)" "$model" --gpu-budget $GPU_BUDGET >/dev/null; hy+=("$HTPS")
+    for line in "${tops[@]}"; do
+      name=${line%%$'\t'*}; det=${line#*$'\t'}
+      t=$(sed -n 's/.*t=\([0-9]*\).*/\1/p' <<<"$det"); lm=$(sed -n 's/.*lm=\([a-z]*\).*/\1/p' <<<"$det")
+      llama_bench "$name (round $r)" "$model" ${CONF[$name]} -t ${t:-16} -lm ${lm:-none} >/dev/null
+      got[$name]+="${LTPS%% *} "
+    done
+  done
+  local hm=$(printf '%s\n' "${hy[@]}" | median) best=0 bname=""
+  echo "  hypura auto: ${hy[*]} -> median $hm tok/s"
+  for line in "${tops[@]}"; do
+    name=${line%%$'\t'*}
+    local m=$(printf '%s\n' ${got[$name]} | median)
+    echo "  llama $name ($line): ${got[$name]}-> median $m tok/s"
+    if python3 -c "import sys; sys.exit(0 if $m > $best else 1)"; then best=$m; bname=$name; fi
+  done
+  python3 -c "print('  RATIO $STAGE: hypura median $hm / best llama.cpp median $best ($bname) = %.3f' % ($hm / $best if $best > 0 else float('inf')))"
+  record "{\"stage\":\"$STAGE\",\"who\":\"summary\",\"hypura_median\":$hm,\"llama_best\":\"$bname\",\"llama_median\":$best}"
+  echo "$bname" >"$RESULTS/gpu_best_$STAGE.name"; echo "${CONF[$bname]}" >"$RESULTS/gpu_best_$STAGE.args"
 }
 
 gpu_free_mib() { nvidia-smi --query-gpu=memory.free --format=csv,noheader,nounits | head -1; }
@@ -95,29 +124,35 @@ stage_models() {
   ls -la "$MOE" "$DENSE"
 }
 
+declare -A CONF
+sweep() { # NAME MODEL ARGS... : one sweep entry, remembered for the rounds
+  local name=$1 model=$2; shift 2
+  CONF[$name]="$*"
+  llama_bench "$name" "$model" "$@" -lm mmap,none -t 8,16
+}
+
 stage_moe() {
   echo "== MoE $(du -h "$MOE" | cut -f1), GPU budget $GPU_BUDGET, RAM unlimited"
-  hypura_run "auto" "$MOE" --gpu-budget $GPU_BUDGET; local hv=$VRAM ht=$HTPS
+  hypura_run "auto" "$MOE" --gpu-budget $GPU_BUDGET; local hv=$VRAM
   local fit=$(( $(gpu_free_mib) - $(bytes $GPU_BUDGET) / 1048576 ))
-  llama_bench "-ngl 99 -ot exps=CPU" "$MOE" -ngl 99 -ot "exps=CPU" -lm mmap,none -t 8,16
-  for n in 31 30 29 28 27; do llama_bench "-ngl 99 -ncmoe $n" "$MOE" -ngl 99 -ncmoe $n -lm mmap,none -t 8,16; done
-  llama_bench "-fitt $fit (fit to $GPU_BUDGET)" "$MOE" -fitt $fit -lm mmap,none -t 8,16
-  for k in 4 6; do llama_bench "-ngl $k" "$MOE" -ngl $k -lm mmap,none -t 8,16; done
-  compare "$hv" "$ht"
+  sweep "-ngl 99 -ot exps=CPU" "$MOE" -ngl 99 -ot "exps=CPU"
+  for n in 30 29 28 27 26; do sweep "-ngl 99 -ncmoe $n" "$MOE" -ngl 99 -ncmoe $n; done
+  sweep "-fitt $fit (fit to $GPU_BUDGET)" "$MOE" -fitt $fit
+  for k in 4 6; do sweep "-ngl $k" "$MOE" -ngl $k; done
+  rounds "$MOE" "$hv"
 }
 
 stage_dense() {
   echo "== dense $(du -h "$DENSE" | cut -f1), GPU budget $GPU_BUDGET, RAM unlimited"
-  hypura_run "auto" "$DENSE" --gpu-budget $GPU_BUDGET; local hv=$VRAM ht=$HTPS
+  hypura_run "auto" "$DENSE" --gpu-budget $GPU_BUDGET; local hv=$VRAM
   local fit=$(( $(gpu_free_mib) - $(bytes $GPU_BUDGET) / 1048576 ))
-  for k in 10 12 14 16; do llama_bench "-ngl $k" "$DENSE" -ngl $k -lm mmap,none -t 8,16; done
+  for k in 12 14 16 18; do sweep "-ngl $k" "$DENSE" -ngl $k; done
   # attention of every layer on the GPU, the FFN of the first N layers on the CPU
-  for n in 44 42; do
-    local alt=$(seq -s'|' 0 $((n - 1)))
-    llama_bench "-ngl 99 -ot ffn(0..$((n-1)))=CPU" "$DENSE" -ngl 99 -ot "blk\.($alt)\.ffn_(up|gate|down)=CPU" -lm mmap,none -t 8,16
+  for n in 44 42 40; do
+    sweep "-ngl 99 -ot ffn(0..$((n-1)))=CPU" "$DENSE" -ngl 99 -ot "blk\.($(seq -s'|' 0 $((n - 1))))\.ffn_(up|gate|down)=CPU"
   done
-  llama_bench "-fitt $fit (fit to $GPU_BUDGET)" "$DENSE" -fitt $fit -lm mmap,none -t 8,16
-  compare "$hv" "$ht"
+  sweep "-fitt $fit (fit to $GPU_BUDGET)" "$DENSE" -fitt $fit
+  rounds "$DENSE" "$hv"
 }
 
 capped() { # NAME CAP cmd... (cold cache, fresh cgroup): prints tok/s source files
@@ -130,7 +165,9 @@ stage_cap() {
   local NG=$N_GEN; N_GEN=16
   for which in moe dense; do
     local m=$MOE cap=$MOE_CAP extra=(-ngl 99 -ot "exps=CPU")
-    [[ $which == dense ]] && { m=$DENSE; cap=$DENSE_CAP; extra=(-ngl 14); }
+    [[ $which == dense ]] && { m=$DENSE; cap=$DENSE_CAP; extra=(-ngl 16); }
+    # the best configuration of the uncapped rounds, when they ran
+    [[ -s $RESULTS/gpu_best_$which.args ]] && read -ra extra <"$RESULTS/gpu_best_$which.args"
     echo "== $which under a $cap memory cgroup (cold cache), GPU budget $GPU_BUDGET"
     capped hypura $cap "$BIN/hypura" run "$m" -p "$PROMPT" -n $N_GEN --temp 0 -c 512 --gpu-budget $GPU_BUDGET \
       --memory-budget $cap --stats-json "$TMP/hc.json"

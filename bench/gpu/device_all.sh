@@ -14,7 +14,7 @@ env_sh=$(bench/gpu/device_setup.sh) || { echo "SETUP FAILED"; touch $L/done; exi
 . "$env_sh"
 export HYPURA_BUILD_DIR=$ROOT/build-gpu
 # keep the CUDA build for another machine of this session (files come back via $OUT)
-(cd /opt/llama.cpp/build-cuda/bin && tar cf - *.so* llama-bench llama-completion | xz -T0 -3 > $L/llama-cuda-bin.tar.xz && echo "saved cuda build: $(du -h $L/llama-cuda-bin.tar.xz | cut -f1)") &
+[[ -f /opt/llama.cpp/build-cuda/bin/libggml-cuda.so ]] && (cd /opt/llama.cpp/build-cuda/bin && tar cf - *.so* llama-bench llama-completion | xz -T0 -3 > $L/llama-cuda-bin.tar.xz && echo "saved cuda build: $(du -h $L/llama-cuda-bin.tar.xz | cut -f1)") &
 echo "== environment $(date -u +%T)"
 nvidia-smi --query-gpu=name,memory.total,memory.free,driver_version --format=csv,noheader
 nproc; lscpu | grep -E "Model name|Thread|Core|Socket" ; free -g | head -2; df -h /root | tail -1
@@ -22,7 +22,7 @@ cat /sys/kernel/mm/transparent_hugepage/enabled; stat -fc %T /sys/fs/cgroup; cat
 build-gpu/bin/hypura profile 2>&1 | tail -12
 echo "== gpu identity (small models) $(date -u +%T)"
 tests/scripts/gpu_identity.sh build-gpu/bin /tmp/hy-gpu-work
-for st in models moe cap dense identity; do
+for st in models moe dense cap identity; do
   echo "== stage $st $(date -u +%T)"
   bench/gpu_vs_llama.sh $st
 done

@@ -31,6 +31,11 @@ export LD_LIBRARY_PATH=$LIBD:$LB/bin\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}
 ENV
 . $PFX/env.sh
 
+if [[ ! -f $LB/.built ]] && compgen -G "$DEV/cudabin.part.*" >/dev/null; then
+  # a CUDA build saved by an earlier machine of this session (device_all.sh): headers from the source
+  mkdir -p $LL $LB/bin && tar xzf "$DEV/llama-src.tgz" -C $LL
+  cat "$DEV"/cudabin.part.* | xz -d | tar xf - -C $LB/bin && touch $LB/.built && log "using the carried CUDA build"
+fi
 if [[ ! -f $LB/.built ]]; then
   mkdir -p $LL && tar xzf "$DEV/llama-src.tgz" -C $LL
   mkdir -p $LL/models && cp "$DEV/ggml-vocab-llama-spm.gguf" $LL/models/
