@@ -18,7 +18,7 @@ for type in q8_0 q4_k q4_0; do
   grep -q "full-resident" <("$HY_BIN/hypura" run "$m" -p x -n 1 --plan 2>&1) || { echo "reference is not resident"; fail=1; }
   # the smallest budget the plan accepts: every layer group streams, and the
   # pool holds only lookahead+1 of them, so groups are evicted every pass
-  min=$("$HY_BIN/hypura" run "$m" -p x -n 1 --plan -c 256 2>&1 | sed -n 's/.*minimum budget for this model \([0-9.]*\) MiB.*/\1/p')
+  min=$("$HY_BIN/hypura" run "$m" -p x -n 1 --plan -c 256 --mode stream 2>&1 | sed -n 's/.*minimum budget for this model \([0-9.]*\) MiB.*/\1/p')
   [[ -n "$min" ]] || { echo "no minimum budget in the plan output"; exit 1; }
   # (--mode stream: on models this small the minimum, which counts every
   # streamed tensor's 2 MiB slot, can exceed what full residency needs)
@@ -39,7 +39,7 @@ for type in q8_0 q4_k q4_0; do
   # a prompt longer than one batch: prompt processing streams too
   long=$(printf 'word %.0s' $(seq 1 150))
   run "$m" -p "$long" -b 64 --no-repack --dump-logits "$WORK/ref2.bin" >/dev/null
-  min64=$("$HY_BIN/hypura" run "$m" -p x -n 1 --plan -c 256 -b 64 2>&1 | sed -n 's/.*minimum budget for this model \([0-9.]*\) MiB.*/\1/p')
+  min64=$("$HY_BIN/hypura" run "$m" -p x -n 1 --plan -c 256 -b 64 --mode stream 2>&1 | sed -n 's/.*minimum budget for this model \([0-9.]*\) MiB.*/\1/p')
   run "$m" -p "$long" -b 64 --mode stream --memory-budget $(( ${min64%.*} + 1 ))M --dump-logits "$WORK/s2.bin" >/dev/null
   grep -q "dense-FFN-streaming" "$WORK/last.err" || { echo "$type multi-batch: did not stream"; fail=1; }
   cmp -s "$WORK/ref2.bin" "$WORK/s2.bin" && echo "ok $type multi-batch prompt" || { echo "DIFFER $type multi-batch prompt"; fail=1; }
