@@ -90,7 +90,7 @@ int main(int argc, char **argv) {
             n++;
         }
         closedir(d);
-        qsort(names, n, sizeof *names, cmp);
+        if (n) qsort(names, n, sizeof *names, cmp); /* an empty directory: names is NULL */
         for (size_t k = 0; k < n; k++) {
             char path[4096];
             snprintf(path, sizeof path, "%s/%s", argv[i], names[k]);
