@@ -163,9 +163,9 @@ capped() { # NAME CAP cmd... (cold cache, fresh cgroup): prints tok/s source fil
 
 stage_cap() {
   local NG=$N_GEN; N_GEN=16
-  for which in moe dense; do
+  for which in ${CAP_MODELS:-moe dense}; do
     local m=$MOE cap=$MOE_CAP extra=(-ngl 99 -ot "exps=CPU")
-    [[ $which == dense ]] && { m=$DENSE; cap=$DENSE_CAP; extra=(-ngl 16); }
+    [[ $which == dense ]] && { m=$DENSE; cap=$DENSE_CAP; extra=(-ngl 18); }
     # the best configuration of the uncapped rounds, when they ran
     [[ -s $RESULTS/gpu_best_$which.args ]] && read -ra extra <"$RESULTS/gpu_best_$which.args"
     echo "== $which under a $cap memory cgroup (cold cache), GPU budget $GPU_BUDGET"
