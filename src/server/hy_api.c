@@ -55,35 +55,21 @@ static json_int_t ns(double seconds) {
 
 /* ---- engine-side checks (the body itself is parsed in hy_api_parse.c) ---- */
 
-typedef struct {
-    char err[HY_ERRLEN];
-    unsigned status;
-} perr;
 
-static bool fail(perr *e, unsigned status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static bool fail(perr *e, unsigned status, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->err, sizeof e->err, fmt, ap);
-    va_end(ap);
-    e->status = status;
-    return false;
-}
-
-static int respond_error(hy_http_req *r, perr *e) { return hy_http_error(r, e->status ? e->status : 400, "%s", e->err); }
+static int respond_error(hy_http_req *r, hy_perr *e) { return hy_http_error(r, e->status ? e->status : 400, "%s", e->err); }
 
 /* the body of a request, parsed and checked for `route` (hy_api_parse.c) */
-static bool parse_req(hy_server *s, hy_http_req *r, enum hy_api_route route, hy_api_req *q, perr *e) {
+static bool parse_req(hy_server *s, hy_http_req *r, enum hy_api_route route, hy_api_req *q, hy_perr *e) {
     unsigned st = hy_api_parse(route, s->canon, (uint32_t)next_random(s), r->body, r->body_len, q, e->err, sizeof e->err);
     e->status = st;
     return st == 0;
 }
 
 /* a job with the request's sampling parameters; the stop strings move to it */
-static hy_job *job_from(hy_api_req *q, perr *e) {
+static hy_job *job_from(hy_api_req *q, hy_perr *e) {
     hy_job *j = hy_job_new();
     if (!j) {
-        fail(e, 500, "out of memory");
+        hy_perr_fail(e, 500, "out of memory");
         return NULL;
     }
     j->sp = q->sp;
@@ -96,16 +82,16 @@ static hy_job *job_from(hy_api_req *q, perr *e) {
 
 /* Tokenize to size the request: the prompt must fit the context, and the
  * budget is capped by --max-tokens and by the room left after the prompt. */
-static bool budget(hy_server *s, hy_job *j, long long requested, perr *e) {
+static bool budget(hy_server *s, hy_job *j, long long requested, hy_perr *e) {
     int32_t *toks = NULL;
     int n = 0;
     char err[HY_ERRLEN];
     if (hy_engine_tokenize(s->engine, j->prompt, true, &toks, &n, err, sizeof err))
-        return fail(e, 400, "cannot tokenize the prompt: %s", err);
+        return hy_perr_fail(e, 400, "cannot tokenize the prompt: %s", err);
     free(toks);
-    if (n == 0) return fail(e, 400, "the prompt is empty");
+    if (n == 0) return hy_perr_fail(e, 400, "the prompt is empty");
     if (n >= s->n_ctx)
-        return fail(e, 400, "the prompt is %d tokens; the context holds %d (start the server with a larger --ctx)", n,
+        return hy_perr_fail(e, 400, "the prompt is %d tokens; the context holds %d (start the server with a larger --ctx)", n,
                     s->n_ctx);
     long long cap = s->p.max_tokens;
     if (s->n_ctx - n < cap) cap = s->n_ctx - n;
@@ -114,10 +100,10 @@ static bool budget(hy_server *s, hy_job *j, long long requested, perr *e) {
 }
 
 static bool format_chat(hy_server *s, const char *const *roles, const char *const *contents, int n,
-                        bool add_assistant, char **out, perr *e) {
+                        bool add_assistant, char **out, hy_perr *e) {
     char err[HY_ERRLEN];
     if (hy_engine_format_chat(s->engine, roles, contents, n, add_assistant, out, err, sizeof err))
-        return fail(e, 500, "%s", err);
+        return hy_perr_fail(e, 500, "%s", err);
     return true;
 }
 
@@ -246,7 +232,7 @@ int hy_api_ps(hy_server *s, hy_http_req *r) {
 }
 
 int hy_api_show(hy_server *s, hy_http_req *r) {
-    perr e = {0};
+    hy_perr e = {0};
     hy_api_req q;
     bool ok = parse_req(s, r, HY_ROUTE_SHOW, &q, &e);
     hy_api_req_free(&q);
@@ -269,7 +255,7 @@ int hy_api_manage(hy_server *s, hy_http_req *r) {
 }
 
 static int embeddings_unsupported(hy_server *s, hy_http_req *r, enum hy_api_route route) {
-    perr e = {0};
+    hy_perr e = {0};
     hy_api_req q;
     bool ok = parse_req(s, r, route, &q, &e);
     hy_api_req_free(&q);
@@ -293,7 +279,7 @@ static void fmt_init(hy_server *s, hy_fmt *f, enum hy_api_kind kind, bool stream
 }
 
 int hy_api_generate(hy_server *s, hy_http_req *r) {
-    perr e = {0};
+    hy_perr e = {0};
     hy_job *j = NULL;
     hy_api_req q;
     if (!parse_req(s, r, HY_ROUTE_GENERATE, &q, &e) || !(j = job_from(&q, &e))) goto bad;
@@ -317,7 +303,7 @@ int hy_api_generate(hy_server *s, hy_http_req *r) {
         if (!format_chat(s, roles, contents, n, true, &j->prompt, &e)) goto bad;
     }
     if (!j->prompt) {
-        fail(&e, 500, "out of memory");
+        hy_perr_fail(&e, 500, "out of memory");
         goto bad;
     }
     if (!budget(s, j, q.n_predict, &e)) goto bad;
@@ -333,7 +319,7 @@ bad:
 }
 
 int hy_api_chat(hy_server *s, hy_http_req *r) {
-    perr e = {0};
+    hy_perr e = {0};
     hy_job *j = NULL;
     hy_api_req q;
     if (!parse_req(s, r, HY_ROUTE_CHAT, &q, &e) || !(j = job_from(&q, &e))) goto bad;
@@ -371,7 +357,7 @@ int hy_oai_model(hy_server *s, hy_http_req *r) {
 }
 
 int hy_oai_chat(hy_server *s, hy_http_req *r) {
-    perr e = {0};
+    hy_perr e = {0};
     hy_job *j = NULL;
     hy_api_req q;
     if (!parse_req(s, r, HY_ROUTE_OAI_CHAT, &q, &e) || !(j = job_from(&q, &e))) goto bad;
@@ -390,12 +376,12 @@ bad:
 }
 
 int hy_oai_completions(hy_server *s, hy_http_req *r) {
-    perr e = {0};
+    hy_perr e = {0};
     hy_job *j = NULL;
     hy_api_req q;
     if (!parse_req(s, r, HY_ROUTE_OAI_COMPLETIONS, &q, &e) || !(j = job_from(&q, &e))) goto bad;
     if (!(j->prompt = strdup(q.prompt))) {
-        fail(&e, 500, "out of memory");
+        hy_perr_fail(&e, 500, "out of memory");
         goto bad;
     }
     if (!budget(s, j, q.n_predict, &e)) goto bad;

@@ -107,13 +107,7 @@ void hy_api_canon_name(const char *in, char *out, size_t len) {
 
 /* ---- checks ---------------------------------------------------------------- */
 
-typedef struct {
-    char err[HY_ERRLEN];
-    unsigned status;
-} perr;
-
-static bool fail(perr *e, unsigned status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static bool fail(perr *e, unsigned status, const char *fmt, ...) {
+bool hy_perr_fail(hy_perr *e, unsigned status, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(e->err, sizeof e->err, fmt, ap);
@@ -122,67 +116,67 @@ static bool fail(perr *e, unsigned status, const char *fmt, ...) {
     return false;
 }
 
-static json_t *parse_object(const char *body, size_t len, perr *e) {
+static json_t *parse_object(const char *body, size_t len, hy_perr *e) {
     if (len == 0) {
-        fail(e, 400, "the request body is empty; expected a JSON object");
+        hy_perr_fail(e, 400, "the request body is empty; expected a JSON object");
         return NULL;
     }
     json_error_t je;
     json_t *v = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
     if (!v) {
-        fail(e, 400, "invalid JSON: %s (line %d, column %d)", je.text, je.line, je.column);
+        hy_perr_fail(e, 400, "invalid JSON: %s (line %d, column %d)", je.text, je.line, je.column);
         return NULL;
     }
     if (!json_is_object(v)) {
         json_decref(v);
-        fail(e, 400, "the request body must be a JSON object");
+        hy_perr_fail(e, 400, "the request body must be a JSON object");
         return NULL;
     }
     return v;
 }
 
-static bool get_bool(json_t *o, const char *k, bool *out, perr *e) {
+static bool get_bool(json_t *o, const char *k, bool *out, hy_perr *e) {
     json_t *v = json_object_get(o, k);
     if (!v || json_is_null(v)) return true;
-    if (!json_is_boolean(v)) return fail(e, 400, "'%s' must be a boolean", k);
+    if (!json_is_boolean(v)) return hy_perr_fail(e, 400, "'%s' must be a boolean", k);
     *out = json_is_true(v);
     return true;
 }
 
-static bool get_number(json_t *o, const char *k, double lo, double hi, double *out, perr *e) {
+static bool get_number(json_t *o, const char *k, double lo, double hi, double *out, hy_perr *e) {
     json_t *v = json_object_get(o, k);
     if (!v || json_is_null(v)) return true;
-    if (!json_is_number(v)) return fail(e, 400, "'%s' must be a number", k);
+    if (!json_is_number(v)) return hy_perr_fail(e, 400, "'%s' must be a number", k);
     double d = json_number_value(v);
-    if (!isfinite(d) || d < lo || d > hi) return fail(e, 400, "'%s' must be between %g and %g", k, lo, hi);
+    if (!isfinite(d) || d < lo || d > hi) return hy_perr_fail(e, 400, "'%s' must be between %g and %g", k, lo, hi);
     *out = d;
     return true;
 }
 
-static bool get_int(json_t *o, const char *k, long long lo, long long hi, long long *out, bool *has, perr *e) {
+static bool get_int(json_t *o, const char *k, long long lo, long long hi, long long *out, bool *has, hy_perr *e) {
     json_t *v = json_object_get(o, k);
     if (!v || json_is_null(v)) return true;
     long long x;
     if (json_is_integer(v)) x = json_integer_value(v);
     else if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) && fabs(json_real_value(v)) < 9e15)
         x = (long long)json_real_value(v);
-    else return fail(e, 400, "'%s' must be an integer", k);
-    if (x < lo || x > hi) return fail(e, 400, "'%s' must be between %lld and %lld", k, lo, hi);
+    else return hy_perr_fail(e, 400, "'%s' must be an integer", k);
+    if (x < lo || x > hi) return hy_perr_fail(e, 400, "'%s' must be between %lld and %lld", k, lo, hi);
     *out = x;
     if (has) *has = true;
     return true;
 }
 
-static bool get_string(json_t *o, const char *k, const char **out, perr *e) {
+static bool get_string(json_t *o, const char *k, const char **out, hy_perr *e) {
     json_t *v = json_object_get(o, k);
     if (!v || json_is_null(v)) return true;
-    if (!json_is_string(v)) return fail(e, 400, "'%s' must be a string", k);
+    if (!json_is_string(v)) return hy_perr_fail(e, 400, "'%s' must be a string", k);
     *out = json_string_value(v);
     return true;
 }
 
 /* stop: a string or an array of strings */
-static bool get_stops(json_t *o, const char *k, hy_api_req *q, perr *e) {
+static bool get_stops(json_t *o, const char *k, hy_api_req *q, hy_perr *e) {
     json_t *v = json_object_get(o, k);
     if (!v || json_is_null(v)) return true;
     size_t n = 1;
@@ -191,72 +185,72 @@ static bool get_stops(json_t *o, const char *k, hy_api_req *q, perr *e) {
         arr = v;
         n = json_array_size(v);
     } else if (!json_is_string(v)) {
-        return fail(e, 400, "'%s' must be a string or an array of strings", k);
+        return hy_perr_fail(e, 400, "'%s' must be a string or an array of strings", k);
     }
-    if (n > HY_MAX_STOPS) return fail(e, 400, "'%s' has %zu entries; at most %d are accepted", k, n, HY_MAX_STOPS);
+    if (n > HY_MAX_STOPS) return hy_perr_fail(e, 400, "'%s' has %zu entries; at most %d are accepted", k, n, HY_MAX_STOPS);
     q->stops = calloc(n ? n : 1, sizeof *q->stops);
-    if (!q->stops) return fail(e, 500, "out of memory");
+    if (!q->stops) return hy_perr_fail(e, 500, "out of memory");
     for (size_t i = 0; i < n; i++) {
         json_t *s = arr ? json_array_get(arr, i) : v;
-        if (!json_is_string(s)) return fail(e, 400, "'%s' must be a string or an array of strings", k);
+        if (!json_is_string(s)) return hy_perr_fail(e, 400, "'%s' must be a string or an array of strings", k);
         size_t len = json_string_length(s);
         if (len == 0) continue;
         if (len > HY_MAX_STOP_LEN)
-            return fail(e, 400, "a stop string is %zu bytes; at most %d are accepted", len, HY_MAX_STOP_LEN);
+            return hy_perr_fail(e, 400, "a stop string is %zu bytes; at most %d are accepted", len, HY_MAX_STOP_LEN);
         /* the generation side matches C strings: a NUL inside would leave an empty stop string */
-        if (strlen(json_string_value(s)) != len) return fail(e, 400, "a stop string must not contain U+0000");
+        if (strlen(json_string_value(s)) != len) return hy_perr_fail(e, 400, "a stop string must not contain U+0000");
         q->stops[q->n_stops] = strdup(json_string_value(s));
-        if (!q->stops[q->n_stops]) return fail(e, 500, "out of memory");
+        if (!q->stops[q->n_stops]) return hy_perr_fail(e, 500, "out of memory");
         q->n_stops++;
     }
     return true;
 }
 
-static bool check_name(const char *canon, const char *name, perr *e) {
+static bool check_name(const char *canon, const char *name, hy_perr *e) {
     char c[600];
     hy_api_canon_name(name, c, sizeof c);
-    if (strcmp(c, canon)) return fail(e, 404, "model '%.200s' not found", name);
+    if (strcmp(c, canon)) return hy_perr_fail(e, 404, "model '%.200s' not found", name);
     return true;
 }
 
-static bool check_model(const char *canon, json_t *req, bool allow_name_key, const char **model, perr *e) {
+static bool check_model(const char *canon, json_t *req, bool allow_name_key, const char **model, hy_perr *e) {
     json_t *m = json_object_get(req, "model");
     if ((!m || json_is_null(m)) && allow_name_key) m = json_object_get(req, "name");
-    if (!m || json_is_null(m)) return fail(e, 400, "'model' is required");
-    if (!json_is_string(m)) return fail(e, 400, "'model' must be a string");
+    if (!m || json_is_null(m)) return hy_perr_fail(e, 400, "'model' is required");
+    if (!json_is_string(m)) return hy_perr_fail(e, 400, "'model' must be a string");
     const char *name = json_string_value(m);
-    if (strlen(name) != json_string_length(m)) return fail(e, 400, "'model' must not contain U+0000");
+    if (strlen(name) != json_string_length(m)) return hy_perr_fail(e, 400, "'model' must not contain U+0000");
     if (!check_name(canon, name, e)) return false;
     *model = name;
     return true;
 }
 
 /* messages: [{role, content}] with the roles the chat templates know */
-static bool parse_messages(json_t *msgs, bool openai, hy_api_req *q, perr *e) {
-    if (!msgs || json_is_null(msgs)) return fail(e, 400, "'messages' is required");
-    if (!json_is_array(msgs)) return fail(e, 400, "'messages' must be an array");
+static bool parse_messages(json_t *msgs, bool openai, hy_api_req *q, hy_perr *e) {
+    if (!msgs || json_is_null(msgs)) return hy_perr_fail(e, 400, "'messages' is required");
+    if (!json_is_array(msgs)) return hy_perr_fail(e, 400, "'messages' must be an array");
     size_t n = json_array_size(msgs);
-    if (n == 0) return fail(e, 400, "'messages' must not be empty");
+    if (n == 0) return hy_perr_fail(e, 400, "'messages' must not be empty");
     if (n > HY_MAX_MESSAGES)
-        return fail(e, 400, "'messages' has %zu entries; at most %d are accepted", n, HY_MAX_MESSAGES);
+        return hy_perr_fail(e, 400, "'messages' has %zu entries; at most %d are accepted", n, HY_MAX_MESSAGES);
     const char **roles = calloc(n, sizeof *roles);
     char **contents = calloc(n, sizeof *contents);
     q->roles = roles;
     q->contents = contents;
     q->n_msgs = 0;
-    if (!roles || !contents) return fail(e, 500, "out of memory");
+    if (!roles || !contents) return hy_perr_fail(e, 500, "out of memory");
     for (size_t i = 0; i < n; i++) {
         json_t *m = json_array_get(msgs, i);
-        if (!json_is_object(m)) return fail(e, 400, "messages[%zu] must be an object", i);
+        if (!json_is_object(m)) return hy_perr_fail(e, 400, "messages[%zu] must be an object", i);
         json_t *role = json_object_get(m, "role");
-        if (!json_is_string(role)) return fail(e, 400, "messages[%zu].role must be a string", i);
+        if (!json_is_string(role)) return hy_perr_fail(e, 400, "messages[%zu].role must be a string", i);
         const char *rv = json_string_value(role);
         if (!strcmp(rv, "system") || !strcmp(rv, "user") || !strcmp(rv, "assistant") || !strcmp(rv, "tool"))
             roles[i] = !strcmp(rv, "system") ? "system" : !strcmp(rv, "user") ? "user"
                                                        : !strcmp(rv, "assistant") ? "assistant" : "tool";
         else if (openai && !strcmp(rv, "developer")) roles[i] = "system";
         else
-            return fail(e, 400, "messages[%zu].role must be one of system, user, assistant, tool (got '%.40s')", i,
+            return hy_perr_fail(e, 400, "messages[%zu].role must be one of system, user, assistant, tool (got '%.40s')", i,
                         rv);
         json_t *c = json_object_get(m, "content");
         hy_buf text = {0};
@@ -272,28 +266,28 @@ static bool parse_messages(json_t *msgs, bool openai, hy_api_req *q, perr *e) {
                 if (!json_is_object(part) || !json_is_string(type) || strcmp(json_string_value(type), "text") ||
                     !json_is_string(t)) {
                     hy_buf_free(&text);
-                    return fail(e, 400, "messages[%zu].content[%zu]: only text parts are supported", i, k);
+                    return hy_perr_fail(e, 400, "messages[%zu].content[%zu]: only text parts are supported", i, k);
                 }
                 hy_buf_add(&text, json_string_value(t), json_string_length(t));
             }
         } else {
-            return fail(e, 400, "messages[%zu].content must be a string", i);
+            return hy_perr_fail(e, 400, "messages[%zu].content must be a string", i);
         }
         json_t *images = json_object_get(m, "images");
         if (images && !json_is_null(images) && !(json_is_array(images) && json_array_size(images) == 0)) {
             hy_buf_free(&text);
-            return fail(e, 400, "this model does not support images");
+            return hy_perr_fail(e, 400, "this model does not support images");
         }
         contents[i] = text.p ? text.p : strdup("");
         q->n_msgs = (int)i + 1;
-        if (!contents[i]) return fail(e, 500, "out of memory");
+        if (!contents[i]) return hy_perr_fail(e, 500, "out of memory");
     }
     q->last_assistant = !strcmp(roles[n - 1], "assistant");
     return true;
 }
 
 /* options: temperature, top_k, top_p, seed, num_predict, stop, num_ctx (others are ignored) */
-static bool parse_ollama_options(json_t *req, uint32_t seed_default, hy_api_req *q, perr *e) {
+static bool parse_ollama_options(json_t *req, uint32_t seed_default, hy_api_req *q, hy_perr *e) {
     q->sp.temp = 0.8f;
     q->sp.top_k = 40;
     q->sp.top_p = 0.9f;
@@ -301,7 +295,7 @@ static bool parse_ollama_options(json_t *req, uint32_t seed_default, hy_api_req 
     q->n_predict = -1;
     json_t *o = json_object_get(req, "options");
     if (!o || json_is_null(o)) return true;
-    if (!json_is_object(o)) return fail(e, 400, "'options' must be an object");
+    if (!json_is_object(o)) return hy_perr_fail(e, 400, "'options' must be an object");
     double temp = q->sp.temp, top_p = q->sp.top_p;
     long long top_k = q->sp.top_k, seed = -1, num_ctx = 0;
     bool has_seed = false;
@@ -320,7 +314,7 @@ static bool parse_ollama_options(json_t *req, uint32_t seed_default, hy_api_req 
 }
 
 /* temperature, top_p, max_tokens / max_completion_tokens, seed, stop, n, stream, stream_options */
-static bool parse_oai_common(json_t *req, uint32_t seed_default, hy_api_req *q, perr *e) {
+static bool parse_oai_common(json_t *req, uint32_t seed_default, hy_api_req *q, hy_perr *e) {
     q->sp.temp = 1.0f;
     q->sp.top_p = 1.0f;
     q->sp.top_k = 0;
@@ -337,10 +331,10 @@ static bool parse_oai_common(json_t *req, uint32_t seed_default, hy_api_req *q, 
         !get_int(req, "n", 1, 1 << 20, &nn, NULL, e) || !get_bool(req, "stream", &q->stream, e) ||
         !get_stops(req, "stop", q, e))
         return false;
-    if (nn != 1) return fail(e, 400, "only n=1 is supported");
+    if (nn != 1) return hy_perr_fail(e, 400, "only n=1 is supported");
     json_t *so = json_object_get(req, "stream_options");
     if (so && !json_is_null(so)) {
-        if (!json_is_object(so)) return fail(e, 400, "'stream_options' must be an object");
+        if (!json_is_object(so)) return hy_perr_fail(e, 400, "'stream_options' must be an object");
         if (!get_bool(so, "include_usage", &q->include_usage, e)) return false;
     }
     q->sp.temp = (float)temp;
@@ -351,15 +345,15 @@ static bool parse_oai_common(json_t *req, uint32_t seed_default, hy_api_req *q, 
     return true;
 }
 
-static bool no_images(json_t *req, perr *e) {
+static bool no_images(json_t *req, hy_perr *e) {
     json_t *images = json_object_get(req, "images");
     if (images && !json_is_null(images) && !(json_is_array(images) && json_array_size(images) == 0))
-        return fail(e, 400, "this model does not support images");
+        return hy_perr_fail(e, 400, "this model does not support images");
     return true;
 }
 
 static bool parse_route(enum hy_api_route route, const char *canon, uint32_t seed, const char *body, size_t len,
-                        hy_api_req *q, perr *e) {
+                        hy_api_req *q, hy_perr *e) {
     json_t *req = q->root = parse_object(body, len, e);
     if (!req || !check_model(canon, req, route == HY_ROUTE_SHOW, &q->model, e)) return false;
     switch (route) {
@@ -381,19 +375,19 @@ static bool parse_route(enum hy_api_route route, const char *canon, uint32_t see
     case HY_ROUTE_OAI_COMPLETIONS: {
         json_t *p = json_object_get(req, "prompt");
         if (json_is_array(p) && json_array_size(p) == 1) p = json_array_get(p, 0);
-        if (!p || json_is_null(p)) return fail(e, 400, "'prompt' is required");
-        if (!json_is_string(p)) return fail(e, 400, "'prompt' must be a string (or an array of one string)");
+        if (!p || json_is_null(p)) return hy_perr_fail(e, 400, "'prompt' is required");
+        if (!json_is_string(p)) return hy_perr_fail(e, 400, "'prompt' must be a string (or an array of one string)");
         q->prompt = json_string_value(p);
         return parse_oai_common(req, seed, q, e);
     }
     case HY_ROUTE_COUNT: break;
     }
-    return fail(e, 500, "unknown route %d", (int)route);
+    return hy_perr_fail(e, 500, "unknown route %d", (int)route);
 }
 
 unsigned hy_api_parse(enum hy_api_route route, const char *canon, uint32_t seed, const char *body, size_t len,
                       hy_api_req *q, char *err, size_t errlen) {
-    perr e = {{0}, 0};
+    hy_perr e = {{0}, 0};
     memset(q, 0, sizeof *q);
     q->n_predict = -1;
     if (parse_route(route, canon, seed, body, len, q, &e)) return 0;
@@ -403,7 +397,7 @@ unsigned hy_api_parse(enum hy_api_route route, const char *canon, uint32_t seed,
 }
 
 unsigned hy_api_check_name(const char *canon, const char *name, char *err, size_t errlen) {
-    perr e = {{0}, 0};
+    hy_perr e = {{0}, 0};
     if (check_name(canon, name, &e)) return 0;
     hy_utf8_fix(e.err);
     snprintf(err, errlen, "%s", e.err);

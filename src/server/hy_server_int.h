@@ -180,6 +180,14 @@ int hy_oai_embeddings(hy_server *s, hy_http_req *r);
 
 /* ---- request parsing (hy_api_parse.c): needs no model, engine or connection ---- */
 
+/* A refusal on its way to the client: message and HTTP status (0 = 400). */
+typedef struct {
+    char err[HY_ERRLEN];
+    unsigned status;
+} hy_perr;
+/* Fills e and returns false, so checks read `return hy_perr_fail(e, 404, ...)`. */
+bool hy_perr_fail(hy_perr *e, unsigned status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* The routes whose JSON bodies are parsed (the embeddings routes only check the model). */
 enum hy_api_route {
     HY_ROUTE_SHOW, HY_ROUTE_GENERATE, HY_ROUTE_CHAT, HY_ROUTE_EMBED, HY_ROUTE_OAI_CHAT,

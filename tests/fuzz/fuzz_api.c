@@ -17,13 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ASSERT(c)                                                                                                      \
-    do {                                                                                                               \
-        if (!(c)) {                                                                                                    \
-            fprintf(stderr, "invariant failed: %s (line %d)\n", #c, __LINE__);                                         \
-            abort();                                                                                                   \
-        }                                                                                                              \
-    } while (0)
+#include "fuzz_assert.h"
 
 #define CANON "tiny:latest"
 

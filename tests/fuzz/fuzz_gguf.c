@@ -24,13 +24,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define ASSERT(c)                                                                                                      \
-    do {                                                                                                               \
-        if (!(c)) {                                                                                                    \
-            fprintf(stderr, "invariant failed: %s (line %d)\n", #c, __LINE__);                                         \
-            abort();                                                                                                   \
-        }                                                                                                              \
-    } while (0)
+#include "fuzz_assert.h"
 
 static void check(const hy_model_desc *d, size_t size) {
     ASSERT(d->file_size == size);

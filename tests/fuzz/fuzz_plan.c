@@ -36,13 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ASSERT(c)                                                                                                      \
-    do {                                                                                                               \
-        if (!(c)) {                                                                                                    \
-            fprintf(stderr, "invariant failed: %s (line %d)\n", #c, __LINE__);                                         \
-            abort();                                                                                                   \
-        }                                                                                                              \
-    } while (0)
+#include "fuzz_assert.h"
 
 typedef unsigned __int128 u128;
 
