@@ -118,7 +118,7 @@ int main(void) {
                 hy_plan_params pp = hy_plan_default_params();
                 pp.n_ctx = 256;
                 pp.gpu_budget = gpus[g];
-                pp.mem_budget = !streamed ? 64ull << 30 : total / 2 + (gpus[g] ? HY_PLAN_GPU_HOST_OVERHEAD : 0);
+                pp.mem_budget = !streamed ? 64ull << 30 : total * 3 / 5 + (gpus[g] ? HY_PLAN_GPU_HOST_OVERHEAD : 0);
                 hy_plan pl;
                 int rc = hy_plan_make(d, &pp, &pl, err, sizeof err);
                 CHECK(rc == 0, "%s", err);
