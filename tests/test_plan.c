@@ -231,6 +231,32 @@ int main(void) {
     hy_plan_free(&p);
     free_desc(d);
 
+    /* the reported minimum is exact for layer streaming: accepted at it, refused 1 byte
+     * below, also where streaming attention too would double a bigger group in the pool */
+    {
+        const uint64_t attn_sizes[] = {1 * MIB, 8 * MIB, 40 * MIB, 120 * MIB};
+        for (int a = 0; a < 4; a++) {
+            hy_model_desc *m = make_desc(9, attn_sizes[a], 24 * MIB, 0);
+            hy_plan_params mp = hy_plan_default_params();
+            mp.n_ctx = 256;
+            mp.force_mode = HY_MODE_DENSE_FFN;
+            mp.mem_budget = 64ull << 30;
+            hy_plan q;
+            CHECK(hy_plan_make(m, &mp, &q, err, sizeof err) == 0, "%s", err);
+            uint64_t mb = q.min_budget;
+            hy_plan_free(&q);
+            mp.mem_budget = mb;
+            int r1 = hy_plan_make(m, &mp, &q, err, sizeof err);
+            CHECK(r1 == 0, "attention %llu MiB: refused at its own minimum %llu: %s",
+                  (unsigned long long)(attn_sizes[a] / MIB), (unsigned long long)mb, err);
+            if (r1 == 0) hy_plan_free(&q);
+            mp.mem_budget = mb - 1;
+            CHECK(hy_plan_make(m, &mp, &q, err, sizeof err) != 0 && strstr(err, "minimum"),
+                  "attention %llu MiB: accepted below its minimum", (unsigned long long)(attn_sizes[a] / MIB));
+            free_desc(m);
+        }
+    }
+
     /* ---- GPU tier ---- */
     {
         hy_model_desc *g = make_desc(16, 8 * MIB, 24 * MIB, 0);

@@ -108,45 +108,76 @@ struct choice {
     uint64_t streamed, max_group; /* bytes read per pass; largest group's committed bytes */
 };
 
-/* streamed bytes and largest group for a choice */
-static void eval_choice(const hy_model_desc *d, const int *order, const struct lb *ffn, const struct lb *both,
-                        struct choice *c) {
-    c->streamed = 0;
-    c->max_group = 0;
-    int n = d->n_layer;
-    for (int j = 0; j < n; j++) {
-        int l = order[j];
-        struct lb g = {0, 0};
-        if (c->stage == 1) g = j < c->k ? ffn[l] : g;
-        else g = j < c->k ? both[l] : ffn[l];
-        c->streamed += g.raw;
-        if (g.slot > c->max_group) c->max_group = g.slot;
+/* Every choice's streamed bytes and largest group, in O(layers): prefix sums and
+ * maxima over the spread order. c1[k] (stage 1) streams the FFN of the first k
+ * layers of the order; c2[k] (stage 2) streams every FFN and the attention of the
+ * first k. Both arrays hold n_layer + 1 choices. */
+static void eval_choices(int n, const int *order, const struct lb *ffn, const struct lb *both, struct choice *c1,
+                         struct choice *c2) {
+    uint64_t sum_ffn = 0, suf_max = 0;
+    for (int j = 0; j < n; j++) sum_ffn += ffn[order[j]].raw;
+    /* suffix maxima of the FFN groups, stored in c2[k].max_group for now */
+    c2[n].max_group = 0;
+    for (int j = n - 1; j >= 0; j--) {
+        if (ffn[order[j]].slot > suf_max) suf_max = ffn[order[j]].slot;
+        c2[j].max_group = suf_max;
     }
+    uint64_t s1 = 0, m1 = 0, sb = 0, mb = 0, sf = 0;
+    for (int k = 0; k <= n; k++) {
+        c1[k] = (struct choice){.stage = 1, .k = k, .streamed = s1, .max_group = m1};
+        uint64_t suffix_ffn_max = c2[k].max_group;
+        c2[k] = (struct choice){.stage = 2, .k = k, .streamed = sb + (sum_ffn - sf),
+                                .max_group = mb > suffix_ffn_max ? mb : suffix_ffn_max};
+        if (k == n) break;
+        const struct lb *f = &ffn[order[k]], *bo = &both[order[k]];
+        s1 += f->raw;
+        if (f->slot > m1) m1 = f->slot;
+        sf += f->raw;
+        sb += bo->raw;
+        if (bo->slot > mb) mb = bo->slot;
+    }
+}
+
+static uint64_t need_of(uint64_t total, uint64_t fixed, const struct choice *c, int lookahead) {
+    return total - c->streamed + fixed + (uint64_t)(lookahead + 1) * c->max_group;
 }
 
 static bool fits(uint64_t total, uint64_t fixed, const struct choice *c, int lookahead, uint64_t budget) {
-    uint64_t need = total - c->streamed + fixed + (uint64_t)(lookahead + 1) * c->max_group;
-    return need <= budget;
+    return need_of(total, fixed, c, lookahead) <= budget;
+}
+
+/* the choices in order of streamed bytes: stage 1 by k, then stage 2 by k; a
+ * choice that streams nothing is stage 1, k = 0 (skipped when forced to stream) */
+static const struct choice *choice_at(int n, const struct choice *c1, const struct choice *c2, int i) {
+    return i <= n ? &c1[i] : &c2[i - n];
 }
 
 /* smallest choice (fewest streamed bytes) that fits with this lookahead; false if none */
-static bool find_choice(const hy_model_desc *d, const int *order, const struct lb *ffn, const struct lb *both,
-                        uint64_t total, uint64_t fixed, int lookahead, uint64_t budget, bool at_least_one,
-                        struct choice *out) {
-    for (int stage = 1; stage <= 2; stage++) {
-        for (int k = (stage == 1 && at_least_one) ? 1 : 0; k <= d->n_layer; k++) {
-            if (stage == 2 && k == 0) continue; /* same as stage 1, k = n */
-            struct choice c = {.stage = stage, .k = k};
-            eval_choice(d, order, ffn, both, &c);
-            /* a choice that streams nothing is stage 1, k = 0 (or none, when forced to stream) */
-            if (c.streamed == 0 && (stage == 2 || k > 0)) continue;
-            if (fits(total, fixed, &c, lookahead, budget)) {
-                *out = c;
-                return true;
-            }
+static bool find_choice(int n, const struct choice *c1, const struct choice *c2, uint64_t total, uint64_t fixed,
+                        int lookahead, uint64_t budget, bool at_least_one, struct choice *out) {
+    for (int i = 0; i <= 2 * n; i++) {
+        const struct choice *c = choice_at(n, c1, c2, i);
+        if (i > 0 && c->streamed == 0) continue;
+        if (i == 0 && at_least_one) continue;
+        if (fits(total, fixed, c, lookahead, budget)) {
+            *out = *c;
+            return true;
         }
     }
     return false;
+}
+
+/* the smallest budget any streaming choice needs with this lookahead (UINT64_MAX: none streams) */
+static uint64_t min_stream_need(int n, const struct choice *c1, const struct choice *c2, uint64_t total,
+                                uint64_t fixed, int lookahead) {
+    uint64_t best = UINT64_MAX;
+    for (int i = 1; i <= 2 * n; i++) {
+        const struct choice *c = choice_at(n, c1, c2, i);
+        if (c->streamed == 0) continue;
+        uint64_t need = need_of(total, fixed, c, lookahead);
+        if (need < best) best = need;
+    }
+    return best;
 }
 
 /* Expert-streaming: every expert tensor on NVMe, everything else resident;
@@ -279,11 +310,13 @@ int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, 
     out->group = malloc((size_t)d->n_tensors * sizeof *out->group);
     struct lb *ffn = calloc((size_t)d->n_layer, sizeof *ffn);
     struct lb *both = calloc((size_t)d->n_layer, sizeof *both);
+    struct choice *c1 = calloc((size_t)d->n_layer + 1, sizeof *c1);
+    struct choice *c2 = calloc((size_t)d->n_layer + 1, sizeof *c2);
     int *order = calloc((size_t)d->n_layer, sizeof *order);
     int *rank = calloc((size_t)d->n_layer, sizeof *rank);
     bool *gpu = calloc((size_t)d->n_tensors, sizeof *gpu);
     int rc = 0;
-    if (!out->tier || !out->group || !ffn || !both || !order || !rank || !gpu) {
+    if (!out->tier || !out->group || !ffn || !both || !c1 || !c2 || !order || !rank || !gpu) {
         rc = hy_fail(err, errlen, "out of memory");
         goto done;
     }
@@ -305,10 +338,12 @@ int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, 
     spread_order(d->n_layer, order);
     for (int j = 0; j < d->n_layer; j++) rank[order[j]] = j;
 
-    /* the minimum: everything streamable streams, two groups in the pool */
-    struct choice all = {.stage = 2, .k = d->n_layer};
-    eval_choice(d, order, ffn, both, &all);
-    out->min_budget = total - all.streamed + fixed + 2 * all.max_group;
+    /* the minimum: the streaming choice that needs the least with two groups in the pool
+     * (streaming everything is not always it: a bigger group doubles in the pool) */
+    const int n = d->n_layer;
+    eval_choices(n, order, ffn, both, c1, c2);
+    out->min_budget = min_stream_need(n, c1, c2, total, fixed, 1);
+    if (out->min_budget == UINT64_MAX) out->min_budget = total + fixed; /* nothing to stream */
 
     bool want_stream = p->force_mode == HY_MODE_DENSE_FFN || p->force_mode == HY_MODE_EXPERT;
     if (!want_stream && total + fixed <= p->mem_budget) {
@@ -334,20 +369,20 @@ int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, 
         int la = p->lookahead;
         bool found;
         if (la >= 0) {
-            found = find_choice(d, order, ffn, both, total, fixed, la, p->mem_budget, want_stream, &c);
+            found = find_choice(n, c1, c2, total, fixed, la, p->mem_budget, want_stream, &c);
         } else {
-            found = find_choice(d, order, ffn, both, total, fixed, 1, p->mem_budget, want_stream, &c);
+            found = find_choice(n, c1, c2, total, fixed, 1, p->mem_budget, want_stream, &c);
             la = 1;
             /* spend leftover budget on deeper prefetch, never on more I/O */
             while (found && la < 4 && fits(total, fixed, &c, la + 1, p->mem_budget)) la++;
         }
-        if (!found && want_stream && all.streamed == 0) {
+        if (!found && want_stream && c2[n].streamed == 0) {
             rc = hy_fail(err, errlen, "the model has no FFN or attention tensors in its layers to stream");
             goto done;
         }
         if (!found) {
             char b1[32], b2[32];
-            uint64_t need = total - all.streamed + fixed + (uint64_t)((la < 0 ? 1 : la) + 1) * all.max_group;
+            uint64_t need = min_stream_need(n, c1, c2, total, fixed, la < 0 ? 1 : la);
             rc = hy_fail(err, errlen,
                          "memory budget %s is too small for this model: the minimum is %s (resident weights, "
                          "KV cache and compute buffers for a %d-token context, and a pool of %d layer groups)",
@@ -374,11 +409,18 @@ int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, 
             out->group[i] = s ? t->layer : -1;
             out->bytes_tier[out->tier[i]] += t->size;
         }
-        for (int l = 0; l < d->n_layer; l++) {
-            bool any = false;
-            for (int64_t i = 0; i < d->n_tensors && !any; i++) any = out->group[i] == l;
-            out->n_groups += any;
+        /* groups: layers with a streamed tensor (one pass over the tensors, not one per layer) */
+        bool *seen = calloc((size_t)n, sizeof *seen);
+        if (!seen) {
+            rc = hy_fail(err, errlen, "out of memory");
+            goto done;
         }
+        for (int64_t i = 0; i < d->n_tensors; i++)
+            if (out->group[i] >= 0 && !seen[out->group[i]]) {
+                seen[out->group[i]] = true;
+                out->n_groups++;
+            }
+        free(seen);
         out->io_bytes_per_token = out->bytes_tier[HY_TIER_NVME];
         out->budget_used = out->bytes_tier[HY_TIER_RAM] + out->pool_bytes + fixed;
     }
@@ -394,6 +436,8 @@ predict:
 done:
     free(ffn);
     free(both);
+    free(c1);
+    free(c2);
     free(order);
     free(rank);
     free(gpu);
