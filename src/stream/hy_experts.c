@@ -227,6 +227,24 @@ static void wait_key(hy_stream *s, int key) {
     if (bad) drop_failed_key(s, key);
 }
 
+/* After a failed pass (hy_stream_clear_error): slices it issued are waited for,
+ * and one whose read failed is dropped rather than found by the next request. */
+void hy_experts_settle(hy_stream *s) {
+    if (s->pagecache) return; /* no reads of ours in flight */
+    for (int key = 0; key < s->n_layer * s->n_expert; key++) {
+        struct xkey *x = &s->xkeys[key];
+        if (x->state != G_LOADING) continue;
+        bool bad = false;
+        for (int j = 0; j < x->n_tix; j++) {
+            char err[HY_ERRLEN];
+            if (hy_io_wait(s->io, x->tix[j], err, sizeof err)) bad = true;
+        }
+        x->n_tix = 0;
+        x->state = G_READY;
+        if (bad) drop_failed_key(s, key);
+    }
+}
+
 static void release_key(hy_stream *s, int key) {
     struct xkey *x = &s->xkeys[key];
     wait_key(s, key); /* pages may not go while a read still lands in them */

@@ -441,15 +441,39 @@ bool hy_stream_abort_cb(void *ud) { return ((hy_stream *)ud)->failed; }
 
 void hy_stream_clear_error(hy_stream *s) {
     if (!s || !s->failed) return;
-    s->failed = false;
-    s->error[0] = 0;
-    /* the aborted pass left its use counts half-way: resident groups start over */
     for (int gi = 0; gi < s->n_groups; gi++) {
         struct group *g = &s->groups[gi];
+        if (g->state == G_LOADING) {
+            /* prefetched by the failed pass: its reads may have failed too (a file
+             * truncated under us fails every read past the new end). Wait for them
+             * here; a group with a failed read is dropped, never left for the next
+             * request to trip over */
+            bool bad = false;
+            for (int k = 0; k < g->n_entries; k++) {
+                struct entry *e = &s->entries[g->entries[k]];
+                char err[HY_ERRLEN];
+                if (e->ticket && hy_io_wait(s->io, e->ticket, err, sizeof err)) bad = true;
+                e->ticket = NULL;
+            }
+            g->state = G_READY;
+            if (bad) {
+                g->state = G_IDLE;
+                s->committed -= g->bytes;
+                for (int k = 0; k < g->n_entries; k++) {
+                    struct entry *e = &s->entries[g->entries[k]];
+                    madvise(e->dst, e->span, MADV_DONTNEED);
+                }
+                continue;
+            }
+        }
+        /* the aborted pass left its use counts half-way: resident groups start over */
         if (g->state != G_READY) continue;
         g->n_used = 0;
         for (int k = 0; k < g->n_entries; k++) s->entries[g->entries[k]].used = false;
     }
+    if (s->expert_mode) hy_experts_settle(s);
+    s->failed = false;
+    s->error[0] = 0;
 }
 
 /* ------------------------------------------------------------- lifecycle */

@@ -82,6 +82,7 @@ int  hy_experts_init(hy_stream *s, const hy_model_desc *d, char *err, size_t err
 void hy_experts_free(hy_stream *s);
 bool hy_experts_eval(hy_stream *s, struct ggml_tensor *t, bool ask, bool *handled);
 void hy_experts_stats(const hy_stream *s, hy_stream_stats *st);
+void hy_experts_settle(hy_stream *s);
 
 
 #endif
