@@ -5,28 +5,7 @@
 
 #include "plan/hy_plan.h"
 
-static int failures;
-#define CHECK(c, ...)                                                                                          \
-    do {                                                                                                       \
-        if (!(c)) {                                                                                            \
-            failures++;                                                                                        \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #c);                                       \
-            fprintf(stderr, __VA_ARGS__);                                                                      \
-            fputc('\n', stderr);                                                                               \
-        }                                                                                                      \
-    } while (0)
-
-#define MIB ((uint64_t)1 << 20)
-
-static void add(hy_model_desc *d, const char *name, int layer, hy_role role, uint64_t size) {
-    hy_tensor_info *t = &d->tensors[d->n_tensors++];
-    memset(t, 0, sizeof *t);
-    snprintf(t->name, sizeof t->name, "%s", name);
-    t->layer = layer;
-    t->role = role;
-    t->size = size;
-    t->offset = 4096 * (uint64_t)d->n_tensors;
-}
+#include "test_desc.h"
 
 /* A llama-shaped description: per layer attention 4 x attn, FFN 3 x ffn. */
 static hy_model_desc *make_desc(int n_layer, uint64_t attn, uint64_t ffn, int n_expert) {
