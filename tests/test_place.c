@@ -13,44 +13,6 @@
 
 #include "test_desc.h"
 
-static hy_model_desc *make_desc(int n_layer, int n_expert) {
-    hy_model_desc *d = calloc(1, sizeof *d);
-    d->tensors = calloc((size_t)n_layer * 12 + 3, sizeof *d->tensors);
-    d->n_layer = n_layer;
-    d->n_embd = 1024;
-    d->n_ff = 2816;
-    d->n_head = 8;
-    d->n_head_kv = 4;
-    d->n_vocab = 32000;
-    d->n_expert = n_expert;
-    d->n_expert_used = n_expert ? 2 : 0;
-    add(d, "token_embd.weight", -1, HY_ROLE_EMBED, 30 * MIB);
-    char nm[96];
-    static const char *an[] = {"attn_q", "attn_k", "attn_v", "attn_output"};
-    static const char *fn[] = {"ffn_gate", "ffn_up", "ffn_down"};
-    for (int l = 0; l < n_layer; l++) {
-        snprintf(nm, sizeof nm, "blk.%d.attn_norm.weight", l);
-        add(d, nm, l, HY_ROLE_NORM, 4096);
-        for (int i = 0; i < 4; i++) {
-            snprintf(nm, sizeof nm, "blk.%d.%s.weight", l, an[i]);
-            add(d, nm, l, HY_ROLE_ATTN, 2 * MIB);
-        }
-        snprintf(nm, sizeof nm, "blk.%d.ffn_norm.weight", l);
-        add(d, nm, l, HY_ROLE_NORM, 4096);
-        if (n_expert) {
-            snprintf(nm, sizeof nm, "blk.%d.ffn_gate_inp.weight", l);
-            add(d, nm, l, HY_ROLE_ROUTER, 32768);
-        }
-        for (int i = 0; i < 3; i++) {
-            snprintf(nm, sizeof nm, n_expert ? "blk.%d.%s_exps.weight" : "blk.%d.%s.weight", l, fn[i]);
-            add(d, nm, l, n_expert ? HY_ROLE_EXPERT : HY_ROLE_FFN, n_expert ? 32 * MIB : 8 * MIB);
-        }
-    }
-    add(d, "output_norm.weight", -1, HY_ROLE_NORM, 4096);
-    add(d, "output.weight", -1, HY_ROLE_OUTPUT, 30 * MIB);
-    return d;
-}
-
 /* three distinct stand-ins: hy_place only stores the pointers */
 static char fake[HY_TIER_COUNT][64];
 
@@ -89,7 +51,7 @@ static void check_place(const hy_model_desc *d, const hy_plan *pl, const char *w
 int main(void) {
     char err[512];
     for (int moe = 0; moe <= 1; moe++) {
-        hy_model_desc *d = make_desc(12, moe ? 8 : 0);
+        hy_model_desc *d = make_desc(12, 8 * MIB, moe ? 96 * MIB : 24 * MIB, moe ? 8 : 0);
         uint64_t total = 0;
         for (int64_t i = 0; i < d->n_tensors; i++) total += d->tensors[i].size;
         const uint64_t gpus[] = {0, 200 * MIB, 400 * MIB};
@@ -109,8 +71,7 @@ int main(void) {
                 check_place(d, &pl, what);
                 hy_plan_free(&pl);
             }
-        free(d->tensors);
-        free(d);
+        free_desc(d);
     }
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);
