@@ -278,11 +278,32 @@ static void fmt_init(hy_server *s, hy_fmt *f, enum hy_api_kind kind, bool stream
              (unsigned long long)next_random(s));
 }
 
+/* The common end of the generation routes: size the job, set the answer's
+ * format (Ollama answers with the model name as asked, OpenAI with its id and,
+ * on request, usage) and queue it; or answer with the error of any step before
+ * (ok false) or here. Frees the request either way. */
+static int submit(hy_server *s, hy_http_req *r, hy_api_req *q, hy_job *j, enum hy_api_kind kind, bool ok,
+                  hy_perr *e) {
+    if (ok && !j->prompt) ok = hy_perr_fail(e, 500, "out of memory");
+    if (ok && budget(s, j, q->n_predict, e)) {
+        hy_fmt f;
+        fmt_init(s, &f, kind, q->stream);
+        if (kind == HY_API_GENERATE || kind == HY_API_CHAT) snprintf(f.model, sizeof f.model, "%s", q->model);
+        else f.include_usage = q->include_usage;
+        hy_api_req_free(q);
+        return hy_http_generate(r, &f, j);
+    }
+    hy_api_req_free(q);
+    hy_job_unref(j);
+    return respond_error(r, e);
+}
+
 int hy_api_generate(hy_server *s, hy_http_req *r) {
     hy_perr e = {0};
     hy_job *j = NULL;
     hy_api_req q;
-    if (!parse_req(s, r, HY_ROUTE_GENERATE, &q, &e) || !(j = job_from(&q, &e))) goto bad;
+    if (!parse_req(s, r, HY_ROUTE_GENERATE, &q, &e) || !(j = job_from(&q, &e)))
+        return submit(s, r, &q, j, HY_API_GENERATE, false, &e);
     if (!q.prompt || !*q.prompt) {
         /* Ollama's "load the model" request: nothing to generate */
         char ts[64];
@@ -293,6 +314,7 @@ int hy_api_generate(hy_server *s, hy_http_req *r) {
         hy_job_unref(j);
         return hy_http_json(r, 200, o);
     }
+    bool ok = true;
     if (q.raw) {
         j->prompt = strdup(q.prompt);
     } else {
@@ -300,42 +322,19 @@ int hy_api_generate(hy_server *s, hy_http_req *r) {
         int n = 0;
         if (q.system && *q.system) roles[n] = "system", contents[n++] = q.system;
         roles[n] = "user", contents[n++] = q.prompt;
-        if (!format_chat(s, roles, contents, n, true, &j->prompt, &e)) goto bad;
+        ok = format_chat(s, roles, contents, n, true, &j->prompt, &e);
     }
-    if (!j->prompt) {
-        hy_perr_fail(&e, 500, "out of memory");
-        goto bad;
-    }
-    if (!budget(s, j, q.n_predict, &e)) goto bad;
-    hy_fmt f;
-    fmt_init(s, &f, HY_API_GENERATE, q.stream);
-    snprintf(f.model, sizeof f.model, "%s", q.model);
-    hy_api_req_free(&q);
-    return hy_http_generate(r, &f, j);
-bad:
-    hy_api_req_free(&q);
-    hy_job_unref(j);
-    return respond_error(r, &e);
+    return submit(s, r, &q, j, HY_API_GENERATE, ok, &e);
 }
 
 int hy_api_chat(hy_server *s, hy_http_req *r) {
     hy_perr e = {0};
     hy_job *j = NULL;
     hy_api_req q;
-    if (!parse_req(s, r, HY_ROUTE_CHAT, &q, &e) || !(j = job_from(&q, &e))) goto bad;
     /* a conversation ending with the assistant's turn is continued, not answered */
-    if (!format_chat(s, q.roles, (const char *const *)q.contents, q.n_msgs, !q.last_assistant, &j->prompt, &e))
-        goto bad;
-    if (!budget(s, j, q.n_predict, &e)) goto bad;
-    hy_fmt f;
-    fmt_init(s, &f, HY_API_CHAT, q.stream);
-    snprintf(f.model, sizeof f.model, "%s", q.model);
-    hy_api_req_free(&q);
-    return hy_http_generate(r, &f, j);
-bad:
-    hy_api_req_free(&q);
-    hy_job_unref(j);
-    return respond_error(r, &e);
+    bool ok = parse_req(s, r, HY_ROUTE_CHAT, &q, &e) && (j = job_from(&q, &e)) &&
+              format_chat(s, q.roles, (const char *const *)q.contents, q.n_msgs, !q.last_assistant, &j->prompt, &e);
+    return submit(s, r, &q, j, HY_API_CHAT, ok, &e);
 }
 
 /* ---- OpenAI ------------------------------------------------------------------ */
@@ -360,40 +359,18 @@ int hy_oai_chat(hy_server *s, hy_http_req *r) {
     hy_perr e = {0};
     hy_job *j = NULL;
     hy_api_req q;
-    if (!parse_req(s, r, HY_ROUTE_OAI_CHAT, &q, &e) || !(j = job_from(&q, &e))) goto bad;
-    if (!format_chat(s, q.roles, (const char *const *)q.contents, q.n_msgs, !q.last_assistant, &j->prompt, &e))
-        goto bad;
-    if (!budget(s, j, q.n_predict, &e)) goto bad;
-    hy_fmt f;
-    fmt_init(s, &f, HY_API_OAI_CHAT, q.stream);
-    f.include_usage = q.include_usage;
-    hy_api_req_free(&q);
-    return hy_http_generate(r, &f, j);
-bad:
-    hy_api_req_free(&q);
-    hy_job_unref(j);
-    return respond_error(r, &e);
+    bool ok = parse_req(s, r, HY_ROUTE_OAI_CHAT, &q, &e) && (j = job_from(&q, &e)) &&
+              format_chat(s, q.roles, (const char *const *)q.contents, q.n_msgs, !q.last_assistant, &j->prompt, &e);
+    return submit(s, r, &q, j, HY_API_OAI_CHAT, ok, &e);
 }
 
 int hy_oai_completions(hy_server *s, hy_http_req *r) {
     hy_perr e = {0};
     hy_job *j = NULL;
     hy_api_req q;
-    if (!parse_req(s, r, HY_ROUTE_OAI_COMPLETIONS, &q, &e) || !(j = job_from(&q, &e))) goto bad;
-    if (!(j->prompt = strdup(q.prompt))) {
-        hy_perr_fail(&e, 500, "out of memory");
-        goto bad;
-    }
-    if (!budget(s, j, q.n_predict, &e)) goto bad;
-    hy_fmt f;
-    fmt_init(s, &f, HY_API_OAI_COMPLETION, q.stream);
-    f.include_usage = q.include_usage;
-    hy_api_req_free(&q);
-    return hy_http_generate(r, &f, j);
-bad:
-    hy_api_req_free(&q);
-    hy_job_unref(j);
-    return respond_error(r, &e);
+    bool ok = parse_req(s, r, HY_ROUTE_OAI_COMPLETIONS, &q, &e) && (j = job_from(&q, &e));
+    if (ok) j->prompt = strdup(q.prompt); /* NULL: submit reports out of memory */
+    return submit(s, r, &q, j, HY_API_OAI_COMPLETION, ok, &e);
 }
 
 /* ---- responses ---------------------------------------------------------------- */
