@@ -238,67 +238,77 @@ static bool is_ffn(hy_role r) { return r == HY_ROLE_FFN || r == HY_ROLE_EXPERT; 
 
 /* The GPU tier (see hy_plan.h): a function of the model, the GPU budget and the
  * context alone, so a streamed and a resident run with the same GPU budget put
- * the same tensors on the GPU. Marks gpu[i]; fills the plan's gpu_* figures. */
-static void plan_gpu(const hy_model_desc *d, const hy_plan_params *p, bool *gpu, hy_plan *out) {
-    if (p->gpu_budget == 0) return;
+ * the same tensors on the GPU. Marks gpu[i]; fills the plan's gpu_* figures.
+ * Per-layer sums first, then one pass to mark: linear in tensors and layers.
+ * -1 when out of memory. */
+static int plan_gpu(const hy_model_desc *d, const hy_plan_params *p, bool *gpu, hy_plan *out) {
+    if (p->gpu_budget == 0) return 0;
     const uint64_t budget = p->gpu_budget;
     const int L = d->n_layer;
     uint64_t kv_layer = hy_plan_kv_bytes(d, p->n_ctx) / (uint64_t)L;
     uint64_t used = hy_plan_compute_bytes(d, p->n_ctx, p->n_batch);
-    /* the output head and its norm */
-    uint64_t head = 0;
+    /* VRAM per layer of its attention, norms and router (everything but the FFN), and of its FFN */
+    uint64_t *rest = calloc((size_t)L, sizeof *rest), *ffnb = calloc((size_t)L, sizeof *ffnb);
+    bool *experts = calloc((size_t)L, sizeof *experts);
+    if (!rest || !ffnb || !experts) {
+        free(rest);
+        free(ffnb);
+        free(experts);
+        return -1;
+    }
+    uint64_t head = 0; /* the output head and its norm */
     for (int64_t i = 0; i < d->n_tensors; i++) {
         const hy_tensor_info *t = &d->tensors[i];
         if (t->layer < 0 && (t->role == HY_ROLE_OUTPUT || t->role == HY_ROLE_NORM)) head += hy_plan_gpu_bytes(t->size);
-    }
-    if (used + head > budget) return; /* too small to be worth a GPU */
-    used += head;
-    out->gpu_compute_bytes = used - head;
-    out->gpu_output = true;
-    for (int64_t i = 0; i < d->n_tensors; i++) {
-        const hy_tensor_info *t = &d->tensors[i];
-        if (t->layer < 0 && (t->role == HY_ROLE_OUTPUT || t->role == HY_ROLE_NORM)) gpu[i] = true;
-    }
-    /* attention, norms, router (everything but the FFN) and K/V, from the last layer down */
-    for (int l = L - 1; l >= 0; l--) {
-        uint64_t need = kv_layer;
-        for (int64_t i = 0; i < d->n_tensors; i++)
-            if (d->tensors[i].layer == l && !is_ffn(d->tensors[i].role)) need += hy_plan_gpu_bytes(d->tensors[i].size);
-        if (used + need > budget) break;
-        used += need;
-        out->gpu_layers++;
-        out->gpu_kv_bytes += kv_layer;
-        for (int64_t i = 0; i < d->n_tensors; i++)
-            if (d->tensors[i].layer == l && !is_ffn(d->tensors[i].role)) gpu[i] = true;
-    }
-    /* whole FFN groups of the GPU layers, then single dense FFN tensors of one more */
-    for (int l = L - 1; l >= L - out->gpu_layers; l--) {
-        uint64_t need = 0;
-        bool experts = false;
-        for (int64_t i = 0; i < d->n_tensors; i++)
-            if (d->tensors[i].layer == l && is_ffn(d->tensors[i].role)) {
-                need += hy_plan_gpu_bytes(d->tensors[i].size);
-                experts |= d->tensors[i].role == HY_ROLE_EXPERT;
-            }
-        if (used + need <= budget) {
-            used += need;
-            for (int64_t i = 0; i < d->n_tensors; i++)
-                if (d->tensors[i].layer == l && is_ffn(d->tensors[i].role)) gpu[i] = true;
-            continue;
+        if (t->layer < 0 || t->layer >= L) continue;
+        if (is_ffn(t->role)) {
+            ffnb[t->layer] += hy_plan_gpu_bytes(t->size);
+            experts[t->layer] |= t->role == HY_ROLE_EXPERT;
+        } else {
+            rest[t->layer] += hy_plan_gpu_bytes(t->size);
         }
-        if (!experts)
-            for (int64_t i = 0; i < d->n_tensors; i++) {
-                const hy_tensor_info *t = &d->tensors[i];
-                if (t->layer == l && is_ffn(t->role) && used + hy_plan_gpu_bytes(t->size) <= budget) {
-                    used += hy_plan_gpu_bytes(t->size);
-                    gpu[i] = true;
-                }
-            }
-        break;
     }
-    out->gpu_used = used;
+    int ffn_from = L, part = -1; /* layers >= ffn_from: whole FFN on the GPU; part: single tensors */
+    if (used + head <= budget) { /* else too small to be worth a GPU */
+        used += head;
+        out->gpu_compute_bytes = used - head;
+        out->gpu_output = true;
+        /* attention, norms, router and K/V, from the last layer down */
+        for (int l = L - 1; l >= 0 && used + kv_layer + rest[l] <= budget; l--) {
+            used += kv_layer + rest[l];
+            out->gpu_layers++;
+            out->gpu_kv_bytes += kv_layer;
+        }
+        /* whole FFN groups of the GPU layers, then single dense FFN tensors of one more */
+        for (int l = L - 1; l >= L - out->gpu_layers; l--) {
+            if (used + ffnb[l] > budget) {
+                if (!experts[l]) part = l;
+                break;
+            }
+            used += ffnb[l];
+            ffn_from = l;
+        }
+        for (int64_t i = 0; i < d->n_tensors; i++) {
+            const hy_tensor_info *t = &d->tensors[i];
+            if (t->layer < 0 || t->layer >= L) {
+                gpu[i] = t->layer < 0 && (t->role == HY_ROLE_OUTPUT || t->role == HY_ROLE_NORM);
+            } else if (!is_ffn(t->role)) {
+                gpu[i] = t->layer >= L - out->gpu_layers;
+            } else if (t->layer >= ffn_from) {
+                gpu[i] = true;
+            } else if (t->layer == part && used + hy_plan_gpu_bytes(t->size) <= budget) {
+                used += hy_plan_gpu_bytes(t->size);
+                gpu[i] = true;
+            }
+        }
+    }
+    free(rest);
+    free(ffnb);
+    free(experts);
+    out->gpu_used = out->gpu_output ? used : 0;
     for (int64_t i = 0; i < d->n_tensors; i++)
         if (gpu[i]) out->bytes_tier[HY_TIER_GPU] += d->tensors[i].size;
+    return 0;
 }
 
 int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, char *err, size_t errlen) {
@@ -322,7 +332,10 @@ int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, 
     }
     for (int64_t i = 0; i < d->n_tensors; i++) out->group[i] = -1;
 
-    plan_gpu(d, p, gpu, out);
+    if (plan_gpu(d, p, gpu, out)) {
+        rc = hy_fail(err, errlen, "out of memory");
+        goto done;
+    }
     for (int64_t i = 0; i < d->n_tensors; i++) out->tier[i] = gpu[i] ? HY_TIER_GPU : HY_TIER_RAM;
     /* from here on, RAM and NVMe for what is not on the GPU */
     uint64_t total = 0;
