@@ -17,16 +17,7 @@
 #include "cache/hy_coact.h"
 #include "util/hy_util.h"
 
-static int fails;
-#define CHECK(cond, ...)                                                                                               \
-    do {                                                                                                               \
-        if (!(cond)) {                                                                                                 \
-            printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                                                     \
-            printf(__VA_ARGS__);                                                                                       \
-            printf("\n");                                                                                              \
-            fails++;                                                                                                   \
-        }                                                                                                              \
-    } while (0)
+#include "test_check.h"
 
 static const char *work;
 
@@ -52,22 +43,6 @@ static void pick(int32_t *out, int k, int E) {
     }
 }
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    if (b) b[n] = 0;
-    fclose(f);
-    if (len) *len = (size_t)n;
-    return b;
-}
 
 static void spit(const char *path, const char *s, size_t n) {
     FILE *f = fopen(path, "wb");
@@ -565,6 +540,6 @@ int main(int argc, char **argv) {
         fprintf(stderr, "unknown group %s\n", g);
         return 2;
     }
-    printf(fails ? "FAIL (%d)\n" : "PASS\n", fails);
-    return fails ? 1 : 0;
+    printf(failures ? "FAIL (%d)\n" : "PASS\n", failures);
+    return failures ? 1 : 0;
 }

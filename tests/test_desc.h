@@ -10,16 +10,7 @@
 
 #include "gguf/hy_gguf.h"
 
-static int failures;
-#define CHECK(c, ...)                                                                                          \
-    do {                                                                                                       \
-        if (!(c)) {                                                                                            \
-            failures++;                                                                                        \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #c);                                       \
-            fprintf(stderr, __VA_ARGS__);                                                                      \
-            fputc('\n', stderr);                                                                               \
-        }                                                                                                      \
-    } while (0)
+#include "test_check.h"
 
 #define MIB ((uint64_t)1 << 20)
 

@@ -20,16 +20,7 @@
 #define MiB (1024ull * 1024)
 static const uint64_t FILE_SIZE = 24 * MiB + 12345;
 
-static int failures;
-#define CHECK(cond, ...)                                                                                               \
-    do {                                                                                                               \
-        if (!(cond)) {                                                                                                 \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                                           \
-            fprintf(stderr, __VA_ARGS__);                                                                              \
-            fprintf(stderr, "\n");                                                                                     \
-            failures++;                                                                                                \
-        }                                                                                                              \
-    } while (0)
+#include "test_check.h"
 
 static uint64_t rng(uint64_t *s) {
     uint64_t x = *s;

@@ -25,32 +25,8 @@
 
 #define GiB (1024ull * 1024 * 1024)
 
-static int failures;
-#define CHECK(cond, ...)                                                                                               \
-    do {                                                                                                               \
-        if (!(cond)) {                                                                                                 \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                                           \
-            fprintf(stderr, __VA_ARGS__);                                                                              \
-            fprintf(stderr, "\n");                                                                                     \
-            failures++;                                                                                                \
-        }                                                                                                              \
-    } while (0)
+#include "test_check.h"
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    if (b) b[n] = 0;
-    fclose(f);
-    return b;
-}
 
 static void spit(const char *path, const char *s) {
     FILE *f = fopen(path, "wb");
@@ -219,7 +195,7 @@ static int cmd_api(const char *work) {
     /* corrupt cache: ignored (with a warning on stderr) and rewritten */
     spit(cache, "{\"version\": 1, \"cpu_model\": tru");
     CHECK(hy_profile_get(&pp, &q, err, sizeof err) == 0 && !q.from_cache, "corrupt cache: %s", err);
-    char *js = slurp(cache);
+    char *js = slurp(cache, NULL);
     hy_profile r;
     CHECK(js && hy_profile_from_json(js, &r, err, sizeof err) == 0, "cache not rewritten: %s", err);
     free(js);
@@ -285,8 +261,8 @@ static int run(char *const argv[], char **out, char **errout, double *secs) {
     if (secs) *secs = hy_now() - t0;
     close(fo);
     close(fe);
-    *out = slurp(o);
-    if (errout) *errout = slurp(e);
+    *out = slurp(o, NULL);
+    if (errout) *errout = slurp(e, NULL);
     unlink(o);
     unlink(e);
     if (!*out) *out = strdup("");
@@ -368,7 +344,7 @@ static int cmd_cli(const char *bin, const char *work) {
     CHECK(!q.from_cache, "corrupt cache used");
     free(out);
     free(errs);
-    char *js = slurp(cache);
+    char *js = slurp(cache, NULL);
     char err[HY_ERRLEN];
     CHECK(js && hy_profile_from_json(js, &q, err, sizeof err) == 0, "cache not rebuilt");
     free(js);

@@ -5,16 +5,7 @@
 
 #include "cache/hy_xcache.h"
 
-static int failures;
-#define CHECK(c, ...)                                                                                              \
-    do {                                                                                                           \
-        if (!(c)) {                                                                                                \
-            failures++;                                                                                            \
-            fprintf(stderr, "FAIL line %d: %s: ", __LINE__, #c);                                                   \
-            fprintf(stderr, __VA_ARGS__);                                                                          \
-            fputc('\n', stderr);                                                                                   \
-        }                                                                                                          \
-    } while (0)
+#include "test_check.h"
 
 static uint64_t rng = 88172645463325252ull;
 static double urand(void) {
