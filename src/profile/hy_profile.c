@@ -530,6 +530,15 @@ typedef struct {
     uint64_t rng;
 } sweep_state;
 
+/* the next request's offset: random whole blocks, or the next block in order (wrapping) */
+static uint64_t next_offset(sweep_state *st, bool random, size_t block, uint64_t fsize) {
+    if (random) return (xorshift(&st->rng) % (fsize / block)) * block;
+    if (st->cursor + block > fsize) st->cursor = 0;
+    uint64_t off = st->cursor;
+    st->cursor += block;
+    return off;
+}
+
 /* One point: `qd` requests of `block` bytes kept in flight through hy_io for
  * about dur seconds. random: 4K-aligned random offsets instead of sequential. */
 static int run_point(const char *procpath, uint64_t fsize, size_t block, int qd, double dur, bool random,
@@ -558,18 +567,11 @@ static int run_point(const char *procpath, uint64_t fsize, size_t block, int qd,
         hy_io_close(io);
         return hy_fail(err, errlen, "out of memory");
     }
-    const uint64_t nblocks = fsize / block;
     uint64_t ops = 0;
     int rc = 0;
     double t0 = hy_now(), t1 = t0;
     for (int i = 0; i < qd && !rc; i++) {
-        uint64_t off;
-        if (random) off = (xorshift(&st->rng) % nblocks) * block;
-        else {
-            if (st->cursor + block > fsize) st->cursor = 0;
-            off = st->cursor;
-            st->cursor += block;
-        }
+        uint64_t off = next_offset(st, random, block, fsize);
         tk[i] = hy_io_read_async(io, buf + (size_t)i * block, off, block, err, errlen);
         if (!tk[i]) rc = -1;
     }
@@ -583,13 +585,7 @@ static int run_point(const char *procpath, uint64_t fsize, size_t block, int qd,
         ops++;
         t1 = hy_now();
         if (t1 - t0 >= dur) break;
-        uint64_t off;
-        if (random) off = (xorshift(&st->rng) % nblocks) * block;
-        else {
-            if (st->cursor + block > fsize) st->cursor = 0;
-            off = st->cursor;
-            st->cursor += block;
-        }
+        uint64_t off = next_offset(st, random, block, fsize);
         tk[slot] = hy_io_read_async(io, buf + (size_t)slot * block, off, block, err, errlen);
         if (!tk[slot]) rc = -1;
     }
