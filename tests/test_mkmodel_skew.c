@@ -15,6 +15,8 @@
 #include <ggml-backend.h>
 #include <llama.h>
 
+#include "util/hy_tensor.h"
+
 #define N_EXPERT 8
 #define TOP_K 2
 #define N_LAYER 4
@@ -31,16 +33,9 @@ static bool on_eval(struct ggml_tensor *t, bool ask, void *ud) {
     if (ask) return true;
     stats *st = ud;
     if (il < 0 || il >= MAX_LAYER || t->type != GGML_TYPE_I32) return true;
-    const char *base;
-    char *copy = NULL;
-    if (t->buffer && !ggml_backend_buffer_is_host(t->buffer)) {
-        copy = malloc(ggml_nbytes(t));
-        if (!copy) return true;
-        ggml_backend_tensor_get(t, copy, 0, ggml_nbytes(t));
-        base = copy;
-    } else {
-        base = t->data;
-    }
+    char *copy;
+    const char *base = hy_tensor_host_data(t, &copy);
+    if (!base) return true;
     for (int64_t i1 = 0; i1 < t->ne[1]; i1++)
         for (int64_t i0 = 0; i0 < t->ne[0]; i0++) {
             int32_t e = *(const int32_t *)(base + i1 * t->nb[1] + i0 * t->nb[0]);

@@ -46,6 +46,7 @@
 #include "engine/hy_engine.h"
 #include "gguf/hy_gguf.h"
 #include "util/hy_util.h"
+#include "util/hy_tensor.h"
 
 extern char **environ;
 
@@ -126,14 +127,8 @@ static bool calib_eval(struct ggml_tensor *t, bool ask, void *ud) {
         st->buf = p;
         st->cap = need;
     }
-    const char *base = t->data;
-    char *copy = NULL;
-    if (t->buffer && !ggml_backend_buffer_is_host(t->buffer)) {
-        copy = malloc(ggml_nbytes(t));
-        if (!copy) return true;
-        ggml_backend_tensor_get(t, copy, 0, ggml_nbytes(t));
-        base = copy;
-    }
+    char *copy;
+    const char *base = hy_tensor_host_data(t, &copy);
     if (base) {
         for (int i1 = 0; i1 < n; i1++)
             for (int i0 = 0; i0 < k; i0++)

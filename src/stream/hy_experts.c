@@ -29,6 +29,7 @@
 #include "ggml-backend-impl.h"
 #include "plan/hy_plan.h"
 #include "stream/hy_stream_int.h"
+#include "util/hy_tensor.h"
 
 #define MAX_XT 8 /* expert tensors per layer (gate, up, down, fused, biases) */
 
@@ -305,17 +306,12 @@ static int parse_layer(const char *name, const char *prefix) {
 static void on_router(hy_stream *s, struct ggml_tensor *t, int layer) {
     if (layer >= s->n_layer || t->type != GGML_TYPE_I32 || !t->data || !t->buffer) return;
     int k = (int)t->ne[0], n_tok = (int)t->ne[1];
-    /* a router computed on the GPU: copy its choices to the host first */
-    const char *base = t->data;
-    char *host = NULL;
-    if (!ggml_backend_buffer_is_host(t->buffer)) {
-        host = malloc(ggml_nbytes(t));
-        if (!host) {
-            fail(s, "expert streaming", "out of memory");
-            return;
-        }
-        ggml_backend_tensor_get(t, host, 0, ggml_nbytes(t));
-        base = host;
+    /* a router computed on the GPU: its choices are copied to the host first */
+    char *host;
+    const char *base = hy_tensor_host_data(t, &host);
+    if (!base) {
+        fail(s, "expert streaming", "out of memory");
+        return;
     }
     if (layer <= s->last_topk_layer) s->pass_id++; /* a new forward pass */
     if (layer == 0 || s->last_topk_layer < 0 || layer <= s->last_topk_layer) s->tick += (uint64_t)n_tok;
