@@ -402,10 +402,7 @@ bool hy_experts_eval(hy_stream *s, struct ggml_tensor *t, bool ask, bool *handle
         return true; /* never false: a failure aborts at the next node (hy_stream_eval_cb) */
     }
     for (int i = 0; i < GGML_MAX_SRC; i++) {
-        struct ggml_tensor *src = t->src[i];
-        if (src && src->view_src) src = src->view_src;
-        if (!src || !src->buffer || ggml_backend_buffer_get_type(src->buffer) != &s->buft) continue;
-        struct entry *e = hy_stream_find_entry(s, src->name);
+        struct entry *e = hy_stream_entry_of(s, t->src[i]);
         if (!e) continue;
         int l = e->info->layer;
         if (ask && l >= 0 && l < s->n_layer && s->topk_pass[l] != s->pass_id + 1) load_whole_layer(s, l);

@@ -69,6 +69,7 @@ static enum ggml_status sbuf_init_tensor(ggml_backend_buffer_t b, struct ggml_te
     e->dst = (uint8_t *)t->data;
     t->data = e->dst + d;
     e->t = t;
+    t->extra = e; /* the eval callback's way back from a node's source (hy_stream_entry_of) */
     e->roff = e->info->offset - d;
     e->rlen = hy_round_up(d + e->info->size, PAGE);
     if (e->roff + e->rlen > s->file_size) e->rlen = s->file_size - e->roff; /* tail at end of file */
@@ -390,8 +391,10 @@ static void end_of_pass(hy_stream *s) {
     s->pass_stall = 0;
 }
 
-static bool is_ours(const hy_stream *s, const struct ggml_tensor *t) {
-    return t && t->buffer && ggml_backend_buffer_get_type(t->buffer) == &s->buft;
+struct entry *hy_stream_entry_of(hy_stream *s, struct ggml_tensor *t) {
+    if (t && t->view_src) t = t->view_src;
+    if (!t || !t->buffer || ggml_backend_buffer_get_type(t->buffer) != &s->buft) return NULL;
+    return t->extra; /* set by sbuf_init_tensor for every tensor placed in our buffer */
 }
 
 /* After a failed read this never returns false: false makes ggml's scheduler
@@ -408,10 +411,7 @@ bool hy_stream_eval_cb(struct ggml_tensor *t, bool ask, void *ud) {
     }
     bool uses = false;
     for (int i = 0; i < GGML_MAX_SRC; i++) {
-        struct ggml_tensor *src = t->src[i];
-        if (src && src->view_src) src = src->view_src;
-        if (!is_ours(s, src)) continue;
-        struct entry *e = hy_stream_find_entry(s, src->name);
+        struct entry *e = hy_stream_entry_of(s, t->src[i]);
         if (!e) continue;
         uses = true;
         if (ask) {

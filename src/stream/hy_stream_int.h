@@ -77,6 +77,8 @@ struct hy_stream {
 
 /* entry of a tensor name, or NULL */
 struct entry *hy_stream_find_entry(hy_stream *s, const char *name);
+/* the streamed entry a graph node's source (or the tensor it views) is, or NULL: no name search */
+struct entry *hy_stream_entry_of(hy_stream *s, struct ggml_tensor *t);
 /* hy_experts.c */
 int  hy_experts_init(hy_stream *s, const hy_model_desc *d, char *err, size_t errlen);
 void hy_experts_free(hy_stream *s);
