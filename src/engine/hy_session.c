@@ -284,7 +284,7 @@ char *hy_session_plan_json(const hy_session *s, bool tensors) {
 }
 
 void hy_session_print_stats(FILE *f, const hy_session *s, int n_tokens, double seconds) {
-    char a[32], b[32], c[32], d_[32];
+    char a[32], b[32], c[32];
     uint64_t peak = hy_peak_rss(), cg = hy_cgroup_peak();
     if (s->stream) {
         hy_stream_stats st;
@@ -296,10 +296,6 @@ void hy_session_print_stats(FILE *f, const hy_session *s, int n_tokens, double s
                 hy_fmt_bytes((uint64_t)per_tok, b, sizeof b),
                 st.io_busy_s > 0 ? st.bytes_read / st.io_busy_s / 1e9 : 0.0, st.stall_s, seconds, st.lookahead,
                 hy_fmt_bytes(st.committed_peak, c, sizeof c), st.io_backend, st.direct ? ", O_DIRECT" : ", buffered");
-    }
-    if (s->stream) {
-        hy_stream_stats st;
-        hy_stream_get_stats(s->stream, &st);
         if (st.experts) {
             uint64_t acc = st.x_hits + st.x_misses;
             char e_[32];
@@ -317,7 +313,6 @@ void hy_session_print_stats(FILE *f, const hy_session *s, int n_tokens, double s
                     st.x_whole_bytes ? 100.0 * (1.0 - (double)st.x_routed_bytes / (double)st.x_whole_bytes) : 0.0,
                     hy_fmt_bytes(st.bytes_read, e_, sizeof e_),
                     st.x_whole_bytes ? 100.0 * (1.0 - (double)st.bytes_read / (double)st.x_whole_bytes) : 0.0);
-            (void)d_;
         }
     }
     fprintf(f, "[hypura] load read %s from storage (resident weights %s)\n",
