@@ -181,13 +181,13 @@ static int parse_faults(hy_io *io, char *err, size_t errlen) {
     return 0;
 }
 
-/* True when the request [off, off+*len) must not reach the kernel; *res is then
- * its simulated result. May shorten *len (short@). */
 static bool fault_take(struct hy_fault *f) { /* one more trigger allowed? */
     if (!f->limit) return true;
     return __atomic_fetch_add(&f->hits, 1, __ATOMIC_RELAXED) < f->limit;
 }
 
+/* True when the request [off, off+*len) must not reach the kernel; *res is then
+ * its simulated result. May shorten *len (short@). */
 static bool fault_apply(hy_io *io, const hy_chunk *c, uint64_t off, uint32_t *len, int *res) {
     for (int i = 0; i < io->nfaults; i++) {
         struct hy_fault *f = &io->faults[i];
