@@ -292,6 +292,7 @@ int hy_cmd_run(int argc, char **argv) {
         ep.model_path = sess.model_path;
         ep.repack = true;
         ep.use_mmap = true;
+        ep.all_devices = true;
         if (!ss || hy_engine_open(&ep, &ss->engine, err, sizeof err)) {
             fprintf(stderr, "hypura run: %s\n", ss ? err : "out of memory");
             free(ss);

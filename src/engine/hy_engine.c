@@ -105,13 +105,16 @@ int hy_engine_open(const hy_engine_params *p, hy_engine **out, char *err, size_t
 
     struct llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = p->n_gpu_layers;
+    /* {NULL}: no device at all (libllama's default would take every GPU, for compute
+     * buffers and big-batch offload, also with no layer on it) */
     ggml_backend_dev_t devs[2] = {p->gpu, NULL};
+    if (p->gpu || !p->all_devices) mp.devices = devs;
     if (p->gpu) {
-        mp.devices = devs;
         mp.split_mode = LLAMA_SPLIT_MODE_NONE;
         mp.main_gpu = 0;
     }
     mp.use_extra_bufts = p->repack;
+    mp.no_host = p->no_host;
     mp.load_mode = p->use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
     mp.tensor_buft_overrides = p->overrides;
     struct progress_state ps = {.tty = p->progress && isatty(2), .last = -1};

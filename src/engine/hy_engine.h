@@ -31,7 +31,11 @@ typedef struct {
     int  n_threads;        /* 0 = number of cores */
     int  n_gpu_layers;     /* default 0 (-1 = all): libllama's "GPU layers" (K/V and default placement);
                               the plan's overrides place each weight */
-    ggml_backend_dev_t gpu; /* the one GPU to use (split mode none), or NULL for libllama's default */
+    ggml_backend_dev_t gpu; /* the one GPU to use (split mode none), or NULL for none: no device is
+                              given to libllama, so nothing (compute buffers, big-batch offload) uses a GPU */
+    bool all_devices;      /* with gpu NULL: libllama's own device choice (every GPU), as --naive runs */
+    bool no_host;          /* CPU weights not in the GPU's pinned host buffers (llama.cpp's --no-host), so
+                              that they can be repacked; ops on them then stay on the CPU for big batches */
     bool no_op_offload;    /* keep ops on weights in host memory on the CPU, also for big batches
                               (streamed weights must never be copied before they are read) */
     bool repack;           /* let the CPU backend repack weights (llama.cpp's extra buffer types):
