@@ -108,7 +108,7 @@ const char *hy_tier_name(hy_tier t);   /* "GPU", "RAM", "NVMe" */
 
 /* Host memory the GPU runtime takes when the GPU tier is used (CUDA context,
  * libraries, pinned staging), charged to the memory budget. */
-#define HY_PLAN_GPU_HOST_OVERHEAD ((uint64_t)512 << 20)
+#define HY_PLAN_GPU_HOST_OVERHEAD ((uint64_t)256 << 20)
 /* VRAM a tensor of `size` bytes takes in a GPU buffer (alignment, row padding). */
 static inline uint64_t hy_plan_gpu_bytes(uint64_t size) { return (size + 511) / 512 * 512 + 4096; }
 
