@@ -30,6 +30,8 @@ typedef struct {
     int  io_backend;       /* HY_IO_AUTO, HY_IO_URING, HY_IO_PREAD */
     bool pagecache;        /* expert-streaming through the page cache (mmap + MADV_WILLNEED) instead of direct I/O */
     bool no_profile_storage; /* use a bandwidth guess instead of measuring storage */
+    bool plan_only;        /* nothing will load (estimate): a GPU budget is planned also where
+                              there is no GPU, as a what-if */
     int  repack;           /* < 0 auto: on when full-resident (llama.cpp's default kernels), off when
                               streaming (streamed tensors cannot be repacked; resident ones are kept
                               unpacked too, so a streamed run equals a resident --no-repack run bit

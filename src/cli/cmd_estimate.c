@@ -14,7 +14,8 @@ static void estimate_usage(FILE *f) {
             "usage: hypura estimate MODEL.gguf [options]   (also: hypura inspect MODEL.gguf --plan)\n\n"
             "Prints the placement plan: every tensor's tier (GPU/RAM/NVMe), bytes per tier, the mode,\n"
             "pool and lookahead, bytes read from storage per token and the predicted tok/s from the\n"
-            "machine profile. Reads only the header.\n\n"
+            "machine profile. Reads only the header. A --gpu-budget is planned also where there is no\n"
+            "GPU (what the plan would be on a machine with one).\n\n"
             "  --json                  the plan as JSON\n"
             "  --tensors               list every tensor's tier\n"
             "  -c, --ctx N             context the run will use (default min(4096, model's))\n"
@@ -63,6 +64,7 @@ int hy_cmd_estimate(int argc, char **argv) {
         return 2;
     }
     sp.model_path = argv[optind];
+    sp.plan_only = true; /* a --gpu-budget plans a GPU tier also on a machine without one */
     char err[HY_ERRLEN];
     hy_session *s = NULL;
     if (hy_session_plan(&sp, &s, err, sizeof err)) {

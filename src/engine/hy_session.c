@@ -63,7 +63,7 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
     else if (genv && *genv && (!strcmp(genv, "0") || !strcmp(genv, "none"))) q->gpu_budget = 0;
     else if ((q->gpu_budget = env_bytes("HYPURA_GPU_BUDGET")) == 0 && s->profile.n_gpu > 0)
         q->gpu_budget = hy_session_gpu_default(&s->profile.gpu[0]);
-    if (q->gpu_budget && s->profile.n_gpu == 0) {
+    if (q->gpu_budget && s->profile.n_gpu == 0 && !p->plan_only) {
         char b[32];
         hy_fail(err, errlen, "a GPU budget of %s was given, but this machine (this build) has no GPU",
                 hy_fmt_bytes(q->gpu_budget, b, sizeof b));
@@ -212,7 +212,7 @@ void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
         }
         fprintf(f, "  GPU: %s: output head, attention + K/V of %d of %d layers, %s of %d layers; uses %s of %s "
                    "(K/V %s, compute %s)\n",
-                s->profile.n_gpu > 0 ? s->profile.gpu[0].name : "GPU", pl->gpu_layers, s->desc->n_layer,
+                s->profile.n_gpu > 0 ? s->profile.gpu[0].name : "none here (what-if)", pl->gpu_layers, s->desc->n_layer,
                 s->desc->n_expert > 1 ? "experts" : "FFN (whole or part)", ffn_layers,
                 hy_fmt_bytes(pl->gpu_used, a, sizeof a), hy_fmt_bytes(q->gpu_budget, b, sizeof b),
                 hy_fmt_bytes(pl->gpu_kv_bytes, c, sizeof c), hy_fmt_bytes(pl->gpu_compute_bytes, d, sizeof d));

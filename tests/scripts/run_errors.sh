@@ -26,4 +26,14 @@ expect bad-number "invalid value" "$H" run "$m" -p hi -n abc
 expect bad-budget "not a size" "$H" run "$m" -p hi --memory-budget lots
 expect tiny-budget "minimum is" "$H" run "$m" -p hi --memory-budget 1M
 expect directory "directory" "$H" run "$WORK" -p hi
+# a GPU budget where there is no GPU: run refuses it; estimate plans it as a what-if
+if "$H" profile --quick 2>/dev/null | grep -q "^GPU 0"; then
+  echo "skip gpu-budget-without-gpu: this machine has a GPU"
+else
+  expect gpu-budget-without-gpu "has no GPU" "$H" run "$m" -p hi --gpu-budget 100M
+  plan=$("$H" estimate "$m" --gpu-budget 100M 2>&1); rc=$?
+  if [[ $rc -eq 0 && $plan == *"GPU: none here (what-if)"* && $plan =~ tiers:\ GPU\ [1-9] ]]; then
+    echo "ok estimate-gpu-what-if: $(grep 'tiers:' <<<"$plan")"
+  else echo "FAIL estimate-gpu-what-if (exit $rc): $plan"; fail=1; fi
+fi
 exit $fail
