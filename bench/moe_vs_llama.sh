@@ -39,7 +39,7 @@ for skew in 1 0; do
     run_capped $CAP $W/o $W/e env XDG_DATA_HOME=$W/data "$BIN/hypura" run "$M" -p "$P" -n $N --temp 0 -c 1024 -t $T \
       --memory-budget ${CAP_MIB}M $args
     tps[$cfg]=$(hypura_gen_tps $W/e); tps[$cfg]=${tps[$cfg]:-0}
-    io[$cfg]=$(sed -n 's/.*streamed [^(]*(\([0-9.]* [KMG]iB\) per generated token).*/\1/p' $W/e)
+    io[$cfg]=$(sed -n 's/.*streamed [^(]*(\([0-9.]* [KMG]iB\) per pass).*/\1/p' $W/e)
     hit[$cfg]=$(sed -n 's/.*routed slices, \([0-9.]*\)% cache hits.*/\1/p' $W/e)
     echo "  hypura $cfg: exit $RC, ${tps[$cfg]} tok/s, ${io[$cfg]} read per token, hits ${hit[$cfg]:-n/a}%, peak $((CG_PEAK>>20)) MiB"
     grep -E "expert I/O" $W/e | sed 's/^/     /'

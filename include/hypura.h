@@ -74,7 +74,7 @@ void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors);
 /* The plan as a JSON object (malloc'd text). */
 char *hy_session_plan_json(const hy_session *s, bool tensors);
 /* Streaming and memory figures after a run, one block for humans. */
-void hy_session_print_stats(FILE *f, const hy_session *s, int n_tokens, double seconds);
+void hy_session_print_stats(FILE *f, const hy_session *s, double seconds);
 
 /* Peak memory of this process's cgroup, 0 if unknown (hy_peak_rss and
  * hy_io_read_bytes, for the process itself, are in util/hy_util.h). */

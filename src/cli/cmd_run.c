@@ -327,7 +327,7 @@ int hy_cmd_run(int argc, char **argv) {
         } else {
             fputc('\n', stdout);
             print_stats(&st, hy_engine_load_seconds(e));
-            if (!naive) hy_session_print_stats(stderr, ss, st.n_gen, st.t_prompt_s + st.t_gen_s);
+            if (!naive) hy_session_print_stats(stderr, ss, st.t_prompt_s + st.t_gen_s);
             if (stats_json && write_stats_json(stats_json, naive ? NULL : ss, &st, hy_engine_load_seconds(e))) {
                 fprintf(stderr, "hypura run: cannot write %s\n", stats_json);
                 rc = 1;

@@ -289,17 +289,19 @@ char *hy_session_plan_json(const hy_session *s, bool tensors) {
     return txt;
 }
 
-void hy_session_print_stats(FILE *f, const hy_session *s, int n_tokens, double seconds) {
+void hy_session_print_stats(FILE *f, const hy_session *s, double seconds) {
     char a[32], b[32], c[32];
     uint64_t peak = hy_peak_rss(), cg = hy_cgroup_peak();
     if (s->stream) {
         hy_stream_stats st;
         hy_stream_get_stats(s->stream, &st);
-        double per_tok = n_tokens > 0 ? (double)st.bytes_read / n_tokens : 0;
-        fprintf(f, "[hypura] streamed %s in %llu passes (%s per generated token), I/O %.2f GB/s while busy, "
+        /* per pass (one decoded batch: the prompt's, then one per token), as the plan's "read per token";
+         * the load's reads of resident weights are not counted */
+        double per_pass = st.passes > 0 ? (double)st.bytes_read / (double)st.passes : 0;
+        fprintf(f, "[hypura] streamed %s in %llu passes (%s per pass), I/O %.2f GB/s while busy, "
                    "stalls %.2f s of %.2f s, lookahead %d, pool peak %s, %s%s\n",
                 hy_fmt_bytes(st.bytes_read, a, sizeof a), (unsigned long long)st.passes,
-                hy_fmt_bytes((uint64_t)per_tok, b, sizeof b),
+                hy_fmt_bytes((uint64_t)per_pass, b, sizeof b),
                 st.io_busy_s > 0 ? st.bytes_read / st.io_busy_s / 1e9 : 0.0, st.stall_s, seconds, st.lookahead,
                 hy_fmt_bytes(st.committed_peak, c, sizeof c), st.io_backend, st.direct ? ", O_DIRECT" : ", buffered");
         if (st.experts) {

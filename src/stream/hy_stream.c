@@ -307,6 +307,7 @@ static int issue_group(hy_stream *s, int gi) {
     }
     g->state = G_LOADING;
     g->n_used = 0;
+    if (s->trace) fprintf(stderr, "[stream] load group %d (layer %d, %.1f MiB), current %d\n", gi, g->layer, g->bytes / 1048576.0, s->cur);
     s->committed += g->bytes;
     if (s->committed > s->st.committed_peak) s->st.committed_peak = s->committed;
     s->st.group_loads++;
@@ -358,6 +359,7 @@ static void release_group(hy_stream *s, int gi) {
         madvise(e->dst, e->span, MADV_DONTNEED);
         e->used = false;
     }
+    if (s->trace) fprintf(stderr, "[stream] release group %d (%d of %d tensors used)\n", gi, g->n_used, g->n_entries);
     g->state = G_IDLE;
     g->n_used = 0;
     s->committed -= g->bytes;
@@ -386,6 +388,7 @@ static void make_room(hy_stream *s, int need) {
 
 static void end_of_pass(hy_stream *s) {
     s->st.passes++;
+    if (s->trace) fprintf(stderr, "[stream] end of pass %llu\n", (unsigned long long)s->st.passes);
     /* adapt: deepen prefetch while compute keeps waiting on I/O */
     if (s->adaptive && s->pass_stall > 0.002 && s->lookahead < s->max_lookahead) s->lookahead++;
     s->pass_stall = 0;
@@ -419,6 +422,7 @@ bool hy_stream_eval_cb(struct ggml_tensor *t, bool ask, void *ud) {
             /* back at an earlier (or the same, released) group: a new forward pass */
             if (s->cur >= 0 && (gi < s->cur || (gi == s->cur && s->groups[gi].state == G_IDLE))) end_of_pass(s);
             if (gi != s->cur) {
+                if (s->trace) fprintf(stderr, "[stream] %s needs group %d\n", t->name, gi);
                 s->cur = gi;
                 if (s->groups[gi].state == G_IDLE) make_room(s, gi);
                 prefetch(s, gi);
@@ -550,6 +554,8 @@ int hy_stream_create(const hy_stream_params *p, hy_stream **out, char *err, size
     for (int gi = 0; gi < s->n_groups; gi++)
         if (s->groups[gi].bytes > max_group) max_group = s->groups[gi].bytes;
 
+    const char *tr = getenv("HYPURA_STREAM_TRACE");
+    s->trace = tr && *tr && strcmp(tr, "0");
     s->max_lookahead = p->lookahead >= 0 ? p->lookahead : plan->lookahead;
     s->adaptive = p->adaptive && p->lookahead < 0;
     s->cache_policy = p->cache_policy;
@@ -598,6 +604,10 @@ int hy_stream_check_loaded(hy_stream *s, char *err, size_t errlen) {
      * page cache so it does not sit on the budget */
     posix_fadvise(s->fd_buffered, 0, 0, POSIX_FADV_DONTNEED);
     s->read_bytes0 = hy_io_read_bytes();
+    hy_io_stats ios;
+    hy_io_get_stats(s->io, &ios);
+    s->io_bytes0 = ios.bytes;
+    s->io_busy0 = ios.busy_s;
     for (int i = 0; i < s->n_entries; i++)
         if (!s->entries[i].t)
             return hy_fail(err, errlen, "tensor '%s' was planned for streaming but libllama did not place it there",
@@ -614,8 +624,8 @@ void hy_stream_get_stats(const hy_stream *s, hy_stream_stats *st) {
     *st = s->st;
     hy_io_stats ios;
     hy_io_get_stats(s->io, &ios);
-    st->bytes_read = ios.bytes;
-    st->io_busy_s = ios.busy_s;
+    st->bytes_read = ios.bytes - s->io_bytes0;
+    st->io_busy_s = ios.busy_s - s->io_busy0;
     st->lookahead = s->lookahead;
     if (s->cur >= 0) st->passes++; /* the pass under way (or the last one) */
     if (s->expert_mode) hy_experts_stats(s, st);

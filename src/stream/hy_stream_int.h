@@ -37,6 +37,7 @@ struct xkey;
 
 struct hy_stream {
     hy_io *io;
+    bool trace;                /* HYPURA_STREAM_TRACE: a stderr line per group load, release, pass */
     const hy_model_desc *desc;
     int fd_buffered;           /* for the rare get_tensor */
     uint64_t file_size;
@@ -61,6 +62,8 @@ struct hy_stream {
     int  cache_policy;
     bool prefetch_experts, persist_stats, pagecache;
     uint64_t read_bytes0;      /* /proc/self/io read_bytes after load (page-cache variant's I/O) */
+    uint64_t io_bytes0;        /* this reader's bytes and busy time after load: the RAM tier's */
+    double   io_busy0;         /* load reads are not streaming */
     int n_layer, n_expert;
     struct xkey *xkeys;        /* n_layer * n_expert */
     int **layer_xentries;      /* per layer: entries of expert tensors, -1 terminated */
