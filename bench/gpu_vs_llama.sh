@@ -8,13 +8,18 @@
 #     dense     the same for the dense model
 #     cap       both models under a memory cgroup below their size (NVMe tier)
 #     identity  bit-identical logits, GPU tier streamed vs resident (same placement)
+#     mem       where a run's memory goes (hypura and llama.cpp): RSS peaks, libllama's buffers
+#     trace     the layer groups a streamed dense run loads and releases (HYPURA_STREAM_TRACE)
 # A llama.cpp configuration counts only if its peak VRAM (nvidia-smi) is at most
 # hypura's peak (+2 %): the same card budget. The sweep runs each configuration
-# once (threads 8/16, load mode mmap/none); the two fastest within that VRAM then
+# once (16 threads, load mode mmap/none, --no-host 0/1: pinned host buffers or
+# repacked CPU weights); the two fastest within that VRAM then
 # run ROUNDS times interleaved with hypura (this machine's speed drifts by 15 %
 # between minutes), and the ratio is of medians. The capped runs use the best
-# uncapped configuration. Env: GPU_BUDGET (4G), MOE_CAP (10G), DENSE_CAP (7G),
-# N_GEN (32), REPS (1), ROUNDS (3). Results: bench/results/gpu_vs_llama.jsonl.
+# uncapped configuration (and llama.cpp's load modes mmap/none, --no-host 0/1).
+# Env: GPU_BUDGET (4G), MOE_CAP (10G), DENSE_CAP (7G; each a list of caps),
+# N_GEN (32), REPS (1), ROUNDS (3), SWEEP (1; 0: rounds over an earlier sweep's rows),
+# IDENT_DENSE_CAP, TRACE_CAP. Results: bench/results/gpu_vs_llama.jsonl.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 GPU_BUDGET=${GPU_BUDGET:-4G}
@@ -61,7 +66,8 @@ llama_bench() {
 import json, sys
 r = json.load(open(sys.argv[1]))
 best = max(r, key=lambda t: t["avg_ts"])
-print(round(best["avg_ts"], 3), "t=%s" % best.get("n_threads"), "lm=%s" % best.get("load_mode", best.get("use_mmap")))
+print(round(best["avg_ts"], 3), "t=%s" % best.get("n_threads"), "lm=%s" % best.get("load_mode", best.get("use_mmap")),
+      "nh=%d" % int(best.get("no_host", 0)))
 PY
 )
   [[ $rc -eq 0 && -n $LTPS ]] || { LTPS="0 failed(rc=$rc):$(tail -1 "$TMP/l.err" | tr -d '"' | cut -c1-80)"; }
@@ -76,7 +82,7 @@ top_configs() { # HYPURA_VRAM N
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 st, hv, n = sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
-ll = [r for r in rows if r["stage"] == st and r["who"] == "llama" and "name" in r]
+ll = [r for r in rows if r["stage"] == st and r["who"] == "llama" and "name" in r and "(round " not in r["name"]]
 ok = sorted([r for r in ll if r["vram_mib"] <= hv * 1.02 and r["tok_s"] > 0], key=lambda r: -r["tok_s"])
 for r in ok[:n]: print(r["name"] + "\t" + r["detail"])
 over = [r for r in ll if r["vram_mib"] > hv * 1.02 and r["tok_s"] > 0]
@@ -97,7 +103,8 @@ rounds() { # MODEL HYPURA_VRAM
     for line in "${tops[@]}"; do
       name=${line%%$'\t'*}; det=${line#*$'\t'}
       t=$(sed -n 's/.*t=\([0-9]*\).*/\1/p' <<<"$det"); lm=$(sed -n 's/.*lm=\([a-z]*\).*/\1/p' <<<"$det")
-      llama_bench "$name (round $r)" "$model" ${CONF[$name]} -t ${t:-16} -lm ${lm:-none} >/dev/null
+      nh=$(sed -n 's/.*nh=\([01]\).*/\1/p' <<<"$det")
+      llama_bench "$name (round $r)" "$model" ${CONF[$name]} -t ${t:-16} -lm ${lm:-none} --no-host ${nh:-0} >/dev/null
       got[$name]+="${LTPS%% *} "
     done
   done
@@ -112,6 +119,7 @@ rounds() { # MODEL HYPURA_VRAM
   python3 -c "print('  RATIO $STAGE: hypura median $hm / best llama.cpp median $best ($bname) = %.3f' % ($hm / $best if $best > 0 else float('inf')))"
   record "{\"stage\":\"$STAGE\",\"who\":\"summary\",\"hypura_median\":$hm,\"llama_best\":\"$bname\",\"llama_median\":$best}"
   echo "$bname" >"$RESULTS/gpu_best_$STAGE.name"; echo "${CONF[$bname]}" >"$RESULTS/gpu_best_$STAGE.args"
+  for line in "${tops[@]}"; do [[ ${line%%$'\t'*} == "$bname" ]] && echo "${line#*$'\t'}" >"$RESULTS/gpu_best_$STAGE.detail"; done
 }
 
 gpu_free_mib() { nvidia-smi --query-gpu=memory.free --format=csv,noheader,nounits | head -1; }
@@ -128,7 +136,8 @@ declare -A CONF
 sweep() { # NAME MODEL ARGS... : one sweep entry, remembered for the rounds
   local name=$1 model=$2; shift 2
   CONF[$name]="$*"
-  llama_bench "$name" "$model" "$@" -lm mmap,none -t 8,16
+  [[ ${SWEEP:-1} == 0 ]] && return # rounds only, over the sweep rows already in the results
+  llama_bench "$name" "$model" "$@" -lm mmap,none -t 16 --no-host 0,1
 }
 
 stage_moe() {
@@ -136,9 +145,9 @@ stage_moe() {
   hypura_run "auto" "$MOE" --gpu-budget $GPU_BUDGET; local hv=$VRAM
   local fit=$(( $(gpu_free_mib) - $(bytes $GPU_BUDGET) / 1048576 ))
   sweep "-ngl 99 -ot exps=CPU" "$MOE" -ngl 99 -ot "exps=CPU"
-  for n in 30 29 28 27 26; do sweep "-ngl 99 -ncmoe $n" "$MOE" -ngl 99 -ncmoe $n; done
+  for n in 28 27 26; do sweep "-ngl 99 -ncmoe $n" "$MOE" -ngl 99 -ncmoe $n; done
   sweep "-fitt $fit (fit to $GPU_BUDGET)" "$MOE" -fitt $fit
-  for k in 4 6; do sweep "-ngl $k" "$MOE" -ngl $k; done
+  sweep "-ngl 6" "$MOE" -ngl 6
   rounds "$MOE" "$hv"
 }
 
@@ -146,9 +155,9 @@ stage_dense() {
   echo "== dense $(du -h "$DENSE" | cut -f1), GPU budget $GPU_BUDGET, RAM unlimited"
   hypura_run "auto" "$DENSE" --gpu-budget $GPU_BUDGET; local hv=$VRAM
   local fit=$(( $(gpu_free_mib) - $(bytes $GPU_BUDGET) / 1048576 ))
-  for k in 12 14 16 18; do sweep "-ngl $k" "$DENSE" -ngl $k; done
+  for k in 16 18; do sweep "-ngl $k" "$DENSE" -ngl $k; done
   # attention of every layer on the GPU, the FFN of the first N layers on the CPU
-  for n in 44 42 40; do
+  for n in 42 40; do
     sweep "-ngl 99 -ot ffn(0..$((n-1)))=CPU" "$DENSE" -ngl 99 -ot "blk\.($(seq -s'|' 0 $((n - 1))))\.ffn_(up|gate|down)=CPU"
   done
   sweep "-fitt $fit (fit to $GPU_BUDGET)" "$DENSE" -fitt $fit
@@ -164,35 +173,95 @@ capped() { # NAME CAP cmd... (cold cache, fresh cgroup): prints tok/s source fil
 stage_cap() {
   local NG=$N_GEN; N_GEN=16
   for which in ${CAP_MODELS:-moe dense}; do
-    local m=$MOE cap=$MOE_CAP extra=(-ngl 99 -ot "exps=CPU")
-    [[ $which == dense ]] && { m=$DENSE; cap=$DENSE_CAP; extra=(-ngl 18); }
+    local m=$MOE caps=$MOE_CAP extra=(-ngl 99 -ot "exps=CPU") nh=0
+    [[ $which == dense ]] && { m=$DENSE; caps=$DENSE_CAP; extra=(-ngl 18); }
+    local fallback=("${extra[@]}") # the default configuration: fewer CPU weights than a faster one may keep
     # the best configuration of the uncapped rounds, when they ran
     [[ -s $RESULTS/gpu_best_$which.args ]] && read -ra extra <"$RESULTS/gpu_best_$which.args"
-    echo "== $which under a $cap memory cgroup (cold cache), GPU budget $GPU_BUDGET"
-    capped hypura $cap "$BIN/hypura" run "$m" -p "$PROMPT" -n $N_GEN --temp 0 -c 512 --gpu-budget $GPU_BUDGET \
-      --memory-budget $cap --stats-json "$TMP/hc.json"
-    grep -E "^plan:|tiers:|GPU:|experts:|streaming:|streamed|peak memory" "$TMP/c.err" | sed 's/^/    /'
-    local ht=$(python3 -c "import json;print(round(json.load(open('$TMP/hc.json'))['gen_tps'],3))" 2>/dev/null || echo 0)
-    echo "  hypura auto: $ht tok/s"
-    record "{\"stage\":\"cap-$which\",\"who\":\"hypura\",\"config\":\"auto $cap\",\"tok_s\":$ht,\"cg_peak\":$CG_PEAK,\"oom\":${CG_OOM:-0}}"
-    local best=0
-    for lm in mmap none; do
-      capped llama $cap "$LLAMA_BIN/llama-bench" -m "$m" -p 0 -n $N_GEN -r 1 -o json "${extra[@]}" -lm $lm -t 16
-      local lt=$(python3 -c "import json;print(round(json.load(open('$TMP/c.out'))[0]['avg_ts'],3))" 2>/dev/null || echo 0)
-      echo "  llama ${extra[*]} -lm $lm: $lt tok/s $( [[ $lt == 0 ]] && tail -1 "$TMP/c.err" | cut -c1-100)"
-      record "{\"stage\":\"cap-$which\",\"who\":\"llama\",\"config\":\"${extra[*]} -lm $lm $cap\",\"tok_s\":$lt,\"cg_peak\":$CG_PEAK,\"oom\":${CG_OOM:-0}}"
-      best=$(python3 -c "print(max($best,$lt))")
+    [[ -s $RESULTS/gpu_best_$which.detail ]] && nh=$(sed -n 's/.*nh=\([01]\).*/\1/p' "$RESULTS/gpu_best_$which.detail")
+    for cap in $caps; do
+      echo "== $which under a $cap memory cgroup (cold cache), GPU budget $GPU_BUDGET"
+      capped hypura $cap "$BIN/hypura" run "$m" -p "$PROMPT" -n $N_GEN --temp 0 -c 512 --gpu-budget $GPU_BUDGET \
+        --memory-budget $cap --stats-json "$TMP/hc.json"
+      grep -E "^plan:|tiers:|GPU:|experts:|streaming:|streamed|peak memory" "$TMP/c.err" | sed 's/^/    /'
+      local ht=$(python3 -c "import json;print(round(json.load(open('$TMP/hc.json'))['gen_tps'],3))" 2>/dev/null || echo 0)
+      echo "  hypura auto: $ht tok/s"
+      record "{\"stage\":\"cap-$which\",\"who\":\"hypura\",\"config\":\"auto $cap\",\"tok_s\":$ht,\"cg_peak\":$CG_PEAK,\"oom\":${CG_OOM:-0}}"
+      local best=0
+      # load modes: mmap (page cache, evictable) and none (anonymous) with and without the GPU's pinned host buffers
+      local variants=("best mmap ${nh:-0}" "best none 0" "best none 1")
+      [[ "${fallback[*]}" != "${extra[*]}" ]] && variants+=("fallback none 0" "fallback none 1")
+      for v in "${variants[@]}"; do
+        set -- $v
+        local args=("${extra[@]}"); [[ $1 == fallback ]] && args=("${fallback[@]}")
+        capped llama $cap "$LLAMA_BIN/llama-bench" -m "$m" -p 0 -n $N_GEN -r 1 -o json "${args[@]}" -lm $2 --no-host $3 -t 16
+        local lt=$(python3 -c "import json;print(round(json.load(open('$TMP/c.out'))[0]['avg_ts'],3))" 2>/dev/null || echo 0)
+        echo "  llama ${args[*]} -lm $2 --no-host $3: $lt tok/s $( [[ $lt == 0 ]] && tail -1 "$TMP/c.err" | cut -c1-100)"
+        record "{\"stage\":\"cap-$which\",\"who\":\"llama\",\"config\":\"${args[*]} -lm $2 --no-host $3 $cap\",\"tok_s\":$lt,\"cg_peak\":$CG_PEAK,\"oom\":${CG_OOM:-0}}"
+        best=$(python3 -c "print(max($best,$lt))")
+      done
+      python3 -c "b=$best; h=$ht; print('  RATIO cap-$which $cap: hypura %s / best llama %s = %s' % (h, b, ('%.2f' % (h/b)) if b > 0 else 'inf (llama failed)'))"
     done
-    python3 -c "b=$best; h=$ht; print('  RATIO cap-$which: hypura %s / best llama %s = %s' % (h, b, ('%.2f' % (h/b)) if b > 0 else 'inf (llama failed)'))"
   done
   N_GEN=$NG
+}
+
+# memory of one process, sampled every 0.1 s: peaks of RssAnon/RssFile/RssShmem (MiB)
+mem_watch() { # OUT ERR cmd... -> prints the peaks and the compute/KV/model buffer lines of libllama's log
+  local out=$1 err=$2; shift 2
+  "$@" >"$out" 2>"$err" & local pid=$! a=0 f=0 sh=0 x y z
+  while kill -0 $pid 2>/dev/null; do
+    read -r x y z < <(awk '/^RssAnon/{a=$2}/^RssFile/{f=$2}/^RssShmem/{s=$2}END{print a+0, f+0, s+0}' /proc/$pid/status 2>/dev/null)
+    (( ${x:-0} > a )) && a=$x; (( ${y:-0} > f )) && f=$y; (( ${z:-0} > sh )) && sh=$z
+    sleep 0.1
+  done
+  wait $pid; local rc=$?
+  echo "    rc $rc, peak RssAnon $((a / 1024)) MiB, RssFile $((f / 1024)) MiB, RssShmem $((sh / 1024)) MiB"
+  grep -E "compute buffer size|KV buffer size|model buffer size|output buffer size|generation [0-9]+ tokens|peak memory|tiers:|^plan:|fixed:|memory:" "$err" | sed 's/^/      /' | head -40
+}
+
+# where the memory of a GPU-tier run goes, hypura and llama.cpp side by side (the plan's fixed costs)
+stage_mem() {
+  local m=$DENSE
+  echo "== memory of the dense model's runs, GPU budget $GPU_BUDGET, RAM unlimited"
+  echo "  hypura --mode resident --gpu-budget $GPU_BUDGET"
+  HYPURA_LLAMA_LOG=1 mem_watch "$TMP/m.out" "$TMP/m.err" "$BIN/hypura" run "$m" -p "$PROMPT" -n 16 --temp 0 -c 512 \
+    --gpu-budget $GPU_BUDGET --mode resident --plan
+  echo "  hypura --mode resident --gpu-budget 0"
+  HYPURA_LLAMA_LOG=1 mem_watch "$TMP/m.out" "$TMP/m.err" "$BIN/hypura" run "$m" -p "$PROMPT" -n 4 --temp 0 -c 512 \
+    --gpu-budget 0 --mode resident --plan
+  echo "  llama-bench -ngl 18 -lm none -t 16"
+  mem_watch "$TMP/m.out" "$TMP/m.err" "$LLAMA_BIN/llama-bench" -m "$m" -p 0 -n 16 -r 1 -ngl 18 -lm none -t 16 -v
+  echo "  llama-bench -ngl 18 -lm none -t 16 -nopo 1"
+  mem_watch "$TMP/m.out" "$TMP/m.err" "$LLAMA_BIN/llama-bench" -m "$m" -p 0 -n 16 -r 1 -ngl 18 -lm none -t 16 -nopo 1
+  for cap in ${MEM_CAPS:-7G}; do
+    echo "  hypura auto under $cap, -v"
+    capped hypura $cap "$BIN/hypura" run "$m" -p "$PROMPT" -n 8 --temp 0 -c 512 --gpu-budget $GPU_BUDGET \
+      --memory-budget $cap -v
+    grep -E "^plan:|tiers:|fixed:|streaming:|^\[hypura\]|^\[token" "$TMP/c.err" | head -24 | sed 's/^/    /'
+    echo "  hypura --mode resident under $cap (budget 64G so that the plan allows it)"
+    capped hypura $cap "$BIN/hypura" run "$m" -p "$PROMPT" -n 8 --temp 0 -c 512 --gpu-budget $GPU_BUDGET \
+      --memory-budget 64G --mode resident
+    grep -E "generation|peak memory" "$TMP/c.err" | sed 's/^/    /'
+  done
+}
+
+# which layer groups a streamed GPU-tier run loads and releases, in order (HYPURA_STREAM_TRACE)
+stage_trace() {
+  local cap=${TRACE_CAP:-6.5G}
+  echo "== stream trace: dense under a $cap budget, GPU budget $GPU_BUDGET, 3 tokens"
+  HYPURA_STREAM_TRACE=1 "$BIN/hypura" run "$DENSE" -p "$PROMPT" -n 3 --temp 0 -c 512 --gpu-budget $GPU_BUDGET \
+    --memory-budget $cap >/dev/null 2>"$TMP/t.err"
+  grep -E "^plan:|streaming:|^\[hypura\] streamed" "$TMP/t.err" | sed 's/^/    /'
+  grep -c "^\[stream\] load" "$TMP/t.err" | sed 's/^/    group loads: /'
+  grep "^\[stream\]" "$TMP/t.err" | head -${TRACE_LINES:-60} | sed 's/^/    /'
 }
 
 stage_identity() {
   "$ROOT/tests/scripts/gpu_identity.sh" "$BIN" "$TMP"
   echo "== identity on the big models (8 tokens): streamed under a cap vs resident, same GPU placement"
   for which in moe dense; do
-    local m=$MOE cap=$MOE_CAP; [[ $which == dense ]] && { m=$DENSE; cap=$DENSE_CAP; }
+    local m=$MOE cap=${MOE_CAP%% *}; [[ $which == dense ]] && { m=$DENSE; cap=${IDENT_DENSE_CAP:-${DENSE_CAP%% *}}; }
     "$BIN/hypura" run "$m" -p "$PROMPT" -n 8 --temp 0 -c 512 --gpu-budget $GPU_BUDGET --mode resident --no-repack \
       --dump-logits "$TMP/r.bin" >"$TMP/r.txt" 2>"$TMP/r.err" || echo "  resident failed: $(tail -1 "$TMP/r.err")"
     "$BIN/hypura" run "$m" -p "$PROMPT" -n 8 --temp 0 -c 512 --gpu-budget $GPU_BUDGET --memory-budget $cap \
@@ -206,7 +275,7 @@ stage_identity() {
 
 for STAGE in "$@"; do
   case $STAGE in
-    models|moe|dense|cap|identity) "stage_$STAGE" ;;
+    models|moe|dense|cap|identity|mem|trace) "stage_$STAGE" ;;
     *) echo "unknown stage $STAGE (models moe dense cap identity)"; exit 2 ;;
   esac
 done

@@ -2,7 +2,7 @@
 # The whole GPU measurement on a `device` machine, meant to run detached
 # (setsid) so that it outlives one call; each call polls bench/gpu/device_poll.sh.
 # Order = priority: build, environment, small identity tests, models, MoE,
-# MoE under a cap, dense, dense under a cap, identity on the big models.
+# dense, both under caps, identity on the big models, where the memory goes.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -13,6 +13,9 @@ echo "start $(date -u +%T)"
 env_sh=$(bench/gpu/device_setup.sh) || { echo "SETUP FAILED"; touch $L/done; exit 1; }
 . "$env_sh"
 export HYPURA_BUILD_DIR=$ROOT/build-gpu
+# caps around the dense model's CPU side (~6.3 GiB with a 4 GiB GPU budget): streamed, barely, resident
+export DENSE_CAP=${DENSE_CAP:-"6G 6.5G 7G"} MEM_CAPS=${MEM_CAPS:-6G}
+[[ -f $ROOT/.device/env ]] && . "$ROOT/.device/env" # this call's settings (STAGES, caps, SWEEP)
 # keep the CUDA build for another machine of this session (files come back via $OUT)
 [[ -f /opt/llama.cpp/build-cuda/bin/libggml-cuda.so ]] && (cd /opt/llama.cpp/build-cuda/bin && tar cf - *.so* llama-bench llama-completion | xz -T0 -3 > $L/llama-cuda-bin.tar.xz && echo "saved cuda build: $(du -h $L/llama-cuda-bin.tar.xz | cut -f1)") &
 echo "== environment $(date -u +%T)"
@@ -22,7 +25,7 @@ cat /sys/kernel/mm/transparent_hugepage/enabled; stat -fc %T /sys/fs/cgroup; cat
 build-gpu/bin/hypura profile 2>&1 | tail -12
 echo "== gpu identity (small models) $(date -u +%T)"
 tests/scripts/gpu_identity.sh build-gpu/bin /tmp/hy-gpu-work
-for st in models moe dense cap identity; do
+for st in ${STAGES:-models moe dense cap identity mem}; do
   echo "== stage $st $(date -u +%T)"
   bench/gpu_vs_llama.sh $st
 done
