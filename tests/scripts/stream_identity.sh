@@ -43,5 +43,18 @@ for type in q8_0 q4_k q4_0; do
   run "$m" -p "$long" -b 64 --mode stream --memory-budget $(( ${min64%.*} + 1 ))M --dump-logits "$WORK/s2.bin" >/dev/null
   grep -q "dense-FFN-streaming" "$WORK/last.err" || { echo "$type multi-batch: did not stream"; fail=1; }
   cmp -s "$WORK/ref2.bin" "$WORK/s2.bin" && echo "ok $type multi-batch prompt" || { echo "DIFFER $type multi-batch prompt"; fail=1; }
+  # the run's "streamed" figure is streaming only: per pass about the plan's bytes per token
+  # (whole pages read around each tensor), not the load's reads of resident weights
+  # (--mode stream with room to spare streams the fewest groups: most weights load into RAM)
+  run "$m" -p "$p" --mode stream --lookahead 1 --stats-json "$WORK/st.json" >/dev/null
+  if python3 - "$WORK/st.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1])); s = j["stream"]
+per_pass, plan = s["bytes_read"] / s["passes"], j["plan_io_bytes_per_token"]
+print(f"  per pass {per_pass:.0f} B, plan {plan} B per token, load {j['load_read_bytes']} B")
+sys.exit(0 if plan > 0 and plan <= per_pass <= plan * 1.10 else 1)
+PY
+  then echo "ok $type streamed bytes per pass match the plan"
+  else echo "FAIL $type streamed bytes per pass do not match the plan"; fail=1; fi
 done
 exit $fail
