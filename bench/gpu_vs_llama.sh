@@ -48,7 +48,7 @@ hypura_run() {
     >"$TMP/h.out" 2>"$TMP/h.err"
   local rc=$?
   vram_stop
-  HTPS=$(python3 -c "import json;print(round(json.load(open('$TMP/h.json'))['gen_tps'],3))" 2>/dev/null || echo 0)
+  HTPS=$(hypura_json_tps "$TMP/h.json")
   grep -E "^plan:|tiers:|GPU:|experts:|streaming:" "$TMP/h.err" | sed 's/^/    /'
   [[ $rc -eq 0 ]] || { echo "    hypura failed (rc $rc): $(tail -2 "$TMP/h.err")"; HTPS=0; }
   printf '  %-44s %8.2f tok/s  VRAM %6s MiB\n' "hypura $name" "$HTPS" "$VRAM"
@@ -184,7 +184,7 @@ stage_cap() {
       capped hypura $cap "$BIN/hypura" run "$m" -p "$PROMPT" -n $N_GEN --temp 0 -c 512 --gpu-budget $GPU_BUDGET \
         --memory-budget $cap --stats-json "$TMP/hc.json"
       grep -E "^plan:|tiers:|GPU:|experts:|streaming:|streamed|peak memory" "$TMP/c.err" | sed 's/^/    /'
-      local ht=$(python3 -c "import json;print(round(json.load(open('$TMP/hc.json'))['gen_tps'],3))" 2>/dev/null || echo 0)
+      local ht=$(hypura_json_tps "$TMP/hc.json")
       echo "  hypura auto: $ht tok/s"
       record "{\"stage\":\"cap-$which\",\"who\":\"hypura\",\"config\":\"auto $cap\",\"tok_s\":$ht,\"cg_peak\":$CG_PEAK,\"oom\":${CG_OOM:-0}}"
       local best=0

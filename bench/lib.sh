@@ -41,4 +41,6 @@ run_capped() {
 llama_eval_tps() { sed -n 's/.*eval time = .*, *\([0-9.]*\) tokens per second.*/\1/p' "$1" | tail -1; }
 # tok/s of generation from hypura run's stats line
 hypura_gen_tps() { sed -n 's/.*generation [0-9]* tokens, \([0-9.]*\) tok\/s.*/\1/p' "$1" | tail -1; }
+# tok/s of generation from hypura run's --stats-json file (3 decimals), 0 when it is missing
+hypura_json_tps() { python3 -c "import json,sys;print(round(json.load(open(sys.argv[1]))['gen_tps'],3))" "$1" 2>/dev/null || echo 0; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }

@@ -11,13 +11,15 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 env_sh=$(bench/gpu/device_setup.sh) && . "$env_sh"
 export HYPURA_BUILD_DIR=$PWD/build-gpu HYPURA_NO_PERSIST_STATS=1
+source bench/lib.sh
 bench/gpu_vs_llama.sh models >/dev/null 2>&1
-B=build-gpu/bin L=/opt/llama.cpp/build-cuda/bin D=${BENCH_MODELS:-$HOME/.cache/hypura/bench}
+B=$BIN L=$LLAMA_BIN D=$MODELS
 P="Write a short story about a lighthouse keeper who finds a message in a bottle."
 hy() {
   local m=$1; shift
+  rm -f /tmp/h.json
   $B/hypura run "$m" -p "$P" -n 32 --temp 0 -c 512 --gpu-budget 4G --stats-json /tmp/h.json "$@" >/dev/null 2>/tmp/h.err
-  python3 -c "import json;print(round(json.load(open('/tmp/h.json'))['gen_tps'],2))" 2>/dev/null || tail -1 /tmp/h.err
+  [[ -s /tmp/h.json ]] && hypura_json_tps /tmp/h.json || tail -1 /tmp/h.err
 }
 ll() { # avg_ts of each --no-host value, in order
   local m=$1; shift
