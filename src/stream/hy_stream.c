@@ -314,6 +314,8 @@ static int issue_group(hy_stream *s, int gi) {
     return 0;
 }
 
+static void release_group(hy_stream *s, int gi);
+
 static int wait_group(hy_stream *s, int gi) {
     struct group *g = &s->groups[gi];
     if (g->state == G_READY) return 0;
@@ -335,14 +337,8 @@ static int wait_group(hy_stream *s, int gi) {
     double dt = hy_now() - t0;
     s->st.stall_s += dt;
     s->pass_stall += dt;
-    g->state = rc ? G_IDLE : G_READY;
-    if (rc) { /* never kept: a later pass reads the whole group again */
-        s->committed -= g->bytes;
-        for (int k = 0; k < g->n_entries; k++) {
-            struct entry *e = &s->entries[g->entries[k]];
-            madvise(e->dst, e->span, MADV_DONTNEED);
-        }
-    }
+    g->state = G_READY;
+    if (rc) release_group(s, gi); /* never kept: a later pass reads the whole group again */
     return rc;
 }
 
@@ -461,12 +457,7 @@ void hy_stream_clear_error(hy_stream *s) {
             }
             g->state = G_READY;
             if (bad) {
-                g->state = G_IDLE;
-                s->committed -= g->bytes;
-                for (int k = 0; k < g->n_entries; k++) {
-                    struct entry *e = &s->entries[g->entries[k]];
-                    madvise(e->dst, e->span, MADV_DONTNEED);
-                }
+                release_group(s, gi);
                 continue;
             }
         }
