@@ -81,10 +81,9 @@ static void spread_order(int n, int *order) {
     }
 }
 
-static bool streams_in_stage(hy_role r, int stage) {
-    if (r == HY_ROLE_FFN || r == HY_ROLE_EXPERT) return true;
-    return stage == 2 && r == HY_ROLE_ATTN;
-}
+static bool is_ffn(hy_role r) { return r == HY_ROLE_FFN || r == HY_ROLE_EXPERT; }
+
+static bool streams_in_stage(hy_role r, int stage) { return is_ffn(r) || (stage == 2 && r == HY_ROLE_ATTN); }
 
 /* A layer's group: the bytes read per pass, and what it commits while resident. */
 struct lb {
@@ -233,8 +232,6 @@ static int plan_experts(const hy_model_desc *d, const hy_plan_params *p, const b
     out->budget_used = resident + out->pool_bytes + fixed;
     return 0;
 }
-
-static bool is_ffn(hy_role r) { return r == HY_ROLE_FFN || r == HY_ROLE_EXPERT; }
 
 /* The GPU tier (see hy_plan.h): a function of the model, the GPU budget and the
  * context alone, so a streamed and a resident run with the same GPU budget put
