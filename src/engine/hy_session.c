@@ -201,15 +201,17 @@ void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
     fprintf(f, "  fixed: KV %s (ctx %d) | compute %s | overhead %s\n", hy_fmt_bytes(pl->kv_bytes, a, sizeof a),
             q->n_ctx, hy_fmt_bytes(pl->compute_bytes, b, sizeof b), hy_fmt_bytes(pl->overhead_bytes, c, sizeof c));
     if (pl->gpu_output) {
+        /* layers with FFN/expert tensors on the GPU: one pass over the tensors */
         int ffn_layers = 0;
-        for (int l = 0; l < s->desc->n_layer; l++) {
-            bool on = false;
-            for (int64_t i = 0; i < s->desc->n_tensors && !on; i++) {
-                const hy_tensor_info *t = &s->desc->tensors[i];
-                on = t->layer == l && (t->role == HY_ROLE_FFN || t->role == HY_ROLE_EXPERT) && pl->tier[i] == HY_TIER_GPU;
-            }
-            ffn_layers += on;
+        bool *on = calloc((size_t)s->desc->n_layer, sizeof *on);
+        for (int64_t i = 0; on && i < s->desc->n_tensors; i++) {
+            const hy_tensor_info *t = &s->desc->tensors[i];
+            if (t->layer < 0 || t->layer >= s->desc->n_layer || on[t->layer] || pl->tier[i] != HY_TIER_GPU) continue;
+            if (t->role != HY_ROLE_FFN && t->role != HY_ROLE_EXPERT) continue;
+            on[t->layer] = true;
+            ffn_layers++;
         }
+        free(on);
         fprintf(f, "  GPU: %s: output head, attention + K/V of %d of %d layers, %s of %d layers; uses %s of %s "
                    "(K/V %s, compute %s)\n",
                 s->profile.n_gpu > 0 ? s->profile.gpu[0].name : "none here (what-if)", pl->gpu_layers, s->desc->n_layer,
