@@ -43,6 +43,9 @@ typedef struct {
 } hy_session_params;
 
 #define HY_GPU_NONE UINT64_MAX
+/* A GPU budget as the flag and HYPURA_GPU_BUDGET take it: "0" or "none" is
+ * HY_GPU_NONE, else a size > 0 ("1.5G"); false when it is neither. */
+bool hy_gpu_budget_parse(const char *s, uint64_t *out);
 
 hy_session_params hy_session_default_params(void);
 

@@ -13,11 +13,8 @@ int hy_cli_sched_opt(const char *cmd, int c, const char *arg, hy_session_params 
     case HY_OPT_MEM_BUDGET:
     case HY_OPT_GPU_BUDGET: {
         uint64_t v;
-        if (c == HY_OPT_GPU_BUDGET && (!strcmp(arg, "0") || !strcmp(arg, "none"))) {
-            p->gpu_budget = HY_GPU_NONE;
-            return 1;
-        }
-        if (!hy_parse_bytes(arg, &v) || v == 0) {
+        bool ok = c == HY_OPT_GPU_BUDGET ? hy_gpu_budget_parse(arg, &v) : hy_parse_bytes(arg, &v) && v > 0;
+        if (!ok) {
             fprintf(stderr, "hypura %s: '%s' is not a size (e.g. 1.5G, 800M)\n", cmd, arg);
             return -1;
         }

@@ -57,12 +57,15 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
     q->mem_budget = p->mem_budget ? p->mem_budget : env_bytes("HYPURA_MEMORY_BUDGET");
     if (!q->mem_budget) q->mem_budget = s->profile.mem_budget_default;
     /* GPU budget: flag > HYPURA_GPU_BUDGET > the first GPU's free memory less headroom; 0/none = no GPU */
+    uint64_t g = p->gpu_budget;
     const char *genv = getenv("HYPURA_GPU_BUDGET");
-    if (p->gpu_budget == HY_GPU_NONE) q->gpu_budget = 0;
-    else if (p->gpu_budget) q->gpu_budget = p->gpu_budget;
-    else if (genv && *genv && (!strcmp(genv, "0") || !strcmp(genv, "none"))) q->gpu_budget = 0;
-    else if ((q->gpu_budget = env_bytes("HYPURA_GPU_BUDGET")) == 0 && s->profile.n_gpu > 0)
-        q->gpu_budget = hy_session_gpu_default(&s->profile.gpu[0]);
+    if (!g && genv && *genv && !hy_gpu_budget_parse(genv, &g)) {
+        fprintf(stderr, "hypura: ignoring HYPURA_GPU_BUDGET='%s' (not a size)\n", genv);
+        g = 0;
+    }
+    if (g == HY_GPU_NONE) q->gpu_budget = 0;
+    else if (g) q->gpu_budget = g;
+    else if (s->profile.n_gpu > 0) q->gpu_budget = hy_session_gpu_default(&s->profile.gpu[0]);
     if (q->gpu_budget && s->profile.n_gpu == 0 && !p->plan_only) {
         char b[32];
         hy_fail(err, errlen, "a GPU budget of %s was given, but this machine (this build) has no GPU",
@@ -83,6 +86,14 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
 fail:
     hy_session_free(s);
     return -1;
+}
+
+bool hy_gpu_budget_parse(const char *s, uint64_t *out) {
+    if (!strcmp(s, "0") || !strcmp(s, "none")) {
+        *out = HY_GPU_NONE;
+        return true;
+    }
+    return hy_parse_bytes(s, out) && *out > 0;
 }
 
 uint64_t hy_session_gpu_default(const hy_gpu_info *g) {
