@@ -35,5 +35,10 @@ else
   if [[ $rc -eq 0 && $plan == *"GPU: none here (what-if)"* && $plan =~ tiers:\ GPU\ [1-9] ]]; then
     echo "ok estimate-gpu-what-if: $(grep 'tiers:' <<<"$plan")"
   else echo "FAIL estimate-gpu-what-if (exit $rc): $plan"; fail=1; fi
+  # precedence: the flag over HYPURA_GPU_BUDGET, and "none" (or 0) turns the GPU tier off in either
+  gpu_tier() { "$H" estimate "$m" "$@" 2>&1 | sed -n 's/.*tiers: GPU \([0-9.]* [KMG]*i*B\).*/\1/p'; }
+  got="$(HYPURA_GPU_BUDGET=100M gpu_tier) / $(HYPURA_GPU_BUDGET=none gpu_tier) / $(HYPURA_GPU_BUDGET=100M gpu_tier --gpu-budget none) / $(HYPURA_GPU_BUDGET=none gpu_tier --gpu-budget 100M)"
+  if [[ $got =~ ^[1-9][0-9.]*\ [KM]iB\ /\ 0\ B\ /\ 0\ B\ /\ [1-9] ]]; then echo "ok gpu-budget-precedence: $got"
+  else echo "FAIL gpu-budget-precedence: env 100M / env none / env 100M + flag none / env none + flag 100M gave $got"; fail=1; fi
 fi
 exit $fail
