@@ -14,6 +14,7 @@
 #                                   NUM_PREDICT=16 BUDGET=auto HYPURA_BUILD_DIR=build)
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../tests/scripts/serve_lib.sh"
 DURATION=${DURATION:-600} CLIENTS=${CLIENTS:-32} KIND=${KIND:-dense} NUM_PREDICT=${NUM_PREDICT:-16}
 WORK=$(mktemp -d /tmp/hypura-soak.XXXXXX)
 trap 'kill $spid 2>/dev/null; kill $mon 2>/dev/null; rm -rf "$WORK"' EXIT
@@ -52,14 +53,7 @@ printf '%s' "${refs%,}]" >"$WORK/refs.json"
 
 "$BIN/hypura" serve "$M" --port 0 "${SCHED[@]}" >"$WORK/serve.log" 2>&1 &
 spid=$!
-port=""
-for i in $(seq 600); do
-  port=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$WORK/serve.log")
-  [[ -n $port ]] && break
-  kill -0 $spid 2>/dev/null || break
-  sleep 0.1
-done
-[[ -n $port ]] || { cat "$WORK/serve.log"; echo "soak: the server did not start"; exit 1; }
+port=$(serve_port "$WORK/serve.log" $spid 600) || { cat "$WORK/serve.log"; echo "soak: the server did not start"; exit 1; }
 grep -m1 "^plan:" "$WORK/serve.log"
 
 # RSS every 2 s (VmRSS of the server process)

@@ -17,6 +17,7 @@
 set -uo pipefail
 HY_BIN=$1 KIND=$3 WORK=$2/faults_serve_$3
 source "$(dirname "$0")/faults_lib.sh"
+source "$(dirname "$0")/serve_lib.sh"
 M=$WORK/model.gguf
 make_model "$KIND" "$M"
 cp "$M" "$WORK/model.orig"
@@ -51,15 +52,7 @@ fi
 start() {
   HYPURA_IO_FAULT=$1 "$HY_BIN/hypura" serve "$M" --port 0 -c 256 -t 2 "${SCHED[@]}" >"$WORK/serve.log" 2>&1 &
   pid=$!
-  port=""
-  local i
-  for i in $(seq 300); do
-    port=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$WORK/serve.log")
-    [[ -n $port ]] && break
-    kill -0 $pid 2>/dev/null || break
-    sleep 0.1
-  done
-  [[ -n $port ]] || { cat "$WORK/serve.log"; bad "$KIND: server with [$1] did not start"; kill $pid 2>/dev/null; exit 1; }
+  port=$(serve_port "$WORK/serve.log" $pid 300) || { cat "$WORK/serve.log"; bad "$KIND: server with [$1] did not start"; kill $pid 2>/dev/null; exit 1; }
   grep -q "$MODE" "$WORK/serve.log" || bad "$KIND: server did not plan $MODE"
 }
 # stop ROW: SIGTERM; it must have stayed up and exit 0

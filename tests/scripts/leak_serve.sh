@@ -11,6 +11,7 @@
 set -uo pipefail
 HY_BIN=$1 WORK=$2/leak_serve
 . "$(dirname "$0")/leak_lib.sh"
+. "$(dirname "$0")/serve_lib.sh"
 leak_require_sanitized "${3:-}"
 command -v curl >/dev/null || { echo "skip: curl is not installed"; exit 77; }
 mkdir -p "$WORK"
@@ -27,13 +28,7 @@ start() { # log name, serve arguments...
   "$HY_BIN/hypura" serve "$@" --port 0 -t 2 >"$LOG" 2>&1 &
   PID=$!
   leak_expect
-  PORT=""
-  for _ in $(seq 600); do
-    PORT=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$LOG")
-    [[ -n $PORT ]] && return 0
-    kill -0 $PID 2>/dev/null || break
-    sleep 0.1
-  done
+  PORT=$(serve_port "$LOG" $PID 600) && return 0
   echo "FAIL: server did not start"; cat "$LOG"; kill $PID 2>/dev/null; wait $PID; exit 1
 }
 stop() { # name: SIGTERM, must exit 0 within 60 s

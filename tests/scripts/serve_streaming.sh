@@ -6,6 +6,7 @@ set -uo pipefail
 HY_BIN=$1 WORK=$2/serve_streaming
 mkdir -p "$WORK"
 export HYPURA_NO_STORAGE_PROFILE=1 XDG_CACHE_HOME=$WORK/cache XDG_DATA_HOME=$WORK/data
+. "$(dirname "$0")/serve_lib.sh"
 fail=0
 "$HY_BIN/hypura-mkmodel" -o "$WORK/dense.gguf" --dim 256 --layers 4 --ff 768 --seed 4 --quiet >/dev/null
 "$HY_BIN/hypura-mkmodel" -o "$WORK/moe.gguf" --dim 256 --layers 4 --ff 512 --experts 8 --top-k 2 --skew 1 --seed 4 --quiet >/dev/null
@@ -13,12 +14,7 @@ for name in dense moe; do
   want=dense-FFN-streaming; [[ $name == moe ]] && want=expert-streaming
   "$HY_BIN/hypura" serve "$WORK/$name.gguf" --port 0 -c 256 --mode stream -q >"$WORK/$name.log" 2>&1 &
   pid=$!
-  port=""
-  for i in $(seq 100); do
-    port=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$WORK/$name.log")
-    [[ -n $port ]] && break; sleep 0.1
-  done
-  [[ -n $port ]] || { echo "$name: server did not start"; cat "$WORK/$name.log"; kill $pid; exit 1; }
+  port=$(serve_port "$WORK/$name.log" $pid 100) || { echo "$name: server did not start"; cat "$WORK/$name.log"; kill $pid; exit 1; }
   got=$(curl -s "http://127.0.0.1:$port/api/generate" \
         -d '{"model":"'$name'","prompt":"Far over the misty mountains","raw":true,"stream":false,"options":{"temperature":0,"num_predict":12}}' |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["response"])')
