@@ -18,6 +18,16 @@ static int failures;
         }                                                                                                      \
     } while (0)
 
+/* main's end: the count of failed checks on stderr (exit 1), or "NAME: all checks passed" */
+static inline int check_done(const char *name) {
+    if (failures) {
+        fprintf(stderr, "%d check(s) failed\n", failures);
+        return 1;
+    }
+    printf("%s: all checks passed\n", name);
+    return 0;
+}
+
 /* the file's bytes plus a terminating NUL (malloc'd), its length in *len; NULL if unreadable */
 static inline char *slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");

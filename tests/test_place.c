@@ -73,10 +73,5 @@ int main(void) {
             }
         free_desc(d);
     }
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("place: all checks passed\n");
-    return 0;
+    return check_done("place");
 }

@@ -291,10 +291,5 @@ int main(void) {
         free_desc(g);
     }
 
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("plan: all checks passed\n");
-    return 0;
+    return check_done("plan");
 }
