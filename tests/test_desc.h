@@ -57,6 +57,10 @@ static inline hy_model_desc *make_desc(int n_layer, uint64_t attn, uint64_t ffn,
         for (int i = 0; i < 3; i++) {
             snprintf(nm, sizeof nm, n_expert ? "blk.%d.%s_exps.weight" : "blk.%d.%s.weight", l, fn[i]);
             add(d, nm, l, n_expert ? HY_ROLE_EXPERT : HY_ROLE_FFN, ffn / 3);
+            if (n_expert) { /* as the reader sets them: the outermost dimension is the expert's */
+                d->tensors[d->n_tensors - 1].n_experts = n_expert;
+                d->tensors[d->n_tensors - 1].expert_stride = ffn / 3 / (uint64_t)n_expert;
+            }
         }
     }
     add(d, "output_norm.weight", -1, HY_ROLE_NORM, 4096);

@@ -111,6 +111,7 @@ int hy_xcache_make_room(hy_xcache *c, uint64_t need, int *victims, int max, bool
             if (v < 0 || worse(c, i, v, tick)) v = i;
         }
         if (v < 0 || nv >= max) return nv;
+        if (c->s[v].prefetched) c->st.prefetch_wasted++;
         hy_xcache_remove(c, v);
         c->st.evictions++;
         victims[nv++] = v;

@@ -29,6 +29,7 @@ typedef struct hy_xcache hy_xcache;
 
 typedef struct {
     uint64_t hits, misses, evictions, prefetches, prefetch_hits;
+    uint64_t prefetch_wasted; /* prefetched slices evicted before any use: bytes read for nothing */
     uint64_t used, capacity;
 } hy_xcache_stats;
 

@@ -93,6 +93,9 @@ static int write_stats_json(const char *path, const hy_session *ss, const hy_gen
         json_object_set_new(o, "memory_budget", json_integer((json_int_t)ss->plan_params.mem_budget));
         json_object_set_new(o, "load_read_bytes", json_integer((json_int_t)ss->load_read_bytes));
         json_object_set_new(o, "plan_io_bytes_per_token", json_integer((json_int_t)ss->plan.io_bytes_per_token));
+        /* predicted next to measured: gen_tps against predicted_tok_s */
+        json_object_set_new(o, "predicted_tok_s", json_real(ss->plan.pred_tok_s));
+        json_object_set_new(o, "prediction", hy_session_prediction_json(ss));
     }
     if (ss && ss->stream) {
         hy_stream_stats x;
@@ -109,6 +112,10 @@ static int write_stats_json(const char *path, const hy_session *ss, const hy_gen
             json_object_set_new(t, "expert_misses", json_integer((json_int_t)x.x_misses));
             json_object_set_new(t, "expert_evictions", json_integer((json_int_t)x.x_evictions));
             json_object_set_new(t, "expert_prefetch_hits", json_integer((json_int_t)x.x_prefetch_hits));
+            json_object_set_new(t, "expert_prefetches", json_integer((json_int_t)x.x_prefetches));
+            json_object_set_new(t, "expert_prefetch_wasted", json_integer((json_int_t)x.x_prefetch_wasted));
+            json_object_set_new(t, "expert_prefetch_off", json_boolean(x.x_prefetch_off));
+            json_object_set_new(t, "expert_slots", json_integer(x.x_slots));
             json_object_set_new(t, "expert_whole_bytes", json_integer((json_int_t)x.x_whole_bytes));
             json_object_set_new(t, "expert_routed_bytes", json_integer((json_int_t)x.x_routed_bytes));
             json_object_set_new(t, "expert_cache_capacity", json_integer((json_int_t)x.x_cache_capacity));
@@ -327,7 +334,10 @@ int hy_cmd_run(int argc, char **argv) {
         } else {
             fputc('\n', stdout);
             print_stats(&st, hy_engine_load_seconds(e));
-            if (!naive) hy_session_print_stats(stderr, ss, st.t_prompt_s + st.t_gen_s);
+            if (!naive) {
+                hy_session_print_predicted(stderr, ss, st.t_gen_s > 0 ? st.n_gen / st.t_gen_s : 0);
+                hy_session_print_stats(stderr, ss, st.t_prompt_s + st.t_gen_s);
+            }
             if (stats_json && write_stats_json(stats_json, naive ? NULL : ss, &st, hy_engine_load_seconds(e))) {
                 fprintf(stderr, "hypura run: cannot write %s\n", stats_json);
                 rc = 1;

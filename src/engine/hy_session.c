@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 
+#include "cache/hy_coact.h"
 #include "engine/hy_place.h"
 #include "util/hy_util.h"
 
@@ -28,6 +29,43 @@ static uint64_t env_bytes(const char *name) {
         return 0;
     }
     return b;
+}
+
+/* Expert-streaming: predict the cache's hit rate from the routing this model's
+ * earlier runs persisted (what the run seeds its cache with), when there is any;
+ * else the plan's uniform assumption stands. A file that cannot be used is noted. */
+static void predict_from_stats(hy_session *s) {
+    const hy_model_desc *d = s->desc;
+    if (hy_coact_default_path(d->header_hash, s->expert_stats_path, sizeof s->expert_stats_path)) {
+        s->expert_stats_path[0] = 0;
+        return;
+    }
+    FILE *f = fopen(s->expert_stats_path, "r");
+    if (!f) return;
+    fclose(f);
+    hy_coact *c = NULL;
+    if (hy_coact_load(s->expert_stats_path, d->header_hash, d->n_layer, d->n_expert, &c, s->expert_stats_error,
+                      sizeof s->expert_stats_error))
+        return;
+    uint64_t tokens = hy_coact_tokens(c);
+    size_t n = (size_t)d->n_layer * (size_t)d->n_expert;
+    double *freq = tokens ? malloc(n * sizeof *freq) : NULL;
+    if (freq) {
+        for (int l = 0; l < d->n_layer; l++)
+            for (int e = 0; e < d->n_expert; e++) freq[(size_t)l * d->n_expert + e] = hy_coact_freq(c, l, e);
+        s->plan_params.expert_freq = freq;
+        s->plan_params.expert_freq_n = (int64_t)n;
+        if (hy_plan_predict(d, &s->plan_params, &s->plan) == 0) {
+            s->expert_freq = freq;
+            s->expert_stats_tokens = tokens;
+        } else { /* out of memory: the uniform prediction again */
+            s->plan_params.expert_freq = NULL;
+            s->plan_params.expert_freq_n = 0;
+            free(freq);
+            hy_plan_predict(d, &s->plan_params, &s->plan);
+        }
+    }
+    hy_coact_free(c);
 }
 
 int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, size_t errlen) {
@@ -81,6 +119,8 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
     q->lookahead = p->lookahead;
     q->force_mode = p->mode;
     if (hy_plan_make(s->desc, q, &s->plan, err, errlen)) goto fail;
+    if (s->plan.mode == HY_MODE_EXPERT && !p->no_persist_stats && !getenv("HYPURA_NO_PERSIST_STATS"))
+        predict_from_stats(s);
     *out = s;
     return 0;
 fail:
@@ -197,7 +237,23 @@ void hy_session_free(hy_session *s) {
     hy_place_free(s->place);
     hy_plan_free(&s->plan);
     hy_model_desc_free(s->desc);
+    free(s->expert_freq);
     free(s);
+}
+
+/* where expert-streaming's expected hit rate comes from, for humans */
+static void hit_source(const hy_session *s, char *buf, size_t len) {
+    if (s->plan.pred_hit_measured)
+        snprintf(buf, len, "from this model's routing statistics: %llu tokens in %s",
+                 (unsigned long long)s->expert_stats_tokens, s->expert_stats_path);
+    else if (s->expert_stats_error[0])
+        snprintf(buf, len, "uniform routing assumed: the statistics in %s are not usable: %s", s->expert_stats_path,
+                 s->expert_stats_error);
+    else if (s->expert_stats_path[0])
+        snprintf(buf, len, "uniform routing assumed: no routing statistics for this model yet; runs keep them in %s",
+                 s->expert_stats_path);
+    else
+        snprintf(buf, len, "uniform routing assumed: routing statistics not used");
 }
 
 void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
@@ -234,11 +290,12 @@ void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
                 hy_fmt_bytes(q->gpu_budget, a, sizeof a));
     }
     if (pl->mode == HY_MODE_EXPERT)
-        fprintf(f, "  experts: %d layers of %d experts (top-%d) on NVMe; expert cache %s (%.0f%% of the experts); "
-                   "%s routed per token before caching\n",
+        fprintf(f, "  experts: %d layers of %d experts (top-%d) on NVMe; expert cache %s: %d experts (%.1f per layer, "
+                   "%.0f%% of them; %s per slot); %s routed per token before caching\n",
                 pl->n_groups, s->desc->n_expert, s->desc->n_expert_used, hy_fmt_bytes(pl->pool_bytes, a, sizeof a),
-                pl->bytes_tier[HY_TIER_NVME] ? 100.0 * pl->pool_bytes / pl->bytes_tier[HY_TIER_NVME] : 0.0,
-                hy_fmt_bytes(pl->io_bytes_per_token, b, sizeof b));
+                pl->x_slots, pl->n_groups ? (double)pl->x_slots / pl->n_groups : 0.0,
+                pl->n_groups ? 100.0 * pl->x_slots / ((double)pl->n_groups * s->desc->n_expert) : 0.0,
+                hy_fmt_bytes(pl->x_slot_bytes, c, sizeof c), hy_fmt_bytes(pl->io_bytes_per_token, b, sizeof b));
     else if (pl->mode != HY_MODE_RESIDENT)
         fprintf(f, "  streaming: %d layer groups, pool %s (lookahead %d, largest group %s), %s read per token\n",
                 pl->n_groups, hy_fmt_bytes(pl->pool_bytes, a, sizeof a), pl->lookahead,
@@ -246,9 +303,23 @@ void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
     fprintf(f, "  memory: uses %s of %s; minimum budget for this model %s\n",
             hy_fmt_bytes(pl->budget_used, d, sizeof d), hy_fmt_bytes(q->mem_budget, e, sizeof e),
             hy_fmt_bytes(pl->min_budget, a, sizeof a));
-    if (pl->pred_tok_s > 0)
-        fprintf(f, "  predicted: %.2f tok/s (I/O %.3f s, compute %.3f s per token; storage %.2f GB/s, memory %.1f GB/s)\n",
-                pl->pred_tok_s, pl->pred_io_s, pl->pred_compute_s, q->seq_read_gbps, q->mem_bw_gbps);
+    if (pl->mode == HY_MODE_EXPERT) {
+        char src[4500];
+        hit_source(s, src, sizeof src);
+        fprintf(f, "  expert cache: %llu slots = %.1f of %d experts per layer; expected hit rate %.1f%% (%s)\n",
+                (unsigned long long)pl->cache_slots, pl->cache_slots_per_layer, s->desc->n_expert,
+                100.0 * pl->pred_hit_rate, src);
+        fprintf(f, "  expert I/O per token: %s routed, %s expected from storage after cache hits\n",
+                hy_fmt_bytes(pl->io_bytes_per_token, a, sizeof a), hy_fmt_bytes(pl->pred_io_bytes, b, sizeof b));
+    }
+    fprintf(f, "  predicted: %.2f tok/s, bound by %s | I/O %.3f s per token", pl->pred_tok_s,
+            pl->pred_io_bound ? "I/O" : "memory", pl->pred_io_s);
+    if (pl->pred_io_bytes)
+        fprintf(f, " (%s at %.2f GB/s %s)", hy_fmt_bytes(pl->pred_io_bytes, a, sizeof a), pl->pred_read_gbps,
+                pl->pred_read_assumed ? "assumed, not measured: no storage profile" : "measured");
+    fprintf(f, " | memory %.3f s per token (%s at %.1f GB/s %s)\n", pl->pred_compute_s,
+            hy_fmt_bytes(pl->pred_compute_bytes, b, sizeof b), pl->pred_mem_gbps,
+            pl->pred_mem_assumed ? "assumed, not measured" : "measured");
     if (tensors) {
         for (int64_t i = 0; i < s->desc->n_tensors; i++) {
             const hy_tensor_info *t = &s->desc->tensors[i];
@@ -256,6 +327,53 @@ void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
                     hy_fmt_bytes(t->size, a, sizeof a));
         }
     }
+}
+
+json_t *hy_session_prediction_json(const hy_session *s) {
+    const hy_plan *pl = &s->plan;
+    json_t *o = json_object();
+    json_object_set_new(o, "tok_s", json_real(pl->pred_tok_s));
+    json_object_set_new(o, "bound", json_string(pl->pred_io_bound ? "io" : "memory"));
+    json_object_set_new(o, "io_s", json_real(pl->pred_io_s));
+    json_object_set_new(o, "compute_s", json_real(pl->pred_compute_s));
+    json_object_set_new(o, "io_bytes_per_token", json_integer((json_int_t)pl->pred_io_bytes));
+    json_object_set_new(o, "compute_bytes_per_token", json_integer((json_int_t)pl->pred_compute_bytes));
+    json_object_set_new(o, "storage_gbps", json_real(pl->pred_read_gbps));
+    json_object_set_new(o, "storage_measured", json_boolean(!pl->pred_read_assumed));
+    json_object_set_new(o, "memory_gbps", json_real(pl->pred_mem_gbps));
+    json_object_set_new(o, "memory_measured", json_boolean(!pl->pred_mem_assumed));
+    if (pl->mode == HY_MODE_EXPERT) {
+        json_t *x = json_object();
+        json_object_set_new(x, "slots", json_integer((json_int_t)pl->cache_slots));
+        json_object_set_new(x, "slots_per_layer", json_real(pl->cache_slots_per_layer));
+        json_object_set_new(x, "experts_per_layer", json_integer(s->desc->n_expert));
+        json_object_set_new(x, "routed_bytes_per_token", json_integer((json_int_t)pl->io_bytes_per_token));
+        json_object_set_new(x, "hit_rate", json_real(pl->pred_hit_rate));
+        json_object_set_new(x, "hit_rate_source", json_string(pl->pred_hit_measured ? "statistics" : "uniform"));
+        json_object_set_new(x, "stats_tokens", json_integer((json_int_t)s->expert_stats_tokens));
+        json_object_set_new(x, "stats_path", json_string(s->expert_stats_path));
+        if (s->expert_stats_error[0]) json_object_set_new(x, "stats_error", json_string(s->expert_stats_error));
+        json_object_set_new(o, "expert_cache", x);
+    }
+    return o;
+}
+
+void hy_session_print_predicted(FILE *f, const hy_session *s, double gen_tps) {
+    const hy_plan *pl = &s->plan;
+    fprintf(f, "[hypura] generation: predicted %.2f tok/s (bound by %s%s), measured %.2f tok/s", pl->pred_tok_s,
+            pl->pred_io_bound ? "I/O" : "memory",
+            (pl->pred_io_bound ? pl->pred_read_assumed : pl->pred_mem_assumed) ? ", bandwidth assumed" : "", gen_tps);
+    if (pl->pred_tok_s > 0 && gen_tps > 0) fprintf(f, " (%.2fx the prediction)", gen_tps / pl->pred_tok_s);
+    if (pl->mode == HY_MODE_EXPERT && s->stream) {
+        hy_stream_stats st;
+        hy_stream_get_stats(s->stream, &st);
+        uint64_t acc = st.x_hits + st.x_misses;
+        fprintf(f, "; expert cache hits: predicted %.1f%% (%s), measured ", 100.0 * pl->pred_hit_rate,
+                pl->pred_hit_measured ? "statistics" : "uniform");
+        if (acc) fprintf(f, "%.1f%%", 100.0 * st.x_hits / acc);
+        else fprintf(f, "n/a");
+    }
+    fputc('\n', f);
 }
 
 char *hy_session_plan_json(const hy_session *s, bool tensors) {
@@ -284,7 +402,9 @@ char *hy_session_plan_json(const hy_session *s, bool tensors) {
     json_object_set_new(o, "budget_used", json_integer((json_int_t)pl->budget_used));
     json_object_set_new(o, "min_budget", json_integer((json_int_t)pl->min_budget));
     json_object_set_new(o, "predicted_tok_s", json_real(pl->pred_tok_s));
-    json_object_set_new(o, "storage_gbps", json_real(q->seq_read_gbps));
+    json_object_set_new(o, "storage_gbps", json_real(pl->pred_read_gbps));
+    json_object_set_new(o, "storage_measured", json_boolean(!pl->pred_read_assumed));
+    json_object_set_new(o, "prediction", hy_session_prediction_json(s));
     if (tensors) {
         json_t *arr = json_array();
         for (int64_t i = 0; i < s->desc->n_tensors; i++) {
@@ -322,11 +442,16 @@ void hy_session_print_stats(FILE *f, const hy_session *s, double seconds) {
             char e_[32];
             fprintf(f,
                     "[hypura] experts: %llu routed slices, %.1f%% cache hits (%llu of them prefetched), %llu misses, "
-                    "%llu evictions, cache %s of %s (%s)\n",
+                    "%llu evictions, cache %d of %d experts, %s of %s (%s)\n",
                     (unsigned long long)acc, acc ? 100.0 * st.x_hits / acc : 0.0, (unsigned long long)st.x_prefetch_hits,
-                    (unsigned long long)st.x_misses, (unsigned long long)st.x_evictions,
+                    (unsigned long long)st.x_misses, (unsigned long long)st.x_evictions, st.x_slots_used, st.x_slots,
                     hy_fmt_bytes(st.x_cache_bytes, a, sizeof a), hy_fmt_bytes(st.x_cache_capacity, b, sizeof b),
                     st.x_policy);
+            uint64_t resolved = st.x_prefetch_hits + st.x_prefetch_wasted;
+            fprintf(f, "[hypura] expert prefetch: %llu issued, %llu used, %llu evicted unused (accuracy %.1f%%)%s\n",
+                    (unsigned long long)st.x_prefetches, (unsigned long long)st.x_prefetch_hits,
+                    (unsigned long long)st.x_prefetch_wasted, resolved ? 100.0 * st.x_prefetch_hits / resolved : 0.0,
+                    st.x_prefetch_off ? "; turned off: it guessed wrong more often than right" : "");
             fprintf(f,
                     "[hypura] expert I/O: whole expert tensors would read %s, the routed slices are %s (%.1f%% less), "
                     "read with the cache %s (%.1f%% less)\n",

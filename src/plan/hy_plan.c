@@ -179,16 +179,56 @@ static uint64_t min_stream_need(int n, const struct choice *c1, const struct cho
     return best;
 }
 
+int hy_plan_xkinds(const hy_model_desc *d, const hy_tier *tier, hy_xkind *kinds, int max) {
+    int n = 0;
+    for (int64_t i = 0; i < d->n_tensors; i++) {
+        const hy_tensor_info *t = &d->tensors[i];
+        if (t->role != HY_ROLE_EXPERT || t->layer < 0 || t->layer >= d->n_layer) continue;
+        if (tier && tier[i] != HY_TIER_NVME) continue;
+        /* "blk.<layer>." then the kind */
+        const char *suf = NULL;
+        if (!strncmp(t->name, "blk.", 4)) {
+            const char *q = t->name + 4;
+            while (*q >= '0' && *q <= '9') q++;
+            if (q > t->name + 4 && *q == '.') suf = q + 1;
+        }
+        if (!suf || strlen(suf) >= sizeof kinds[0].suffix) return -1;
+        int k = 0;
+        while (k < n && strcmp(kinds[k].suffix, suf)) k++;
+        if (k == n) {
+            if (n == max) return -1;
+            memset(&kinds[n], 0, sizeof kinds[n]);
+            strcpy(kinds[n].suffix, suf);
+            n++;
+        }
+        uint64_t stride = t->expert_stride ? t->expert_stride
+                                           : t->size / (uint64_t)(d->n_expert > 0 ? d->n_expert : 1);
+        uint64_t pitch = hy_plan_xslot_pitch(stride);
+        if (pitch > kinds[k].pitch) kinds[k].pitch = pitch;
+        kinds[k].n_tensors++;
+    }
+    return n;
+}
+
+uint64_t hy_plan_xslot_cost(const hy_xkind *kinds, int n_kinds, int n_expert_used, int n_batch) {
+    uint64_t c = 72 + 8 * (uint64_t)(n_expert_used > 0 ? n_expert_used : 1) * (uint64_t)(n_batch > 0 ? n_batch : 512);
+    for (int k = 0; k < n_kinds; k++) c += kinds[k].pitch;
+    return c;
+}
+
 /* Expert-streaming: every expert tensor on NVMe, everything else resident;
- * what the budget leaves is the expert cache. Only the routed experts' slices
- * are read, so I/O per token before caching is top-k of E of the expert bytes.
- * The cache must hold one whole layer of experts: a prompt batch can route to
- * all of them, and the layer's matmuls need them at once. */
+ * what the budget leaves is the expert cache, in slots of one expert each
+ * (hy_plan_xslot_cost). Only the routed experts' slices are read, so I/O per
+ * token before caching is top-k of E of the expert bytes. The cache must hold
+ * one whole layer of experts: a prompt batch can route to all of them, and the
+ * layer's matmuls need them at once. Returns 0, -1 on an error, 1 when the
+ * budget is below out->min_budget (the caller may stream dense-style instead). */
 static int plan_experts(const hy_model_desc *d, const hy_plan_params *p, const bool *gpu, uint64_t total, uint64_t fixed,
                         hy_plan *out, char *err, size_t errlen) {
-    uint64_t experts = 0, max_layer = 0;
-    uint64_t *per_layer = calloc((size_t)d->n_layer, sizeof *per_layer);
-    if (!per_layer) return hy_fail(err, errlen, "out of memory");
+    uint64_t experts = 0;
+    int n_layers_x = 0;
+    bool *has = calloc((size_t)d->n_layer, sizeof *has);
+    if (!has) return hy_fail(err, errlen, "out of memory");
     for (int64_t i = 0; i < d->n_tensors; i++) {
         const hy_tensor_info *t = &d->tensors[i];
         if (gpu[i]) continue;
@@ -198,36 +238,38 @@ static int plan_experts(const hy_model_desc *d, const hy_plan_params *p, const b
         out->bytes_tier[out->tier[i]] += t->size;
         if (x) {
             experts += t->size;
-            /* the cache must take a whole layer, each slice with its page overhead */
-            per_layer[t->layer] += t->size + (uint64_t)(t->n_experts > 0 ? t->n_experts : 1) * HY_PLAN_SLICE_OVERHEAD;
+            n_layers_x += !has[t->layer];
+            has[t->layer] = true;
         }
     }
-    uint64_t charged = 0; /* all experts with their page overhead: a cache beyond this is useless */
-    for (int l = 0; l < d->n_layer; l++) {
-        if (per_layer[l] > max_layer) max_layer = per_layer[l];
-        out->n_groups += per_layer[l] > 0;
-        charged += per_layer[l];
-    }
-    free(per_layer);
-    uint64_t resident = total - experts;
-    out->min_budget = resident + fixed + max_layer;
-    if (experts == 0 || p->mem_budget < out->min_budget) {
-        char b1[32], b2[32];
-        if (experts == 0) return hy_fail(err, errlen, "the model has no expert tensors to stream%s",
-                                         out->gpu_layers ? " (all of them are on the GPU)" : "");
-        return hy_fail(err, errlen,
-                       "memory budget %s is too small for this model: the minimum is %s (non-expert weights, KV "
-                       "cache and compute buffers for a %d-token context, and one layer of experts)",
-                       hy_fmt_bytes(p->mem_budget, b1, sizeof b1), hy_fmt_bytes(out->min_budget, b2, sizeof b2),
-                       p->n_ctx);
-    }
-    out->mode = HY_MODE_EXPERT;
-    out->max_group_bytes = max_layer;
-    out->pool_bytes = p->mem_budget - resident - fixed;
-    if (out->pool_bytes > charged) out->pool_bytes = charged;
-    out->lookahead = 1; /* next layer's predicted experts */
+    free(has);
+    if (experts == 0)
+        return hy_fail(err, errlen, "the model has no expert tensors to stream%s",
+                       out->gpu_layers ? " (all of them are on the GPU)" : "");
+    hy_xkind kinds[HY_PLAN_MAX_XKINDS];
+    int nk = hy_plan_xkinds(d, out->tier, kinds, HY_PLAN_MAX_XKINDS);
+    if (nk <= 0) return hy_fail(err, errlen, "the expert tensors' names do not follow blk.N.<kind> (or more than %d kinds)",
+                                HY_PLAN_MAX_XKINDS);
     int e = d->n_expert, k = d->n_expert_used > 0 ? d->n_expert_used : 1;
     if (k > e) k = e;
+    uint64_t slot = hy_plan_xslot_cost(kinds, nk, k, p->n_batch);
+    uint64_t arena_fixed = (uint64_t)nk * HY_PLAN_XARENA_TAIL;
+    /* slots beyond every expert of every streamed layer would stay empty */
+    uint64_t max_slots = (uint64_t)n_layers_x * (uint64_t)e;
+    uint64_t resident = total - experts;
+    out->min_budget = resident + fixed + arena_fixed + (uint64_t)e * slot;
+    out->x_kinds = nk;
+    out->x_slot_bytes = slot;
+    if (p->mem_budget < out->min_budget) return 1;
+    out->mode = HY_MODE_EXPERT;
+    out->n_groups = n_layers_x;
+    uint64_t slots = (p->mem_budget - resident - fixed - arena_fixed) / slot;
+    if (slots > max_slots) slots = max_slots;
+    if (slots > (uint64_t)INT32_MAX / 2) slots = (uint64_t)INT32_MAX / 2; /* ids are int32 */
+    out->x_slots = (int)slots;
+    out->pool_bytes = arena_fixed + slots * slot;
+    out->max_group_bytes = (uint64_t)e * slot;
+    out->lookahead = 1; /* next layer's predicted experts */
     out->io_bytes_per_token = experts / (uint64_t)e * (uint64_t)k;
     out->budget_used = resident + out->pool_bytes + fixed;
     return 0;
@@ -370,10 +412,35 @@ int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, 
                          hy_fmt_bytes(total + fixed, b1, sizeof b1), hy_fmt_bytes(p->mem_budget, b2, sizeof b2));
             goto done;
         }
+        uint64_t x_min = UINT64_MAX, dense_min = out->min_budget;
         if (d->n_expert > 1 && p->force_mode != HY_MODE_DENSE_FFN) {
             rc = plan_experts(d, p, gpu, total, fixed, out, err, errlen);
-            if (rc) goto done;
-            goto predict;
+            if (rc < 0) goto done;
+            if (rc == 0) {
+                if (p->force_mode != HY_MODE_EXPERT && dense_min < out->min_budget) out->min_budget = dense_min;
+                goto predict;
+            }
+            /* below expert-streaming's minimum: stream dense-style if that fits
+             * (streaming attention too can need less), else name the smaller minimum */
+            rc = 0;
+            x_min = out->min_budget;
+            if (p->force_mode == HY_MODE_EXPERT) {
+                char b1[32], b2[32];
+                rc = hy_fail(err, errlen,
+                             "memory budget %s is too small for expert-streaming: the minimum is %s (non-expert "
+                             "weights, KV cache and compute buffers for a %d-token context, and one layer of experts)",
+                             hy_fmt_bytes(p->mem_budget, b1, sizeof b1), hy_fmt_bytes(x_min, b2, sizeof b2), p->n_ctx);
+                goto done;
+            }
+            memset(out->bytes_tier, 0, sizeof out->bytes_tier);
+            for (int64_t i = 0; i < d->n_tensors; i++) {
+                out->tier[i] = gpu[i] ? HY_TIER_GPU : HY_TIER_RAM;
+                out->group[i] = -1;
+                if (gpu[i]) out->bytes_tier[HY_TIER_GPU] += d->tensors[i].size;
+            }
+            out->x_kinds = 0;
+            out->x_slot_bytes = 0;
+            out->min_budget = dense_min < x_min ? dense_min : x_min;
         }
         struct choice c;
         int la = p->lookahead;
@@ -393,15 +460,21 @@ int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, 
         if (!found) {
             char b1[32], b2[32];
             uint64_t need = min_stream_need(n, c1, c2, total, fixed, la < 0 ? 1 : la);
-            rc = hy_fail(err, errlen,
+            if (x_min < need)
+                rc = hy_fail(err, errlen,
+                             "memory budget %s is too small for this model: the minimum is %s (expert-streaming: "
+                             "non-expert weights, KV cache and compute buffers for a %d-token context, and one "
+                             "layer of experts)",
+                             hy_fmt_bytes(p->mem_budget, b1, sizeof b1), hy_fmt_bytes(x_min, b2, sizeof b2), p->n_ctx);
+            else rc = hy_fail(err, errlen,
                          "memory budget %s is too small for this model: the minimum is %s (resident weights, "
                          "KV cache and compute buffers for a %d-token context, and a pool of %d layer groups)",
                          hy_fmt_bytes(p->mem_budget, b1, sizeof b1), hy_fmt_bytes(need, b2, sizeof b2), p->n_ctx,
                          (la < 0 ? 1 : la) + 1);
             goto done;
         }
-        /* layer groups stream here (a MoE with several experts went to plan_experts unless
-         * forced dense; one "expert" is a dense FFN): expert-streaming would be the wrong engine */
+        /* layer groups stream here: a dense model, a MoE forced dense or below expert-streaming's
+         * minimum (streaming attention too can need less), or one "expert" (a dense FFN) */
         out->mode = HY_MODE_DENSE_FFN;
         out->lookahead = la;
         out->max_group_bytes = c.max_group;
@@ -435,14 +508,7 @@ int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, 
         out->budget_used = out->bytes_tier[HY_TIER_RAM] + out->pool_bytes + fixed;
     }
 predict:
-    /* predicted speed: decode is bound by the slower of storage and memory
-     * (a MoE token touches only its routed experts; the cache is not counted) */
-    if (p->seq_read_gbps > 0) out->pred_io_s = out->io_bytes_per_token / (p->seq_read_gbps * 1e9);
-    /* (the GPU's share is not counted: HBM reads it an order of magnitude faster) */
-    uint64_t touched = out->mode == HY_MODE_EXPERT ? out->bytes_tier[HY_TIER_RAM] + out->io_bytes_per_token : total;
-    if (p->mem_bw_gbps > 0) out->pred_compute_s = touched / (p->mem_bw_gbps * 1e9);
-    double t = out->pred_io_s > out->pred_compute_s ? out->pred_io_s : out->pred_compute_s;
-    out->pred_tok_s = t > 0 ? 1.0 / t : 0;
+    if (hy_plan_predict(d, p, out)) rc = hy_fail(err, errlen, "out of memory");
 done:
     free(ffn);
     free(both);
@@ -453,6 +519,133 @@ done:
     free(gpu);
     if (rc) hy_plan_free(out);
     return rc;
+}
+
+/* ---- prediction (see hy_plan.h) ---- */
+
+/* Experts a token routes to at each layer: top-k of E (k at least 1, at most E). */
+static int experts_used(const hy_model_desc *d) {
+    int k = d->n_expert_used > 0 ? d->n_expert_used : 1;
+    return k > d->n_expert ? d->n_expert : k;
+}
+
+/* `count` cache slots that each save `gain` bytes of reads per token while they
+ * hold their expert */
+struct slot_gain {
+    double gain;
+    uint64_t count;
+};
+
+static int by_gain(const void *a, const void *b) {
+    const struct slot_gain *x = a, *y = b;
+    return x->gain < y->gain ? 1 : x->gain > y->gain ? -1 : 0;
+}
+
+/* The expert cache's capacity in slots of one expert (of one layer) each: the
+ * plan's own count, else what its bytes buy at the plan's slot cost. */
+static uint64_t expert_cache_slots(const hy_plan *out) {
+    if (out->x_slots > 0) return (uint64_t)out->x_slots;
+    return out->x_slot_bytes ? out->pool_bytes / out->x_slot_bytes : 0;
+}
+
+/* Expert-streaming: the expected cache hit rate. The slots hold the experts that
+ * save most reads (the hottest; under uniform routing those of the layers with
+ * the largest slices, all alike within a layer), as a frequency-ordered cache
+ * converges to; the hit rate is the share of routed bytes they cover. */
+static int predict_expert_cache(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out) {
+    const int L = d->n_layer, E = d->n_expert, k = experts_used(d);
+    uint64_t *raw = calloc((size_t)L, sizeof *raw);
+    if (!raw) return -1;
+    for (int64_t i = 0; i < d->n_tensors; i++) {
+        const hy_tensor_info *t = &d->tensors[i];
+        if (out->tier[i] == HY_TIER_NVME && t->role == HY_ROLE_EXPERT && t->layer >= 0 && t->layer < L)
+            raw[t->layer] += t->size;
+    }
+    bool measured = p->expert_freq && p->expert_freq_n == (int64_t)L * E;
+    int n_layers = 0;
+    for (int l = 0; l < L; l++) n_layers += raw[l] > 0;
+    size_t n_items = measured ? (size_t)n_layers * (size_t)E : (size_t)n_layers;
+    struct slot_gain *it = calloc(n_items ? n_items : 1, sizeof *it);
+    if (!it) {
+        free(raw);
+        return -1;
+    }
+    /* per token a layer reads k slices of raw/E bytes: expert e's with probability k * share(e) */
+    double routed = 0;
+    size_t n = 0;
+    bool any_data = false;
+    for (int l = 0; l < L; l++) {
+        if (!raw[l]) continue;
+        double slice = (double)raw[l] / E;
+        routed += k * slice;
+        const double *f = measured ? p->expert_freq + (int64_t)l * E : NULL;
+        double sum = 0;
+        for (int e = 0; f && e < E; e++)
+            if (f[e] > 0 && f[e] <= 1) sum += f[e]; /* NaN, negative or above 1: no evidence */
+        if (sum > 0) {
+            any_data = true;
+            for (int e = 0; e < E; e++)
+                it[n++] = (struct slot_gain){.gain = (f[e] > 0 && f[e] <= 1 ? k * f[e] / sum : 0) * slice, .count = 1};
+        } else if (measured) { /* a layer without data: uniform */
+            for (int e = 0; e < E; e++) it[n++] = (struct slot_gain){.gain = k * slice / E, .count = 1};
+        } else {
+            it[n++] = (struct slot_gain){.gain = k * slice / E, .count = (uint64_t)E};
+        }
+    }
+    qsort(it, n, sizeof *it, by_gain);
+    uint64_t room = expert_cache_slots(out), slots = 0;
+    double saved = 0;
+    for (size_t i = 0; i < n && room; i++) {
+        uint64_t take = it[i].count < room ? it[i].count : room;
+        slots += take;
+        room -= take;
+        saved += (double)take * it[i].gain;
+    }
+    free(it);
+    free(raw);
+    double hit = routed > 0 ? saved / routed : 1.0;
+    out->pred_hit_rate = hit < 0 ? 0 : hit > 1 ? 1 : hit;
+    out->pred_hit_measured = any_data;
+    out->cache_slots = slots;
+    out->cache_slots_per_layer = n_layers ? (double)slots / n_layers : 0;
+    out->pred_io_bytes = (uint64_t)((double)out->io_bytes_per_token * (1.0 - out->pred_hit_rate) + 0.5);
+    if (out->pred_io_bytes > out->io_bytes_per_token) out->pred_io_bytes = out->io_bytes_per_token;
+    return 0;
+}
+
+int hy_plan_predict(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out) {
+    out->pred_io_bytes = out->io_bytes_per_token;
+    out->pred_hit_rate = 0;
+    out->pred_hit_measured = false;
+    out->cache_slots = 0;
+    out->cache_slots_per_layer = 0;
+    /* what a token makes the CPU read: the GPU's share is not counted (HBM reads it an order of
+     * magnitude faster); of a MoE's expert tensors only the routed k of E, wherever they live */
+    const bool moe = d->n_expert > 1;
+    const int k = moe ? experts_used(d) : 1;
+    uint64_t touched = 0;
+    for (int64_t i = 0; i < d->n_tensors; i++) {
+        const hy_tensor_info *t = &d->tensors[i];
+        if (out->tier[i] == HY_TIER_GPU) continue;
+        if (moe && t->role == HY_ROLE_EXPERT)
+            touched += (uint64_t)((unsigned __int128)t->size * (unsigned)k / (unsigned)d->n_expert);
+        else
+            touched += t->size;
+    }
+    out->pred_compute_bytes = touched;
+    if (out->mode == HY_MODE_EXPERT && moe && predict_expert_cache(d, p, out)) return -1;
+    /* an unknown bandwidth is assumed, and flagged, never taken as infinite */
+    out->pred_read_assumed = !(p->seq_read_gbps > 0 && p->seq_read_gbps < 1e6);
+    out->pred_mem_assumed = !(p->mem_bw_gbps > 0 && p->mem_bw_gbps < 1e6);
+    out->pred_read_gbps = out->pred_read_assumed ? HY_PLAN_ASSUMED_READ_GBPS : p->seq_read_gbps;
+    out->pred_mem_gbps = out->pred_mem_assumed ? HY_PLAN_ASSUMED_MEM_GBPS : p->mem_bw_gbps;
+    /* decode is bound by the slower of the two (reads overlap compute through lookahead and prefetch) */
+    out->pred_io_s = (double)out->pred_io_bytes / (out->pred_read_gbps * 1e9);
+    out->pred_compute_s = (double)touched / (out->pred_mem_gbps * 1e9);
+    out->pred_io_bound = out->pred_io_s > out->pred_compute_s;
+    double t = out->pred_io_bound ? out->pred_io_s : out->pred_compute_s;
+    out->pred_tok_s = t > 0 ? 1.0 / t : 0;
+    return 0;
 }
 
 void hy_plan_free(hy_plan *p) {

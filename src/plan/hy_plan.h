@@ -33,11 +33,26 @@
  * chosen by the plan). GPU fixed costs (compute buffer, K/V of GPU layers) are
  * charged to the GPU budget; the CUDA runtime's host memory to the RAM budget.
  *
+ * Predicted speed (hy_plan_predict): decode is bound by the slower of storage
+ * and memory, each charged only what one token touches. Memory: every weight
+ * not on the GPU (HBM reads it an order of magnitude faster), except that of
+ * a MoE's expert tensors only top-k of E — wherever they live, RAM tier
+ * included. Storage: a layer-streaming mode reads its streamed groups whole;
+ * expert-streaming reads the routed slices the expert cache misses. The cache
+ * is assumed to hold the experts that fire most (the decayed-LFU default,
+ * seeded from persisted statistics), so its hit rate is the share of
+ * selections that the slots it holds cover: from measured routing
+ * frequencies when the caller gives them (expert_freq), else uniform routing
+ * (slots per layer / experts per layer). An unknown bandwidth is never 0 s:
+ * the HY_PLAN_ASSUMED_* figure is used and flagged as assumed.
+ *
  * Invariants (unit-tested):
  *  - resident + pool + KV + compute + overhead <= memory budget, or an error
  *    naming the minimum budget;
  *  - full-resident whenever the whole model plus fixed costs fits;
- *  - io_bytes_per_token is non-increasing as the budget grows. */
+ *  - io_bytes_per_token is non-increasing as the budget grows;
+ *  - pred_io_bytes <= io_bytes_per_token, and the predicted tok/s does not
+ *    fall as the memory budget grows. */
 #ifndef HY_PLAN_H
 #define HY_PLAN_H
 
@@ -48,10 +63,30 @@
 
 typedef enum { HY_TIER_GPU, HY_TIER_RAM, HY_TIER_NVME, HY_TIER_COUNT } hy_tier;
 
-/* Memory an expert slice may commit beyond its bytes: expert tensors live on
- * transparent huge pages, and a slice read faults in up to a huge page past
- * each of its ends (hy_experts.c). Charged per slice of each expert tensor. */
-#define HY_PLAN_SLICE_OVERHEAD (2 * ((uint64_t)2 << 20) - 4096)
+/* Expert-streaming keeps cached expert slices in arenas (hy_experts.c): one per
+ * kind of expert tensor (its name after "blk.N.": ffn_gate_exps, ffn_down_exps.bias,
+ * ...), cut into slots. Slot s of every kind holds one cached expert (layer, e), so
+ * a layer's expert matmuls read slot ids instead of expert ids. A kind's slot pitch
+ * is its largest slice rounded up to whole pages plus one page: a slice is read
+ * page-aligned into its slot and moved to the slot's start. Slots are packed and
+ * reused, never given back, so the cache commits what it charges: its slots, and
+ * per arena at most one partly used huge page (HY_PLAN_XARENA_TAIL). */
+static inline uint64_t hy_plan_xslot_pitch(uint64_t stride) { return (stride + 4095) / 4096 * 4096 + 4096; }
+#define HY_PLAN_XARENA_TAIL ((uint64_t)2 << 20)
+#define HY_PLAN_MAX_XKINDS 8
+typedef struct {
+    char suffix[64];    /* the tensor name after "blk.N." */
+    uint64_t pitch;     /* slot pitch: hy_plan_xslot_pitch of the kind's largest slice */
+    int n_tensors;      /* layers holding this kind */
+} hy_xkind;
+/* The kinds of the expert tensors whose tier is NVMe (every expert tensor when tier
+ * is NULL): number of kinds, or -1 when there are more than max, or a name has no
+ * layer prefix. Pure; the plan and the expert cache both size slots with it. */
+int hy_plan_xkinds(const hy_model_desc *d, const hy_tier *tier, hy_xkind *kinds, int max);
+/* Bytes one expert slot costs across all kinds: the kinds' pitches, plus the
+ * matmul's scratch that grows with the slot count (ggml's mul_mat_id keeps a row
+ * map of n_as x k x n_batch entries of 8 bytes, and 72 bytes per n_as). */
+uint64_t hy_plan_xslot_cost(const hy_xkind *kinds, int n_kinds, int n_expert_used, int n_batch);
 
 /* Memory a streamed tensor of `size` bytes commits while resident: its own
  * 2 MiB-aligned slot on transparent huge pages, room included to shift it to its
@@ -73,7 +108,19 @@ typedef struct {
     double   mem_bw_gbps;    /* memory bandwidth (profile); 0 = unknown */
     int      lookahead;      /* groups in flight ahead of compute; < 0 = automatic */
     int      force_mode;     /* < 0 = automatic, else a hy_mode to force (streams even when it fits) */
+    /* Measured routing, optional, read only by the prediction: expert_freq[l * n_expert + e] is the
+     * share of layer l's selections that chose expert e (hy_coact_freq: sums to 1 over a layer with
+     * data, all 0 for a layer without, which counts as uniform). Used only when expert_freq_n equals
+     * the model's n_layer * n_expert; NULL: uniform routing. */
+    const double *expert_freq;
+    int64_t       expert_freq_n;
 } hy_plan_params;
+
+/* Bandwidths the prediction assumes when the profile has none (storage not
+ * swept, e.g. HYPURA_NO_STORAGE_PROFILE=1): about this repository's machines at
+ * queue depth 1 and a modest memcpy. Printed as assumed, never as measured. */
+#define HY_PLAN_ASSUMED_READ_GBPS 1.0
+#define HY_PLAN_ASSUMED_MEM_GBPS 10.0
 
 hy_plan_params hy_plan_default_params(void);
 
@@ -88,13 +135,26 @@ typedef struct {
     bool     gpu_output;           /* output head on the GPU (the GPU tier is in use) */
     uint64_t gpu_kv_bytes, gpu_compute_bytes;
     uint64_t gpu_used;             /* GPU weights + K/V + compute, <= gpu_budget */
-    uint64_t pool_bytes;           /* committed memory for streamed groups at most */
+    uint64_t pool_bytes;           /* committed memory for streamed groups at most (expert-streaming: the cache) */
+    int      x_slots;              /* expert-streaming: cached experts the cache holds (>= one layer's) */
+    int      x_kinds;              /* expert-streaming: arenas (kinds of expert tensors) */
+    uint64_t x_slot_bytes;         /* expert-streaming: what one slot costs (hy_plan_xslot_cost) */
     uint64_t max_group_bytes;
     uint64_t budget_used;          /* RAM tier + pool + KV + compute + overhead */
     uint64_t min_budget;           /* smallest memory budget that can run this model */
     int      lookahead;
     int      n_groups;             /* streamed groups (layers) */
-    uint64_t io_bytes_per_token;
+    uint64_t io_bytes_per_token;   /* streamed per token before caching (expert-streaming: the routed slices) */
+    /* the prediction (hy_plan_predict) */
+    uint64_t pred_io_bytes;        /* expected storage reads per token: io_bytes_per_token less cache hits */
+    uint64_t pred_compute_bytes;   /* weight bytes the CPU reads per token (non-GPU; experts k/E) */
+    double   pred_hit_rate;        /* expert-streaming: expected share of routed slices the cache holds */
+    bool     pred_hit_measured;    /* ... from expert_freq; false: uniform routing assumed */
+    uint64_t cache_slots;          /* expert-streaming: expert slots (one expert's slices in one layer) it holds */
+    double   cache_slots_per_layer; /* cache_slots over the layers whose experts stream */
+    double   pred_read_gbps, pred_mem_gbps; /* the bandwidths used */
+    bool     pred_read_assumed, pred_mem_assumed; /* HY_PLAN_ASSUMED_* used: the profile had none */
+    bool     pred_io_bound;        /* storage is the slower side (else memory) */
     double   pred_io_s, pred_compute_s, pred_tok_s;
 } hy_plan;
 
@@ -102,6 +162,10 @@ typedef struct {
  * the minimum. out->tier/group are malloc'd: free with hy_plan_free. */
 int  hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, char *err, size_t errlen);
 void hy_plan_free(hy_plan *p);
+/* Fills the pred_* and cache_slots* figures of a made plan from p's bandwidths
+ * and routing frequencies, the placement unchanged (hy_plan_make calls it; call
+ * again with measured frequencies). Pure; 0, or < 0 when out of memory. */
+int  hy_plan_predict(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out);
 
 const char *hy_mode_name(hy_mode m);   /* "full-resident", "dense-FFN-streaming", "expert-streaming" */
 const char *hy_tier_name(hy_tier t);   /* "GPU", "RAM", "NVMe" */

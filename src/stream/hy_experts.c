@@ -7,18 +7,36 @@
  * (I32, [k, n_tokens]). We ask libllama to stop after it, read the ids, and
  * make every selected slice resident before the expert matmuls (mul_mat_id)
  * that follow it run. A batch of tokens reads each selected expert once: the
- * union of the batch's choices. mul_mat_id reads only the selected experts'
- * rows, so slices never read are never touched and the math is unchanged.
- * Safety net: a matmul over an expert tensor whose router we did not see in
- * this pass loads every expert of that layer first (correct, slower, warned).
+ * union of the batch's choices.
  *
- * Slice e of a tensor is [offset + e*stride, offset + (e+1)*stride) in the
- * file, at the same offset within a page in memory (see hy_stream.c): it is
- * read page-aligned outward (a neighbour's edge page gets the same bytes it
- * already has) and released up to the nearest resident neighbour (a live
- * neighbour's bytes are never dropped). The memory is on transparent huge
- * pages, so a read commits up to one huge page past each end of the slice: the
- * cache charges every slice that much on top of its bytes. */
+ * Where cached slices live (direct I/O, the default): packed slot arenas. Each
+ * kind of expert tensor (gate, up, down, their biases: hy_plan_xkinds) has one
+ * arena of n_slots slots; a cached expert (layer, e) holds the same slot s in
+ * every arena. Right before a node that reads a layer's expert tensor runs
+ * (mul_mat_id, or add_id for per-expert biases), that node is pointed at the
+ * arena: the tensor's data, its expert dimension (n_slots) and stride (the
+ * slot pitch) are swapped, and its ids source is replaced by a copy of the
+ * router's choice with each expert id mapped to its slot. After the node, all
+ * of it is put back. Every other reader of the router's choice (the routing
+ * weights' get_rows, a scale's get_rows) still sees the expert ids. mul_mat_id
+ * and add_id compute each output row from the selected expert's rows alone, so
+ * the same bytes give the same bits wherever they sit (bit-identity is tested).
+ * Slots are reused, never given back: the cache commits what it is charged
+ * (slots, plus one partly used huge page per arena), on huge pages, with no
+ * page fault or zeroing after the first use of a slot. A slice is read
+ * page-aligned into its slot and moved to the slot's start (its file offset is
+ * rarely page-aligned).
+ *
+ * --io pagecache (the peers' variant): the file is mapped over the expert
+ * tensors; routed slices are advised WILLNEED and populated, released slices
+ * dropped from the mapping; the matmuls read the mapping (no swap). Its cache
+ * counts slots the same way.
+ *
+ * Prefetch never makes the cache read more than no cache would: a speculative
+ * read is issued only while prefetches so far stay below cache hits so far
+ * (reads = misses + prefetches; an uncached reader reads hits + misses), and
+ * it is turned off for the run once wrong guesses (evicted unused) outnumber
+ * right ones over at least 64 prefetches. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,17 +49,41 @@
 #include "stream/hy_stream_int.h"
 #include "util/hy_tensor.h"
 
-#define MAX_XT 8 /* expert tensors per layer (gate, up, down, fused, biases) */
+#define MAX_XT HY_PLAN_MAX_XKINDS /* expert tensors per layer (gate, up, down, fused, biases) */
 
 struct xkey {
     int state; /* G_IDLE, G_LOADING, G_READY */
+    int slot;  /* while cached (loading or ready), else -1 */
     int n_tix;
     hy_io_ticket *tix[MAX_XT];
 };
 
 static int key_of(const hy_stream *s, int layer, int expert) { return layer * s->n_expert + expert; }
 
-int hy_experts_init(hy_stream *s, const hy_model_desc *d, char *err, size_t errlen) {
+static void fail(hy_stream *s, const char *what, const char *why) {
+    if (s->failed) return;
+    s->failed = true;
+    snprintf(s->error, sizeof s->error, "%s: %s", what, why);
+}
+
+static int make_arenas(hy_stream *s, const hy_xkind *kinds, char *err, size_t errlen) {
+    for (int k = 0; k < s->n_kinds; k++) {
+        struct xarena *a = &s->arenas[k];
+        a->pitch = kinds[k].pitch;
+        a->map_len = (size_t)a->pitch * (size_t)s->n_slots + HUGE_ALIGN;
+        /* address space; slots commit as they are first filled, and stay */
+        a->map = mmap(NULL, a->map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (a->map == MAP_FAILED) {
+            a->map = NULL;
+            return hy_fail(err, errlen, "cannot reserve %zu bytes for the expert cache", a->map_len);
+        }
+        a->base = (uint8_t *)(((uintptr_t)a->map + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1));
+        madvise(a->map, a->map_len, MADV_HUGEPAGE);
+    }
+    return 0;
+}
+
+int hy_experts_init(hy_stream *s, const hy_model_desc *d, const hy_plan *plan, char *err, size_t errlen) {
     s->expert_mode = true;
     s->n_layer = d->n_layer;
     s->n_expert = d->n_expert;
@@ -50,42 +92,61 @@ int hy_experts_init(hy_stream *s, const hy_model_desc *d, char *err, size_t errl
     s->xkeys = calloc((size_t)nk, sizeof *s->xkeys);
     s->layer_xentries = calloc((size_t)d->n_layer, sizeof *s->layer_xentries);
     s->topk_pass = calloc((size_t)d->n_layer, sizeof *s->topk_pass);
-    uint64_t *sizes = calloc((size_t)nk, sizeof *sizes);
-    if (!s->xkeys || !s->layer_xentries || !s->topk_pass || !sizes) {
-        free(sizes);
-        return hy_fail(err, errlen, "out of memory");
-    }
+    s->pinned = calloc((size_t)d->n_expert, sizeof *s->pinned);
+    if (!s->xkeys || !s->layer_xentries || !s->topk_pass || !s->pinned) return hy_fail(err, errlen, "out of memory");
+    for (int i = 0; i < nk; i++) s->xkeys[i].slot = -1;
     for (int l = 0; l < d->n_layer; l++) {
         s->layer_xentries[l] = malloc(sizeof(int) * (MAX_XT + 1));
-        if (!s->layer_xentries[l]) {
-            free(sizes);
-            return hy_fail(err, errlen, "out of memory");
-        }
+        if (!s->layer_xentries[l]) return hy_fail(err, errlen, "out of memory");
         s->layer_xentries[l][0] = -1;
     }
+    hy_xkind kinds[HY_PLAN_MAX_XKINDS];
+    s->n_kinds = hy_plan_xkinds(d, plan->tier, kinds, HY_PLAN_MAX_XKINDS);
+    if (s->n_kinds <= 0 || s->n_kinds != plan->x_kinds)
+        return hy_fail(err, errlen, "the plan's expert tensors do not match the model's");
     for (int i = 0; i < s->n_entries; i++) {
-        const hy_tensor_info *ti = s->entries[i].info;
+        struct entry *en = &s->entries[i];
+        const hy_tensor_info *ti = en->info;
         int l = ti->layer;
+        en->xkind = -1;
         if (ti->role != HY_ROLE_EXPERT || l < 0 || l >= d->n_layer) continue;
-        if (ti->n_experts != d->n_expert || ti->expert_stride == 0) {
-            free(sizes);
-            return hy_fail(err, errlen, "expert tensor '%s' has %d experts of %llu bytes; the model says %d",
-                           ti->name, ti->n_experts, (unsigned long long)ti->expert_stride, d->n_expert);
-        }
+        if (ti->n_experts != d->n_expert || ti->expert_stride == 0)
+            return hy_fail(err, errlen, "expert tensor '%s' has %d experts of %llu bytes; the model says %d", ti->name,
+                           ti->n_experts, (unsigned long long)ti->expert_stride, d->n_expert);
+        const char *suf = strchr(ti->name + 4, '.'); /* "blk.N." checked by hy_plan_xkinds */
+        for (int k = 0; k < s->n_kinds && suf; k++)
+            if (!strcmp(kinds[k].suffix, suf + 1)) en->xkind = k;
+        if (en->xkind < 0) return hy_fail(err, errlen, "expert tensor '%s' has no arena", ti->name);
         int n = 0;
         while (s->layer_xentries[l][n] >= 0) n++;
-        if (n >= MAX_XT) {
-            free(sizes);
-            return hy_fail(err, errlen, "layer %d has more than %d expert tensors", l, MAX_XT);
-        }
+        if (n >= MAX_XT) return hy_fail(err, errlen, "layer %d has more than %d expert tensors", l, MAX_XT);
         s->layer_xentries[l][n] = i;
         s->layer_xentries[l][n + 1] = -1;
-        /* reading a slice into huge pages commits up to a huge page past each of
-         * its ends (shared with neighbours, but count it: the budget is hard) */
-        uint64_t extra = HY_PLAN_SLICE_OVERHEAD;
-        for (int e = 0; e < d->n_expert; e++) sizes[key_of(s, l, e)] += ti->expert_stride + extra;
     }
-    s->xc = hy_xcache_new(nk, sizes, s->pool_bytes, (hy_xc_policy)s->cache_policy, 64);
+    /* the slots: the plan's, or what a hand-set pool holds; never fewer than one layer */
+    s->slot_bytes = plan->x_slot_bytes;
+    s->n_slots = plan->x_slots;
+    if (s->pool_bytes != plan->pool_bytes && s->slot_bytes > 0) {
+        uint64_t fixed = (uint64_t)s->n_kinds * HY_PLAN_XARENA_TAIL;
+        s->n_slots = s->pool_bytes > fixed ? (int)((s->pool_bytes - fixed) / s->slot_bytes) : 0;
+    }
+    if (s->n_slots < d->n_expert)
+        return hy_fail(err, errlen, "the expert cache holds %d experts; one layer has %d", s->n_slots, d->n_expert);
+    s->slot_key = malloc(sizeof(int) * (size_t)s->n_slots);
+    s->free_slots = malloc(sizeof(int) * (size_t)s->n_slots);
+    if (!s->slot_key || !s->free_slots) return hy_fail(err, errlen, "out of memory");
+    for (int i = 0; i < s->n_slots; i++) {
+        s->slot_key[i] = -1;
+        s->free_slots[i] = s->n_slots - 1 - i; /* pop lowest first: the arenas commit from their start */
+    }
+    s->n_free = s->n_slots;
+    if (!s->pagecache && make_arenas(s, kinds, err, errlen)) return -1;
+
+    /* the cache's unit is a slot */
+    uint64_t *sizes = malloc(sizeof *sizes * (size_t)nk);
+    if (!sizes) return hy_fail(err, errlen, "out of memory");
+    for (int i = 0; i < nk; i++) sizes[i] = 1;
+    s->xc = hy_xcache_new(nk, sizes, (uint64_t)s->n_slots, (hy_xc_policy)s->cache_policy, 64);
     free(sizes);
     if (!s->xc) return hy_fail(err, errlen, "out of memory");
 
@@ -127,6 +188,8 @@ void hy_experts_free(hy_stream *s) {
         if (hy_coact_save(s->coact, s->coact_path, err, sizeof err))
             fprintf(stderr, "hypura: warning: could not save co-activation statistics: %s\n", err);
     }
+    for (int k = 0; k < s->n_kinds; k++)
+        if (s->arenas[k].map) munmap(s->arenas[k].map, s->arenas[k].map_len);
     hy_coact_free(s->coact);
     hy_xcache_free(s->xc);
     if (s->layer_xentries)
@@ -134,32 +197,39 @@ void hy_experts_free(hy_stream *s) {
     free(s->layer_xentries);
     free(s->xkeys);
     free(s->topk_pass);
+    free(s->pinned);
+    free(s->slot_key);
+    free(s->free_slots);
+    free(s->xids_buf);
     s->expert_mode = false;
 }
 
-static void fail(hy_stream *s, const char *what, const char *why) {
-    if (s->failed) return;
-    s->failed = true;
-    snprintf(s->error, sizeof s->error, "%s: %s", what, why);
+/* slice e of entry en in the file */
+static uint64_t slice_off(const struct entry *en, int expert) {
+    return en->info->offset + (uint64_t)expert * en->info->expert_stride;
 }
-
-static uint64_t addr_off(const struct entry *e, uint64_t file_off) { return file_off - e->roff; }
 
 /* page-cache variant: the slice's byte ranges in the mapping */
 static void slice_madvise(hy_stream *s, int layer, int expert, int advice, bool inward) {
     for (const int *pi = s->layer_xentries[layer]; *pi >= 0; pi++) {
         struct entry *e = &s->entries[*pi];
-        uint64_t f0 = e->info->offset + (uint64_t)expert * e->info->expert_stride;
+        uint64_t f0 = slice_off(e, expert);
         uint64_t f1 = f0 + e->info->expert_stride;
         uint64_t r0 = inward ? hy_round_up(f0, PAGE) : f0 / PAGE * PAGE;
         uint64_t r1 = inward ? f1 / PAGE * PAGE : hy_round_up(f1, PAGE);
-        if (r1 > r0) madvise(e->dst + addr_off(e, r0), r1 - r0, advice);
+        if (r1 > r0) madvise(e->dst + (r0 - e->roff), r1 - r0, advice);
     }
+}
+
+/* where slice `expert` of entry en lands in its slot: the aligned start of the read */
+static uint8_t *slot_addr(hy_stream *s, const struct entry *en, int slot) {
+    const struct xarena *a = &s->arenas[en->xkind];
+    return a->base + (size_t)slot * a->pitch;
 }
 
 static void release_key(hy_stream *s, int key);
 
-/* a slice whose read failed is never kept: out of the cache, pages given back,
+/* a slice whose read failed is never kept: out of the cache, its slot freed,
  * so a later pass reads it again instead of computing on what landed */
 static void drop_failed_key(hy_stream *s, int key) {
     struct xkey *x = &s->xkeys[key];
@@ -173,41 +243,42 @@ static void drop_failed_key(hy_stream *s, int key) {
     release_key(s, key);
 }
 
-static void issue_key(hy_stream *s, int layer, int expert) {
-    struct xkey *x = &s->xkeys[key_of(s, layer, expert)];
+static void issue_key(hy_stream *s, int key) {
+    struct xkey *x = &s->xkeys[key];
+    int layer = key / s->n_expert, expert = key % s->n_expert;
     if (x->state != G_IDLE) return;
     x->n_tix = 0;
+    x->state = G_LOADING;
     if (s->pagecache) {
         slice_madvise(s, layer, expert, MADV_WILLNEED, false);
-        x->state = G_LOADING;
         return;
     }
+    uint64_t al = hy_io_alignment(s->io);
     for (const int *pi = s->layer_xentries[layer]; *pi >= 0; pi++) {
         struct entry *e = &s->entries[*pi];
-        uint64_t f0 = e->info->offset + (uint64_t)expert * e->info->expert_stride;
-        uint64_t f1 = f0 + e->info->expert_stride;
-        uint64_t r0 = f0 / PAGE * PAGE, r1 = hy_round_up(f1, PAGE);
-        if (r1 > s->file_size) r1 = s->file_size;
+        uint64_t f0 = slice_off(e, expert), f1 = f0 + e->info->expert_stride;
+        uint64_t r0 = f0 / al * al, r1 = hy_round_up(f1, al);
+        if (r1 > s->file_size) r1 = s->file_size; /* a read may end at EOF unaligned */
         char err[HY_ERRLEN];
-        hy_io_ticket *t = hy_io_read_async(s->io, e->dst + addr_off(e, r0), r0, r1 - r0, err, sizeof err);
+        hy_io_ticket *t = hy_io_read_async(s->io, slot_addr(s, e, x->slot), r0, r1 - r0, err, sizeof err);
         if (!t) {
             fail(s, e->info->name, err);
-            drop_failed_key(s, key_of(s, layer, expert));
+            drop_failed_key(s, key);
             return;
         }
         x->tix[x->n_tix++] = t;
     }
-    x->state = G_LOADING;
 }
 
 static void wait_key(hy_stream *s, int key) {
     struct xkey *x = &s->xkeys[key];
     if (x->state != G_LOADING) return;
     double t0 = hy_now();
+    int layer = key / s->n_expert, expert = key % s->n_expert;
     if (s->pagecache) {
         /* fault the slice in now (reads what the page cache lacks) so that
          * compute never stalls inside a matmul */
-        slice_madvise(s, key / s->n_expert, key % s->n_expert, MADV_POPULATE_READ, false);
+        slice_madvise(s, layer, expert, MADV_POPULATE_READ, false);
     }
     bool bad = false;
     for (int j = 0; j < x->n_tix; j++) {
@@ -215,84 +286,70 @@ static void wait_key(hy_stream *s, int key) {
         if (hy_io_wait(s->io, x->tix[j], err, sizeof err)) {
             /* tickets are issued in the order of the layer's expert tensors */
             char what[HY_ERRLEN];
-            snprintf(what, sizeof what, "reading expert %d of '%s'", key % s->n_expert,
-                     s->entries[s->layer_xentries[key / s->n_expert][j]].info->name);
+            snprintf(what, sizeof what, "reading expert %d of '%s'", expert,
+                     s->entries[s->layer_xentries[layer][j]].info->name);
             fail(s, what, err);
             bad = true;
         }
     }
+    int n_tix = x->n_tix;
     x->n_tix = 0;
     x->state = G_READY;
-    double dt = hy_now() - t0;
-    s->st.stall_s += dt;
-    if (bad) drop_failed_key(s, key);
-}
-
-/* After a failed pass (hy_stream_clear_error): slices it issued are waited for,
- * and one whose read failed is dropped rather than found by the next request. */
-void hy_experts_settle(hy_stream *s) {
-    if (s->pagecache) return; /* no reads of ours in flight */
-    for (int key = 0; key < s->n_layer * s->n_expert; key++) {
-        struct xkey *x = &s->xkeys[key];
-        if (x->state != G_LOADING) continue;
-        bool bad = false;
-        for (int j = 0; j < x->n_tix; j++) {
-            char err[HY_ERRLEN];
-            if (hy_io_wait(s->io, x->tix[j], err, sizeof err)) bad = true;
+    if (bad) {
+        drop_failed_key(s, key);
+    } else if (!s->pagecache && n_tix > 0) {
+        /* the read started at the page below the slice: move it to its slot's start */
+        uint64_t al = hy_io_alignment(s->io);
+        for (const int *pi = s->layer_xentries[layer]; *pi >= 0; pi++) {
+            struct entry *e = &s->entries[*pi];
+            uint64_t f0 = slice_off(e, expert), lead = f0 - f0 / al * al;
+            uint8_t *dst = slot_addr(s, e, x->slot);
+            if (lead) memmove(dst, dst + lead, e->info->expert_stride);
         }
-        x->n_tix = 0;
-        x->state = G_READY;
-        if (bad) drop_failed_key(s, key);
     }
+    s->st.stall_s += hy_now() - t0;
 }
 
 static void release_key(hy_stream *s, int key) {
     struct xkey *x = &s->xkeys[key];
-    wait_key(s, key); /* pages may not go while a read still lands in them */
-    int layer = key / s->n_expert, expert = key % s->n_expert;
-    if (s->pagecache) { /* drop our mapping of it; the page cache keeps it until the kernel needs the memory */
-        slice_madvise(s, layer, expert, MADV_DONTNEED, true);
-        x->state = G_IDLE;
-        return;
-    }
+    if (x->state == G_IDLE) return;
+    wait_key(s, key); /* a slot may not be reused while a read still lands in it */
+    if (s->pagecache) /* drop our mapping of it; the page cache keeps it until the kernel needs the memory */
+        slice_madvise(s, key / s->n_expert, key % s->n_expert, MADV_DONTNEED, true);
     x->state = G_IDLE;
-    /* give back everything between the nearest resident (or loading) neighbours:
-     * pages shared with a neighbour that is gone are dropped too, so at most the
-     * two pages shared with live neighbours stay committed */
-    int lo = expert, hi = expert;
-    while (lo > 0 && s->xkeys[key - (expert - lo) - 1].state == G_IDLE && !hy_xcache_resident(s->xc, key - (expert - lo) - 1)) lo--;
-    while (hi < s->n_expert - 1 && s->xkeys[key + (hi - expert) + 1].state == G_IDLE && !hy_xcache_resident(s->xc, key + (hi - expert) + 1)) hi++;
-    for (const int *pi = s->layer_xentries[layer]; *pi >= 0; pi++) {
-        struct entry *e = &s->entries[*pi];
-        uint64_t f0 = e->info->offset + (uint64_t)lo * e->info->expert_stride;
-        uint64_t f1 = e->info->offset + (uint64_t)(hi + 1) * e->info->expert_stride;
-        uint8_t *a0 = lo == 0 ? e->dst : e->dst + addr_off(e, hy_round_up(f0, PAGE));
-        uint8_t *a1 = hi == s->n_expert - 1 ? e->dst + e->span : e->dst + addr_off(e, f1 / PAGE * PAGE);
-        if (a1 > a0) madvise(a0, (size_t)(a1 - a0), MADV_DONTNEED);
+    if (x->slot >= 0) {
+        s->slot_key[x->slot] = -1;
+        s->free_slots[s->n_free++] = x->slot;
+        x->slot = -1;
     }
 }
 
 /* make key resident (issue its read), evicting by the cache's policy */
 static void admit(hy_stream *s, int key, bool prefetched) {
     if (hy_xcache_resident(s->xc, key)) return;
-    int victims[256];
-    uint64_t need = hy_xcache_size(s->xc, key); /* bytes plus the huge-page allowance */
-    int layer = key / s->n_expert;
+    int victims[64];
     bool fits = false;
     int n;
     do {
-        n = hy_xcache_make_room(s->xc, need, victims, 256, &fits);
+        n = hy_xcache_make_room(s->xc, 1, victims, 64, &fits);
         for (int i = 0; i < n; i++) release_key(s, victims[i]);
-    } while (!fits && n == 256);
-    /* !fits: everything left is pinned, the layer needs more than the cache (the
-     * plan sizes it for a whole layer, so only a hand-set pool gets here): the
-     * slice is read anyway, over the cache's capacity, rather than computed wrong */
+    } while (!fits && n == 64);
+    if (!fits || s->n_free == 0) {
+        /* every slot is pinned by the layer being computed: the plan gives at
+         * least one layer's experts, so only a broken invariant gets here */
+        fail(s, "expert cache", "no free slot for a routed expert");
+        return;
+    }
+    struct xkey *x = &s->xkeys[key];
+    x->slot = s->free_slots[--s->n_free];
+    s->slot_key[x->slot] = key;
     hy_xcache_insert(s->xc, key, prefetched, s->tick);
-    issue_key(s, layer, key % s->n_expert);
+    issue_key(s, key);
 }
 
 static void unpin_all(hy_stream *s) {
-    for (int k = 0; k < s->n_layer * s->n_expert; k++) hy_xcache_pin(s->xc, k, false);
+    for (int i = 0; i < s->n_pinned; i++) hy_xcache_pin(s->xc, s->pinned[i], false);
+    s->n_pinned = 0;
 }
 
 static int parse_layer(const char *name, const char *prefix) {
@@ -301,6 +358,18 @@ static int parse_layer(const char *name, const char *prefix) {
     char *end;
     long l = strtol(name + n, &end, 10);
     return (*end == 0 && l >= 0 && l < 65536) ? (int)l : -1;
+}
+
+/* may a speculative read go out now? (see the header comment) */
+static bool prefetch_allowed(hy_stream *s) {
+    if (!s->prefetch_experts || s->prefetch_off) return false;
+    hy_xcache_stats cs;
+    hy_xcache_get_stats(s->xc, &cs);
+    if (cs.prefetches >= 64 && cs.prefetch_wasted > cs.prefetch_hits) {
+        s->prefetch_off = true;
+        return false;
+    }
+    return cs.prefetches < cs.hits;
 }
 
 static void on_router(hy_stream *s, struct ggml_tensor *t, int layer) {
@@ -338,28 +407,30 @@ static void on_router(hy_stream *s, struct ggml_tensor *t, int layer) {
     }
     free(host);
     hy_coact_record(s->coact, layer, ids, k, n_tok);
-    uint64_t layer_bytes = 0;
-    for (const int *pi = s->layer_xentries[layer]; *pi >= 0; pi++) layer_bytes += s->entries[*pi].info->size;
+    uint64_t layer_bytes = 0, slice = 0;
+    for (const int *pi = s->layer_xentries[layer]; *pi >= 0; pi++) {
+        layer_bytes += s->entries[*pi].info->size;
+        slice += s->entries[*pi].info->expert_stride;
+    }
     s->whole_layer_bytes_read_equiv += layer_bytes;
-    uint64_t slice = 0;
-    for (const int *pi = s->layer_xentries[layer]; *pi >= 0; pi++) slice += s->entries[*pi].info->expert_stride;
     for (int e = 0; e < s->n_expert; e++)
         if (want[e]) {
             int key = key_of(s, layer, e);
             hy_xcache_access(s->xc, key, s->tick);
             hy_xcache_pin(s->xc, key, true);
+            s->pinned[s->n_pinned++] = key;
             s->routed_bytes += slice;
         }
-    for (int e = 0; e < s->n_expert; e++)
+    for (int e = 0; e < s->n_expert && !s->failed; e++)
         if (want[e]) admit(s, key_of(s, layer, e), false);
 
     /* speculative: the next layer's likely experts, read while this layer computes;
      * only into room held by slices that score below what they replace */
-    if (s->prefetch_experts && layer + 1 < s->n_layer && n_tok == 1) {
+    if (layer + 1 < s->n_layer && n_tok == 1 && !s->failed) {
         int32_t pred[16];
         int m = k + 1 < 16 ? k + 1 : 16;
         int np = hy_coact_predict_next(s->coact, layer, ids, k, pred, m);
-        for (int i = 0; i < np; i++) {
+        for (int i = 0; i < np && prefetch_allowed(s); i++) {
             int key = key_of(s, layer + 1, pred[i]);
             if (pred[i] < 0 || pred[i] >= s->n_expert || hy_xcache_resident(s->xc, key)) continue;
             double floor = hy_xcache_score(s->xc, key, s->tick);
@@ -375,20 +446,99 @@ static void on_router(hy_stream *s, struct ggml_tensor *t, int layer) {
     free(ids);
 }
 
-/* safety net: a use of layer's experts without its router seen in this pass */
+/* page-cache variant's safety net: a use of layer's experts without its router
+ * seen in this pass maps in every expert of the layer (correct, slower) */
 static void load_whole_layer(hy_stream *s, int layer) {
     if (!s->warned_fallback) {
         fprintf(stderr, "hypura: warning: no router output seen for layer %d; reading all of its experts\n", layer);
         s->warned_fallback = true;
     }
+    unpin_all(s);
     for (int e = 0; e < s->n_expert; e++) {
         int key = key_of(s, layer, e);
         hy_xcache_access(s->xc, key, s->tick);
         hy_xcache_pin(s->xc, key, true);
+        s->pinned[s->n_pinned++] = key;
     }
     for (int e = 0; e < s->n_expert; e++) admit(s, key_of(s, layer, e), false);
     for (int e = 0; e < s->n_expert; e++) wait_key(s, key_of(s, layer, e));
     s->topk_pass[layer] = s->pass_id + 1;
+}
+
+/* point node t (mul_mat_id, or add_id of a per-expert bias) at the arena: its
+ * expert tensor w (source wi) becomes n_slots slots of the arena's pitch, and
+ * its ids (source 2) the router's choice in slots */
+static void swap_in(hy_stream *s, struct ggml_tensor *t, int wi, struct entry *en) {
+    struct ggml_tensor *w = t->src[wi], *ids = t->src[2];
+    int layer = en->info->layer;
+    if (!ids || ids->type != GGML_TYPE_I32 || !ids->data) {
+        fail(s, t->name, "expert ids missing");
+        return;
+    }
+    int k = (int)ids->ne[0], n_tok = (int)ids->ne[1];
+    size_t need = (size_t)k * (size_t)n_tok;
+    if (need > s->xids_cap) {
+        int32_t *nb = realloc(s->xids_buf, need * sizeof *nb);
+        if (!nb) {
+            fail(s, "expert streaming", "out of memory");
+            return;
+        }
+        s->xids_buf = nb;
+        s->xids_cap = need;
+    }
+    for (int j = 0; j < n_tok; j++)
+        for (int i = 0; i < k; i++) {
+            int32_t e = *(const int32_t *)((const char *)ids->data + (size_t)j * ids->nb[1] + (size_t)i * ids->nb[0]);
+            int key = e >= 0 && e < s->n_expert ? key_of(s, layer, e) : -1;
+            if (key < 0 || s->xkeys[key].state != G_READY || s->xkeys[key].slot < 0) {
+                char why[128];
+                snprintf(why, sizeof why, "expert %d of layer %d is not in the cache", (int)e, layer);
+                fail(s, t->name, why);
+                return;
+            }
+            s->xids_buf[(size_t)j * k + i] = s->xkeys[key].slot;
+        }
+    struct ggml_tensor *x = &s->xids;
+    memset(x, 0, sizeof *x);
+    x->type = GGML_TYPE_I32;
+    x->buffer = ids->buffer;
+    x->ne[0] = k, x->ne[1] = n_tok, x->ne[2] = 1, x->ne[3] = 1;
+    x->nb[0] = sizeof(int32_t);
+    for (int d = 1; d < GGML_MAX_DIMS; d++) x->nb[d] = x->nb[d - 1] * (size_t)x->ne[d - 1];
+    x->data = s->xids_buf;
+    snprintf(x->name, sizeof x->name, "hypura-slots-%d", layer);
+
+    s->sw_node = t;
+    s->sw_w = w;
+    s->sw_ids = ids;
+    s->sw_data = w->data;
+    memcpy(s->sw_ne, w->ne, sizeof s->sw_ne);
+    memcpy(s->sw_nb, w->nb, sizeof s->sw_nb);
+    const struct xarena *a = &s->arenas[en->xkind];
+    int xd = ggml_n_dims(w) - 1; /* the expert dimension: ne[2] of weights, ne[1] of biases */
+    w->data = a->base;
+    w->ne[xd] = s->n_slots;
+    w->nb[xd] = a->pitch;
+    for (int d = xd + 1; d < GGML_MAX_DIMS; d++) w->nb[d] = w->nb[d - 1] * (size_t)w->ne[d - 1];
+    t->src[2] = x;
+}
+
+static void swap_out(hy_stream *s) {
+    struct ggml_tensor *w = s->sw_w;
+    w->data = s->sw_data;
+    memcpy(w->ne, s->sw_ne, sizeof s->sw_ne);
+    memcpy(w->nb, s->sw_nb, sizeof s->sw_nb);
+    s->sw_node->src[2] = s->sw_ids;
+    s->sw_node = NULL;
+}
+
+/* After a failed pass (hy_stream_clear_error): a node the aborted graph never
+ * came back for is put back; slices the pass issued are waited for, and one
+ * whose read failed is dropped rather than found by the next request. */
+void hy_experts_settle(hy_stream *s) {
+    if (s->sw_node) swap_out(s);
+    for (int key = 0; key < s->n_layer * s->n_expert; key++)
+        if (s->xkeys[key].state == G_LOADING) wait_key(s, key);
 }
 
 bool hy_experts_eval(hy_stream *s, struct ggml_tensor *t, bool ask, bool *handled) {
@@ -401,13 +551,34 @@ bool hy_experts_eval(hy_stream *s, struct ggml_tensor *t, bool ask, bool *handle
         on_router(s, t, layer);
         return true; /* never false: a failure aborts at the next node (hy_stream_eval_cb) */
     }
+    if (!ask) {
+        if (t == s->sw_node) swap_out(s);
+        return true;
+    }
     for (int i = 0; i < GGML_MAX_SRC; i++) {
         struct entry *e = hy_stream_entry_of(s, t->src[i]);
         if (!e) continue;
         int l = e->info->layer;
-        if (ask && l >= 0 && l < s->n_layer && s->topk_pass[l] != s->pass_id + 1) load_whole_layer(s, l);
+        bool seen = l >= 0 && l < s->n_layer && s->topk_pass[l] == s->pass_id + 1;
+        if (s->pagecache) {
+            if (!seen) load_whole_layer(s, l);
+            continue;
+        }
+        /* the arena serves the two ops that index experts by the router's ids */
+        bool direct = !t->src[i]->view_src;
+        if (direct && seen && ((t->op == GGML_OP_MUL_MAT_ID && i == 0) || (t->op == GGML_OP_ADD_ID && i == 1))) {
+            swap_in(s, t, i, e);
+            return true; /* stop after it: put it back before anything else runs */
+        }
+        char why[256];
+        snprintf(why, sizeof why,
+                 seen ? "read by a %s node, which expert-streaming does not serve; run with --mode dense"
+                      : "read (by %s) before the layer's router (ffn_moe_topk) ran; run with --mode dense",
+                 ggml_op_name(t->op));
+        fail(s, e->info->name, why);
+        return true;
     }
-    return ask ? false : true;
+    return false;
 }
 
 void hy_experts_stats(const hy_stream *s, hy_stream_stats *st) {
@@ -419,8 +590,12 @@ void hy_experts_stats(const hy_stream *s, hy_stream_stats *st) {
     st->x_evictions = cs.evictions;
     st->x_prefetches = cs.prefetches;
     st->x_prefetch_hits = cs.prefetch_hits;
-    st->x_cache_bytes = cs.used;
-    st->x_cache_capacity = cs.capacity;
+    st->x_prefetch_wasted = cs.prefetch_wasted;
+    st->x_prefetch_off = s->prefetch_off;
+    st->x_cache_bytes = cs.used * s->slot_bytes;
+    st->x_cache_capacity = cs.capacity * s->slot_bytes;
+    st->x_slots = s->n_slots;
+    st->x_slots_used = (int)cs.used;
     st->x_whole_bytes = s->whole_layer_bytes_read_equiv;
     st->x_routed_bytes = s->routed_bytes;
     st->x_tokens = s->tick;

@@ -77,11 +77,10 @@ static enum ggml_status sbuf_init_tensor(ggml_backend_buffer_t b, struct ggml_te
      * one (get_alignment), so that padding is ours alone. Releasing less would
      * split the last transparent huge page and leave its tail committed for good. */
     e->span = hy_plan_slot_bytes(e->info->size);
-    /* Expert slices keep transparent huge pages too (4 KiB pages made expert
-     * matmuls the bottleneck: 1.6 vs 2.4 tok/s on a 4 GB MoE under a 1.5 GiB cap).
-     * A slice read then commits up to a huge page past each of its ends; the
-     * expert cache counts that in every slice's size (hy_experts.c), and releases
-     * give back everything up to the nearest live neighbour. */
+    /* Expert tensors (expert-streaming) are never filled here: their cached
+     * slices live in the expert cache's slot arenas (hy_experts.c), and the
+     * nodes that read them are pointed there while they run. This range stays
+     * address space only, except under --io pagecache, which maps the file here. */
     if (s->pagecache) {
         /* the page-cache variant: the file itself, mapped at the same addresses */
         void *m = mmap(e->dst, hy_round_up(e->rlen, PAGE), PROT_READ, MAP_SHARED | MAP_FIXED, s->fd_buffered,
@@ -578,7 +577,7 @@ int hy_stream_create(const hy_stream_params *p, hy_stream **out, char *err, size
         .is_host = sbuft_is_host,
     };
     s->ram_buft.context = s;
-    if (plan->mode == HY_MODE_EXPERT && hy_experts_init(s, d, err, errlen)) goto fail;
+    if (plan->mode == HY_MODE_EXPERT && hy_experts_init(s, d, plan, err, errlen)) goto fail;
     s->st.n_streamed = s->n_entries;
     s->st.io_backend = hy_io_backend_name(s->io);
     s->st.direct = hy_io_is_direct(s->io);

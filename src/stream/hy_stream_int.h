@@ -21,6 +21,7 @@ struct entry {
     uint64_t roff, rlen;       /* file range read (page-aligned start) */
     uint64_t span;             /* bytes of our allocation owned by this tensor, from dst */
     int group;
+    int xkind;                 /* expert-streaming: its arena (kind of expert tensor), or -1 */
     hy_io_ticket *ticket;
     bool used;                 /* used in the current pass */
 };
@@ -34,6 +35,13 @@ struct group {
 };
 
 struct xkey;
+
+/* expert-streaming: one arena per kind of expert tensor (hy_plan_xkinds) */
+struct xarena {
+    uint64_t pitch;            /* bytes per slot */
+    uint8_t *map, *base;       /* base: 2 MiB aligned within map */
+    size_t map_len;
+};
 
 struct hy_stream {
     hy_io *io;
@@ -66,6 +74,21 @@ struct hy_stream {
     double   io_busy0;         /* load reads are not streaming */
     int n_layer, n_expert;
     struct xkey *xkeys;        /* n_layer * n_expert */
+    int n_kinds, n_slots;
+    struct xarena arenas[HY_PLAN_MAX_XKINDS];
+    uint64_t slot_bytes;       /* what the plan charges per slot */
+    int *slot_key;             /* per slot: the cached key, or -1 */
+    int *free_slots, n_free;   /* a stack; popped lowest first at the start */
+    int *pinned, n_pinned;     /* keys the current layer needs */
+    /* a node whose expert tensor and ids are swapped to the arena while it computes */
+    struct ggml_tensor *sw_node, *sw_w, *sw_ids;
+    void *sw_data;
+    int64_t sw_ne[GGML_MAX_DIMS];
+    size_t sw_nb[GGML_MAX_DIMS];
+    struct ggml_tensor xids;   /* the remapped (slot) ids */
+    int32_t *xids_buf;
+    size_t xids_cap;
+    bool prefetch_off;         /* turned off at run time: it lost (see hy_experts.c) */
     int **layer_xentries;      /* per layer: entries of expert tensors, -1 terminated */
     struct hy_xcache *xc;
     struct hy_coact *coact;
@@ -83,7 +106,7 @@ struct entry *hy_stream_find_entry(hy_stream *s, const char *name);
 /* the streamed entry a graph node's source (or the tensor it views) is, or NULL: no name search */
 struct entry *hy_stream_entry_of(hy_stream *s, struct ggml_tensor *t);
 /* hy_experts.c */
-int  hy_experts_init(hy_stream *s, const hy_model_desc *d, char *err, size_t errlen);
+int  hy_experts_init(hy_stream *s, const hy_model_desc *d, const hy_plan *plan, char *err, size_t errlen);
 void hy_experts_free(hy_stream *s);
 bool hy_experts_eval(hy_stream *s, struct ggml_tensor *t, bool ask, bool *handled);
 void hy_experts_stats(const hy_stream *s, hy_stream_stats *st);

@@ -10,7 +10,7 @@ HY_BIN=$1 KIND=${3:-dense} WORK=$2/cgroup_budget_$KIND
 mkdir -p "$WORK"
 export HYPURA_NO_STORAGE_PROFILE=1 XDG_CACHE_HOME=$WORK/cache
 # the MoE cap is larger: the expert cache must hold a whole layer of experts,
-# each slice charged its huge-page overhead (HY_PLAN_SLICE_OVERHEAD)
+# the expert cache charged per slot (hy_plan_xslot_cost) and per arena
 if [[ $KIND == moe ]]; then CAP_MIB=${HY_TEST_CAP_MIB:-448}; else CAP_MIB=${HY_TEST_CAP_MIB:-320}; fi
 CAP=$((CAP_MIB * 1024 * 1024))
 if [[ $KIND == moe ]]; then
