@@ -58,6 +58,12 @@ typedef struct {
     struct hy_place *place; /* the plan as libllama overrides, NULL when libllama's defaults place all */
     hy_engine *engine;
     uint64_t load_read_bytes;  /* bytes this process read from storage while loading (/proc/self/io) */
+    /* expert-streaming's prediction: routing frequencies from this model's persisted co-activation
+     * statistics (plan_params.expert_freq points here; NULL: none, uniform routing assumed) */
+    double  *expert_freq;
+    uint64_t expert_stats_tokens;   /* tokens those statistics recorded */
+    char     expert_stats_path[4096]; /* where they are (or would be) kept; "" when not looked for */
+    char     expert_stats_error[256]; /* why a file there was not used; "" when it was, or is absent */
 } hy_session;
 
 /* Header, profile and plan only: nothing is loaded (estimate, inspect --plan). */
@@ -76,6 +82,12 @@ uint64_t hy_session_gpu_default(const hy_gpu_info *g);
 void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors);
 /* The plan as a JSON object (malloc'd text). */
 char *hy_session_plan_json(const hy_session *s, bool tensors);
+/* The plan's prediction as a JSON object (tok/s, its bound, bytes and bandwidths,
+ * expert-streaming's cache slots and hit rate with their source); a new reference. */
+struct json_t *hy_session_prediction_json(const hy_session *s);
+/* One line after a run: predicted against measured generation tok/s (and, when
+ * expert-streaming, predicted against measured cache hit rate). */
+void hy_session_print_predicted(FILE *f, const hy_session *s, double gen_tps);
 /* Streaming and memory figures after a run, one block for humans. */
 void hy_session_print_stats(FILE *f, const hy_session *s, double seconds);
 

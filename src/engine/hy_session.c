@@ -55,12 +55,14 @@ static void predict_from_stats(hy_session *s) {
             for (int e = 0; e < d->n_expert; e++) freq[(size_t)l * d->n_expert + e] = hy_coact_freq(c, l, e);
         s->plan_params.expert_freq = freq;
         s->plan_params.expert_freq_n = (int64_t)n;
+        s->plan_params.expert_freq_tokens = tokens;
         if (hy_plan_predict(d, &s->plan_params, &s->plan) == 0) {
             s->expert_freq = freq;
             s->expert_stats_tokens = tokens;
         } else { /* out of memory: the uniform prediction again */
             s->plan_params.expert_freq = NULL;
             s->plan_params.expert_freq_n = 0;
+            s->plan_params.expert_freq_tokens = 0;
             free(freq);
             hy_plan_predict(d, &s->plan_params, &s->plan);
         }

@@ -570,7 +570,9 @@ static int predict_expert_cache(const hy_model_desc *d, const hy_plan_params *p,
         free(raw);
         return -1;
     }
-    /* per token a layer reads k slices of raw/E bytes: expert e's with probability k * share(e) */
+    /* per token a layer reads k slices of raw/E bytes: expert e's with probability k * share(e);
+     * measured shares of S = tokens * k selections become (share * S + 1) / (S + E) */
+    double sel = (double)p->expert_freq_tokens * k;
     double routed = 0;
     size_t n = 0;
     bool any_data = false;
@@ -584,8 +586,11 @@ static int predict_expert_cache(const hy_model_desc *d, const hy_plan_params *p,
             if (f[e] > 0 && f[e] <= 1) sum += f[e]; /* NaN, negative or above 1: no evidence */
         if (sum > 0) {
             any_data = true;
-            for (int e = 0; e < E; e++)
-                it[n++] = (struct slot_gain){.gain = (f[e] > 0 && f[e] <= 1 ? k * f[e] / sum : 0) * slice, .count = 1};
+            for (int e = 0; e < E; e++) {
+                double share = f[e] > 0 && f[e] <= 1 ? f[e] / sum : 0;
+                if (sel > 0) share = (share * sel + 1) / (sel + E);
+                it[n++] = (struct slot_gain){.gain = k * share * slice, .count = 1};
+            }
         } else if (measured) { /* a layer without data: uniform */
             for (int e = 0; e < E; e++) it[n++] = (struct slot_gain){.gain = k * slice / E, .count = 1};
         } else {

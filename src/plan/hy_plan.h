@@ -111,9 +111,12 @@ typedef struct {
     /* Measured routing, optional, read only by the prediction: expert_freq[l * n_expert + e] is the
      * share of layer l's selections that chose expert e (hy_coact_freq: sums to 1 over a layer with
      * data, all 0 for a layer without, which counts as uniform). Used only when expert_freq_n equals
-     * the model's n_layer * n_expert; NULL: uniform routing. */
+     * the model's n_layer * n_expert; NULL: uniform routing. expert_freq_tokens: the tokens they were
+     * counted over; the shares are then shrunk toward uniform by one pseudo-selection per expert, so
+     * that a few tokens do not promise a hit rate they cannot show (0: used as they are). */
     const double *expert_freq;
     int64_t       expert_freq_n;
+    uint64_t      expert_freq_tokens;
 } hy_plan_params;
 
 /* Bandwidths the prediction assumes when the profile has none (storage not
