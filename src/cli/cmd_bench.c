@@ -45,6 +45,7 @@ struct result {
     int exit_code;
     bool killed;
     double gen_tps, prompt_tps;
+    double pred_tps;    /* the plan's predicted generation tok/s (hypura's run); 0 = none */
     uint64_t peak;      /* cgroup peak when capped, else the child's max RSS */
     char stats[2048];
 };
@@ -161,6 +162,7 @@ static void run_child(char **argv0, struct result *r) {
     unlink(jtmpl);
     r->gen_tps = js ? json_real_value(json_object_get(js, "gen_tps")) : 0;
     r->prompt_tps = js ? json_real_value(json_object_get(js, "prompt_tps")) : 0;
+    r->pred_tps = js ? json_real_value(json_object_get(js, "predicted_tok_s")) : 0;
     json_decref(js);
     const char *s = strstr(out, "[hypura] streamed");
     snprintf(r->stats, sizeof r->stats, "%.*s", s ? (int)strcspn(s, "\n") : 0, s ? s : "");
@@ -286,6 +288,9 @@ int hy_cmd_bench(int argc, char **argv) {
         fprintf(stderr, "  %-28s exit %d%s  gen %.2f tok/s  prompt %.2f tok/s  peak %s\n", res[i].name,
                 res[i].exit_code, res[i].killed ? " (killed)" : "", res[i].gen_tps, res[i].prompt_tps,
                 hy_fmt_bytes(res[i].peak, b1, sizeof b1));
+        if (res[i].pred_tps > 0)
+            fprintf(stderr, "    gen predicted %.2f tok/s, measured %.2f tok/s (%.2fx the prediction)\n", res[i].pred_tps,
+                    res[i].gen_tps, res[i].gen_tps / res[i].pred_tps);
         if (res[i].stats[0]) fprintf(stderr, "    %s\n", res[i].stats);
     }
     if (cg_path[0]) rmdir(cg_path);
@@ -314,6 +319,7 @@ int hy_cmd_bench(int argc, char **argv) {
         json_object_set_new(r, "killed", json_boolean(res[i].killed));
         json_object_set_new(r, "gen_tps", json_real(res[i].gen_tps));
         json_object_set_new(r, "prompt_tps", json_real(res[i].prompt_tps));
+        if (res[i].pred_tps > 0) json_object_set_new(r, "predicted_tps", json_real(res[i].pred_tps));
         json_object_set_new(r, "peak_bytes", json_integer((json_int_t)res[i].peak));
         json_object_set_new(r, "stats", json_string(res[i].stats));
         json_array_append_new(arr, r);
