@@ -44,6 +44,7 @@ bytes() { numfmt --from=iec "${1%B}"; }
 hypura_run() {
   local name=$1 model=$2; shift 2
   vram_start
+  rm -f "$TMP/h.json"
   "$BIN/hypura" run "$model" -p "$PROMPT" -n $N_GEN --temp 0 -c 512 --stats-json "$TMP/h.json" "$@" \
     >"$TMP/h.out" 2>"$TMP/h.err"
   local rc=$?
@@ -52,7 +53,8 @@ hypura_run() {
   grep -E "^plan:|tiers:|GPU:|experts:|streaming:" "$TMP/h.err" | sed 's/^/    /'
   [[ $rc -eq 0 ]] || { echo "    hypura failed (rc $rc): $(tail -2 "$TMP/h.err")"; HTPS=0; }
   printf '  %-44s %8.2f tok/s  VRAM %6s MiB\n' "hypura $name" "$HTPS" "$VRAM"
-  record "{\"stage\":\"$STAGE\",\"who\":\"hypura\",\"config\":\"$name $*\",\"tok_s\":$HTPS,\"vram_mib\":$VRAM}"
+  echo "    $(hypura_pred_line "$TMP/h.json")"
+  record "{\"stage\":\"$STAGE\",\"who\":\"hypura\",\"config\":\"$name $*\",\"tok_s\":$HTPS,\"pred_tok_s\":$(hypura_json_pred "$TMP/h.json"),\"vram_mib\":$VRAM}"
 }
 
 # llama_bench NAME MODEL args... : best tok/s over the tests of one invocation -> LTPS
@@ -181,12 +183,13 @@ stage_cap() {
     [[ -s $RESULTS/gpu_best_$which.detail ]] && nh=$(sed -n 's/.*nh=\([01]\).*/\1/p' "$RESULTS/gpu_best_$which.detail")
     for cap in $caps; do
       echo "== $which under a $cap memory cgroup (cold cache), GPU budget $GPU_BUDGET"
+      rm -f "$TMP/hc.json"
       capped hypura $cap "$BIN/hypura" run "$m" -p "$PROMPT" -n $N_GEN --temp 0 -c 512 --gpu-budget $GPU_BUDGET \
         --memory-budget $cap --stats-json "$TMP/hc.json"
       grep -E "^plan:|tiers:|GPU:|experts:|streaming:|streamed|peak memory" "$TMP/c.err" | sed 's/^/    /'
       local ht=$(hypura_json_tps "$TMP/hc.json")
-      echo "  hypura auto: $ht tok/s"
-      record "{\"stage\":\"cap-$which\",\"who\":\"hypura\",\"config\":\"auto $cap\",\"tok_s\":$ht,\"cg_peak\":$CG_PEAK,\"oom\":${CG_OOM:-0}}"
+      echo "  hypura auto: $ht tok/s; $(hypura_pred_line "$TMP/hc.json")"
+      record "{\"stage\":\"cap-$which\",\"who\":\"hypura\",\"config\":\"auto $cap\",\"tok_s\":$ht,\"pred_tok_s\":$(hypura_json_pred "$TMP/hc.json"),\"cg_peak\":$CG_PEAK,\"oom\":${CG_OOM:-0}}"
       local best=0
       # load modes: mmap (page cache, evictable) and none (anonymous) with and without the GPU's pinned host buffers
       local variants=("best mmap ${nh:-0}" "best none 0" "best none 1")

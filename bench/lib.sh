@@ -44,3 +44,23 @@ hypura_gen_tps() { sed -n 's/.*generation [0-9]* tokens, \([0-9.]*\) tok\/s.*/\1
 # tok/s of generation from hypura run's --stats-json file (3 decimals), 0 when it is missing
 hypura_json_tps() { python3 -c "import json,sys;print(round(json.load(open(sys.argv[1]))['gen_tps'],3))" "$1" 2>/dev/null || echo 0; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+# the plan's predicted generation tok/s from a --stats-json file (3 decimals), 0 when it is missing
+hypura_json_pred() { python3 -c "import json,sys;print(round(json.load(open(sys.argv[1])).get('predicted_tok_s',0),3))" "$1" 2>/dev/null || echo 0; }
+# one line from a --stats-json file: predicted (and its bound) against measured generation tok/s,
+# and for expert-streaming the predicted against the measured cache hit rate
+hypura_pred_line() {
+  python3 - "$1" <<'PY' 2>/dev/null || echo "predicted n/a (no stats JSON)"
+import json, sys
+d = json.load(open(sys.argv[1]))
+p, m, t = d.get("prediction", {}), d.get("gen_tps", 0), d.get("predicted_tok_s", 0)
+assumed = p.get("bound") == "io" and not p.get("storage_measured", True)
+s = f"predicted {t:.2f} tok/s (bound by {p.get('bound', '?')}{', storage assumed' if assumed else ''}), measured {m:.2f} tok/s"
+if t > 0 and m > 0: s += f" ({m / t:.2f}x the prediction)"
+x = p.get("expert_cache")
+if x:
+    st = d.get("stream", {}); h, mi = st.get("expert_hits", 0), st.get("expert_misses", 0)
+    s += f"; cache hits predicted {100 * x['hit_rate']:.1f}% ({x['hit_rate_source']}), measured "
+    s += f"{100 * h / (h + mi):.1f}%" if h + mi else "n/a"
+print(s)
+PY
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 2: a ~3 GB dense Q4_K model that fits in RAM. hypura run's generation tok/s
 # against llama-bench from the same pinned build, same threads, in one run.
-# Prints the ratios; writes bench/results/resident_vs_llama.json.
+# Prints the ratios, and each hypura run's predicted tok/s next to the measured;
+# writes bench/results/resident_vs_llama.json.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 T=${THREADS:-$(nproc)} N=${N_GEN:-32} R=${REPS:-5}
@@ -12,12 +13,18 @@ cat "$M" > /dev/null   # warm page cache: this benchmark is about compute, not s
 # machine's speed drifts over minutes, so the three see the same conditions
 declare -a LB REP NOREP
 for i in $(seq $R); do
+  rm -f /tmp/hy-bench-rep.json /tmp/hy-bench-norep.json
   LB+=("$("$LLAMA_BIN/llama-bench" -m "$M" -p 0 -n $N -t $T -r 1 -o json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["avg_ts"])')")
-  "$BIN/hypura" run "$M" -p "The history of" -n $N --temp 0 -t $T -c 512 --repack >/dev/null 2>/tmp/hy-bench.err
+  "$BIN/hypura" run "$M" -p "The history of" -n $N --temp 0 -t $T -c 512 --repack --stats-json /tmp/hy-bench-rep.json \
+    >/dev/null 2>/tmp/hy-bench.err
   REP+=("$(hypura_gen_tps /tmp/hy-bench.err)")
-  "$BIN/hypura" run "$M" -p "The history of" -n $N --temp 0 -t $T -c 512 --no-repack >/dev/null 2>/tmp/hy-bench.err
+  echo "round $i hypura --repack: $(hypura_pred_line /tmp/hy-bench-rep.json)"
+  "$BIN/hypura" run "$M" -p "The history of" -n $N --temp 0 -t $T -c 512 --no-repack --stats-json /tmp/hy-bench-norep.json \
+    >/dev/null 2>/tmp/hy-bench.err
   NOREP+=("$(hypura_gen_tps /tmp/hy-bench.err)")
+  echo "round $i hypura --no-repack: $(hypura_pred_line /tmp/hy-bench-norep.json)"
 done
+pred=$(hypura_json_pred /tmp/hy-bench-rep.json)
 lb=$(printf '%s\n' "${LB[@]}" | median)
 declare -A tps
 tps[repack]=$(printf '%s\n' "${REP[@]}" | median)
@@ -31,5 +38,6 @@ echo "ratio hypura --no-repack/llama-bench = $r2   (plain kernels, as streamed r
 cat > "$RESULTS/resident_vs_llama.json" <<J
 {"model": "$(basename "$M")", "bytes": $(stat -c %s "$M"), "threads": $T, "n_gen": $N,
  "llama_bench_tps": $lb, "hypura_repack_tps": ${tps[repack]}, "hypura_norepack_tps": ${tps[no-repack]},
+ "hypura_predicted_tps": $pred,
  "ratio_repack": $r1, "ratio_norepack": $r2}
 J

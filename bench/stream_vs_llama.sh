@@ -33,6 +33,8 @@ cat $W/e3 | grep -E "plan:|tiers|streaming:|streamed|peak" | sed 's/^/    /'
 bpt=$(sed -n 's/.*streaming: .*, \([0-9.]* [GM]iB\) read per token.*/\1/p' $W/e3)
 bpt_bytes=$("$BIN/hypura" estimate "$M" -c 512 --memory-budget ${CAP_MIB}M --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["io_bytes_per_token"])')
 echo "hypura:                    exit $h_rc, oom kills $h_oom, peak $((h_peak>>20)) MiB, ${h_tps} tok/s, $bpt per token"
+echo "hypura:                    $(hypura_pred_line $W/s3.json)"
+h_pred=$(hypura_json_pred $W/s3.json)
 bw2=$(iobw); bw=$(python3 -c "print(($bw1+$bw2)/2)")
 echo "storage $bw2 GB/s (iobench, after); bound uses the mean $bw GB/s"
 bound=$(python3 -c "print($bw*1e9/$bpt_bytes)")
@@ -49,7 +51,7 @@ import json
 json.dump({"model":"$(basename "$M")","cap_mib":$CAP_MIB,"storage_gbps":$bw,"io_bytes_per_token":$bpt_bytes,
  "llama_default":{"exit":$d_rc,"oom_kills":${d_oom:-0},"peak":$d_peak,"tps":$d_tps},
  "llama_mmap_norepack":{"exit":$m_rc,"oom_kills":${m_oom:-0},"peak":$m_peak,"tps":$m_tps},
- "hypura":{"exit":$h_rc,"oom_kills":${h_oom:-0},"peak":$h_peak,"tps":$h_tps},
+ "hypura":{"exit":$h_rc,"oom_kills":${h_oom:-0},"peak":$h_peak,"tps":$h_tps,"predicted_tps":$h_pred},
  "io_bound_tps":bound,"hypura_over_bound":h/bound,"hypura_over_llama_mmap":(h/m if m>0 else None)},
  open("$RESULTS/stream_vs_llama.json","w"), indent=1)
 PY
