@@ -237,6 +237,13 @@ static void check_plan(const hy_model_desc *d, const hy_plan_params *p, const hy
      * plan forced to lookahead 0 — one group — may use less) */
     if (pl->mode != HY_MODE_DENSE_FFN || p->lookahead != 0) ASSERT(pl->min_budget <= p->mem_budget);
     ASSERT(isfinite(pl->pred_tok_s) && pl->pred_tok_s >= 0);
+    /* the prediction: expected reads never above the routed bytes, a rate in [0, 1], times finite,
+     * and a speed whenever a token touches anything */
+    ASSERT(pl->pred_io_bytes <= pl->io_bytes_per_token);
+    ASSERT(pl->pred_hit_rate >= 0 && pl->pred_hit_rate <= 1);
+    ASSERT(isfinite(pl->pred_io_s) && isfinite(pl->pred_compute_s) && pl->pred_read_gbps > 0 && pl->pred_mem_gbps > 0);
+    if (pl->pred_io_bytes || pl->pred_compute_bytes) ASSERT(pl->pred_tok_s > 0);
+    if (pl->mode != HY_MODE_EXPERT) ASSERT(pl->pred_io_bytes == pl->io_bytes_per_token && pl->cache_slots == 0);
 }
 
 static int plan(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out) {
