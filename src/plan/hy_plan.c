@@ -212,7 +212,8 @@ int hy_plan_xkinds(const hy_model_desc *d, const hy_tier *tier, hy_xkind *kinds,
 
 uint64_t hy_plan_xslot_cost(const hy_xkind *kinds, int n_kinds, int n_expert_used, int n_batch) {
     uint64_t c = 72 + 8 * (uint64_t)(n_expert_used > 0 ? n_expert_used : 1) * (uint64_t)(n_batch > 0 ? n_batch : 512);
-    for (int k = 0; k < n_kinds; k++) c += kinds[k].pitch;
+    for (int k = 0; k < n_kinds; k++)
+        if (__builtin_add_overflow(c, kinds[k].pitch, &c) || c > (UINT64_MAX >> 2)) return UINT64_MAX >> 2;
     return c;
 }
 
@@ -257,7 +258,12 @@ static int plan_experts(const hy_model_desc *d, const hy_plan_params *p, const b
     /* slots beyond every expert of every streamed layer would stay empty */
     uint64_t max_slots = (uint64_t)n_layers_x * (uint64_t)e;
     uint64_t resident = total - experts;
-    out->min_budget = resident + fixed + arena_fixed + (uint64_t)e * slot;
+    /* a hostile header's expert count or sizes saturate instead of wrapping to a small figure */
+    const uint64_t cap = UINT64_MAX >> 2;
+    uint64_t layer_need;
+    if (__builtin_mul_overflow((uint64_t)e, slot, &layer_need) || layer_need > cap || slot > cap) layer_need = cap;
+    out->min_budget = resident + fixed + arena_fixed + layer_need;
+    if (out->min_budget > cap) out->min_budget = cap;
     out->x_kinds = nk;
     out->x_slot_bytes = slot;
     if (p->mem_budget < out->min_budget) return 1;
@@ -268,7 +274,7 @@ static int plan_experts(const hy_model_desc *d, const hy_plan_params *p, const b
     if (slots > (uint64_t)INT32_MAX / 2) slots = (uint64_t)INT32_MAX / 2; /* ids are int32 */
     out->x_slots = (int)slots;
     out->pool_bytes = arena_fixed + slots * slot;
-    out->max_group_bytes = (uint64_t)e * slot;
+    out->max_group_bytes = layer_need;
     out->lookahead = 1; /* next layer's predicted experts */
     out->io_bytes_per_token = experts / (uint64_t)e * (uint64_t)k;
     out->budget_used = resident + out->pool_bytes + fixed;

@@ -71,7 +71,9 @@ typedef enum { HY_TIER_GPU, HY_TIER_RAM, HY_TIER_NVME, HY_TIER_COUNT } hy_tier;
  * page-aligned into its slot and moved to the slot's start. Slots are packed and
  * reused, never given back, so the cache commits what it charges: its slots, and
  * per arena at most one partly used huge page (HY_PLAN_XARENA_TAIL). */
-static inline uint64_t hy_plan_xslot_pitch(uint64_t stride) { return (stride + 4095) / 4096 * 4096 + 4096; }
+static inline uint64_t hy_plan_xslot_pitch(uint64_t stride) {
+    return stride > (UINT64_MAX >> 2) ? UINT64_MAX >> 2 : (stride + 4095) / 4096 * 4096 + 4096;
+}
 #define HY_PLAN_XARENA_TAIL ((uint64_t)2 << 20)
 #define HY_PLAN_MAX_XKINDS 8
 typedef struct {
