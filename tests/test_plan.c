@@ -192,6 +192,60 @@ static void test_predictions(void) {
     free_desc(d);
 }
 
+/* Fine-grained MoE (many small experts): the expert cache charges each slot close
+ * to its bytes, expert-streaming's minimum is one layer of raw slices plus stated
+ * overheads, and below it the plan streams dense-style instead of refusing. */
+static void test_fine_grained(void) {
+    char err[512];
+    hy_plan p;
+    const int E = 64, K = 8, L = 12;
+    /* 0.5 MiB slices: three expert tensors per layer of E x 0.5 MiB */
+    /* attention large beside the experts, so that streaming it too fits below expert-streaming's minimum */
+    hy_model_desc *d = make_moe(L, 40 * MIB, (uint64_t)3 * E * (MIB / 2), E, K);
+    hy_plan_params pp = hy_plan_default_params();
+    pp.n_ctx = 512;
+    pp.mem_budget = total_bytes(d) / 2;
+    CHECK(hy_plan_make(d, &pp, &p, err, sizeof err) == 0, "%s", err);
+    CHECK(p.mode == HY_MODE_EXPERT, "mode %s", hy_mode_name(p.mode));
+    check_plan_consistent(d, &p, pp.mem_budget);
+    uint64_t raw_expert = 3 * (MIB / 2); /* one expert's slices, all kinds */
+    CHECK(p.x_kinds == 3 && p.x_slot_bytes >= raw_expert && p.x_slot_bytes <= raw_expert * 110 / 100,
+          "slot %llu bytes for %llu raw: overhead above 10%%", (unsigned long long)p.x_slot_bytes,
+          (unsigned long long)raw_expert);
+    CHECK(p.x_slots >= E && p.pool_bytes == (uint64_t)p.x_kinds * HY_PLAN_XARENA_TAIL + (uint64_t)p.x_slots * p.x_slot_bytes,
+          "%d slots, pool %llu", p.x_slots, (unsigned long long)p.pool_bytes);
+    /* the minimum: non-expert weights + fixed costs + arena tails + one layer of slots */
+    uint64_t experts = (uint64_t)L * 3 * E * (MIB / 2);
+    uint64_t fixed = p.kv_bytes + p.compute_bytes + p.overhead_bytes;
+    uint64_t x_min = total_bytes(d) - experts + fixed + 3 * HY_PLAN_XARENA_TAIL + (uint64_t)E * p.x_slot_bytes;
+    CHECK(p.min_budget <= x_min, "minimum %llu above expert-streaming's %llu", (unsigned long long)p.min_budget,
+          (unsigned long long)x_min);
+    CHECK(x_min - (total_bytes(d) - experts + fixed) <= (uint64_t)E * raw_expert * 110 / 100 + 3 * HY_PLAN_XARENA_TAIL,
+          "one layer's charge is within 10%% of its raw bytes");
+    hy_plan_free(&p);
+    pp.mem_budget = x_min;
+    CHECK(hy_plan_make(d, &pp, &p, err, sizeof err) == 0 && p.mode == HY_MODE_EXPERT && p.x_slots == E,
+          "at the minimum: %s, %d slots (%s)", hy_mode_name(p.mode), p.x_slots, err);
+    hy_plan_free(&p);
+    /* one byte below: dense-style streaming (attention streams too) instead of a refusal */
+    pp.mem_budget = x_min - 1;
+    int r = hy_plan_make(d, &pp, &p, err, sizeof err);
+    CHECK(r == 0 && p.mode == HY_MODE_DENSE_FFN, "below expert-streaming's minimum: %s (%s)",
+          r ? "refused" : hy_mode_name(p.mode), r ? err : "");
+    if (r == 0) {
+        check_plan_consistent(d, &p, pp.mem_budget);
+        hy_plan_free(&p);
+    }
+    /* forced expert-streaming below its minimum is refused with that minimum */
+    pp.force_mode = HY_MODE_EXPERT;
+    CHECK(hy_plan_make(d, &pp, &p, err, sizeof err) != 0 && strstr(err, "expert-streaming"), "forced: %s", err);
+    /* and with every choice too small, the refusal names the smaller minimum */
+    pp.force_mode = -1;
+    pp.mem_budget = 1 * MIB;
+    CHECK(hy_plan_make(d, &pp, &p, err, sizeof err) != 0 && strstr(err, "minimum"), "tiny budget: %s", err);
+    free_desc(d);
+}
+
 int main(void) {
     char err[512];
     /* dense: 16 layers of 8 MiB attention + 24 MiB FFN, ~572 MiB */
@@ -442,5 +496,6 @@ int main(void) {
     }
 
     test_predictions();
+    test_fine_grained();
     return check_done("plan");
 }

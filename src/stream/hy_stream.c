@@ -207,6 +207,12 @@ static enum ggml_status rbuf_init_tensor(ggml_backend_buffer_t b, struct ggml_te
     if (t->view_src) return GGML_STATUS_SUCCESS;
     const hy_tensor_info *ti = hy_model_find(rb->s->desc, t->name);
     if (ti && ti->size == (uint64_t)ggml_nbytes(t)) t->data = (uint8_t *)t->data + ti->offset % PAGE;
+    /* expert-streaming predicts a layer's experts with its router (hy_experts.c) */
+    int l;
+    char tail[32];
+    if (rb->s->routers && sscanf(t->name, "blk.%d.%31s", &l, tail) == 2 && !strcmp(tail, "ffn_gate_inp.weight") && l >= 0 &&
+        l < rb->s->desc->n_layer)
+        rb->s->routers[l] = t;
     return GGML_STATUS_SUCCESS;
 }
 
@@ -550,6 +556,9 @@ int hy_stream_create(const hy_stream_params *p, hy_stream **out, char *err, size
     s->adaptive = p->adaptive && p->lookahead < 0;
     s->cache_policy = p->cache_policy;
     s->prefetch_experts = p->prefetch_experts;
+    /* HYPURA_PREFETCH=coact predicts from co-activation statistics alone (for comparison) */
+    const char *pf = getenv("HYPURA_PREFETCH");
+    s->pregate = !(pf && !strcmp(pf, "coact"));
     s->persist_stats = p->persist_stats;
     s->pagecache = p->pagecache && plan->mode == HY_MODE_EXPERT;
     s->lookahead = s->adaptive && s->max_lookahead > 1 ? 1 : s->max_lookahead;
@@ -577,7 +586,14 @@ int hy_stream_create(const hy_stream_params *p, hy_stream **out, char *err, size
         .is_host = sbuft_is_host,
     };
     s->ram_buft.context = s;
-    if (plan->mode == HY_MODE_EXPERT && hy_experts_init(s, d, plan, err, errlen)) goto fail;
+    if (plan->mode == HY_MODE_EXPERT) {
+        s->routers = calloc((size_t)(d->n_layer > 0 ? d->n_layer : 1), sizeof *s->routers);
+        if (!s->routers) {
+            hy_fail(err, errlen, "out of memory");
+            goto fail;
+        }
+        if (hy_experts_init(s, d, plan, err, errlen)) goto fail;
+    }
     s->st.n_streamed = s->n_entries;
     s->st.io_backend = hy_io_backend_name(s->io);
     s->st.direct = hy_io_is_direct(s->io);
@@ -637,5 +653,6 @@ void hy_stream_free(hy_stream *s) {
         for (int gi = 0; gi < s->n_groups; gi++) free(s->groups[gi].entries);
     free(s->groups);
     free(s->entries);
+    free(s->routers);
     free(s);
 }

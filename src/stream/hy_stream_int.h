@@ -89,6 +89,8 @@ struct hy_stream {
     int32_t *xids_buf;
     size_t xids_cap;
     bool prefetch_off;         /* turned off at run time: it lost (see hy_experts.c) */
+    struct ggml_tensor **routers; /* per layer: its router weight (ffn_gate_inp) if in our RAM tier */
+    bool pregate;              /* predict the next layer's experts with its router on this layer's input */
     int **layer_xentries;      /* per layer: entries of expert tensors, -1 terminated */
     struct hy_xcache *xc;
     struct hy_coact *coact;
