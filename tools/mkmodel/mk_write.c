@@ -71,7 +71,42 @@ static void fill_uniform(float *x, int64_t n, float amp, uint64_t *s) {
     if (i < n) x[i] = (float)(int32_t)(uint32_t)mk_rand(s) * k;
 }
 
-static void gen_rows(const mk_model *m, const mk_tensor *t, int64_t r0, int64_t nr, uint64_t *s, float *buf) {
+/* zipf routing: a router row gets, along each direction, the expert's logit
+ * offset divided by the embedding's amplitude there (the rms-normalised hidden
+ * state's projection), after its random part's projection is removed */
+static void zipf_router_rows(const mk_model *m, const mk_tensor *t, int64_t r0, int64_t nr, float *buf,
+                             float *offs, int *perm) {
+    const int64_t n0 = t->ne[0], E = m->o.experts;
+    for (int j = 0; j < MK_ZIPF_DIRS; j++) mk_zipf_offsets(m, t->layer, j, offs + j * E, perm);
+    for (int64_t r = 0; r < nr; r++) {
+        float *row = buf + r * n0;
+        const int64_t e = r0 + r;
+        for (int j = 0; j < MK_ZIPF_DIRS; j++) {
+            const float *d = m->dirs + (size_t)j * (size_t)n0;
+            double p = 0;
+            for (int64_t i = 0; i < n0; i++) p += (double)row[i] * d[i];
+            float add = offs[j * E + e] / m->dir_amp[j] - (float)p;
+            for (int64_t i = 0; i < n0; i++) row[i] += add * d[i];
+        }
+    }
+}
+
+/* zipf routing: every token carries the global direction, its class's and its hash's */
+static void zipf_embd_rows(const mk_model *m, int64_t r0, int64_t nr, int64_t n0, float *buf) {
+    for (int64_t r = 0; r < nr; r++) {
+        float *row = buf + r * n0;
+        const int64_t tok = r0 + r;
+        const int js[3] = { 0, 1 + m->tok_class[tok], 1 + MK_ZIPF_CLASSES + mk_tok_hashed(m, tok) };
+        for (int k = 0; k < 3; k++) {
+            const float *d = m->dirs + (size_t)js[k] * (size_t)n0;
+            const float a = m->dir_amp[js[k]];
+            for (int64_t i = 0; i < n0; i++) row[i] += a * d[i];
+        }
+    }
+}
+
+static void gen_rows(const mk_model *m, const mk_tensor *t, int64_t r0, int64_t nr, uint64_t *s, float *buf,
+                     float *offs, int *perm) {
     const int64_t n0 = t->ne[0];
     switch (t->init) {
         case MK_INIT_ONES:
@@ -82,12 +117,14 @@ static void gen_rows(const mk_model *m, const mk_tensor *t, int64_t r0, int64_t 
             break;
         case MK_INIT_EMBD:
             fill_uniform(buf, nr * n0, t->amp, s);
+            if (m->dirs) zipf_embd_rows(m, r0, nr, n0, buf);
             if (m->mdir)
                 for (int64_t r = 0; r < nr; r++)
                     for (int64_t j = 0; j < n0; j++) buf[r * n0 + j] += m->embd_alpha * m->mdir[j];
             break;
         case MK_INIT_ROUTER:
             fill_uniform(buf, nr * n0, t->amp, s);
+            if (m->dirs) zipf_router_rows(m, t, r0, nr, buf, offs, perm);
             if (m->mdir) {
                 for (int64_t r = 0; r < nr; r++) {
                     float *row = buf + r * n0;
@@ -137,8 +174,11 @@ static void *worker(void *arg) {
     mk_model *m = w->m;
     float *fbuf = malloc(w->max_floats * sizeof(float));
     uint8_t *obuf = malloc(w->max_out);
+    const size_t ne = m->dirs ? (size_t)m->o.experts : 0;
+    float *offs = ne ? malloc(ne * MK_ZIPF_DIRS * sizeof *offs) : NULL;
+    int *perm = ne ? malloc(ne * sizeof *perm) : NULL;
     static const uint8_t zeros[4096];
-    if (!fbuf || !obuf) {
+    if (!fbuf || !obuf || (ne && (!offs || !perm))) {
         set_err(w, "out of memory", 0);
         goto done;
     }
@@ -158,7 +198,7 @@ static void *worker(void *arg) {
             pool_rows(&m->pools[t->pool], t, nr, &s, obuf);
             src = obuf;
         } else {
-            gen_rows(m, t, r0, nr, &s, fbuf);
+            gen_rows(m, t, r0, nr, &s, fbuf, offs, perm);
             if (t->type == GGML_TYPE_F32) {
                 src = fbuf;
             } else {
@@ -188,6 +228,8 @@ static void *worker(void *arg) {
 done:
     free(fbuf);
     free(obuf);
+    free(offs);
+    free(perm);
     atomic_fetch_sub(&w->running, 1);
     return NULL;
 }

@@ -22,21 +22,36 @@
 static void usage(FILE *f) {
     fprintf(f,
         "usage: hypura-mkmodel -o OUT.gguf [options]\n"
-        "Writes a synthetic GGUF model (llama architecture, random weights, real tokenizer).\n"
+        "Writes a synthetic GGUF model (random weights, real tokenizer) in the layout of a\n"
+        "llama.cpp architecture.\n"
         "\n"
         "  -o, --output PATH     output file (written to PATH.tmp, renamed when complete)\n"
+        "  --arch A              llama (default: dense, or Mixtral-style MoE with --experts),\n"
+        "                        qwen3moe (attention q/k norms), qwen2moe (plus a shared expert),\n"
+        "                        gpt-oss (MXFP4 experts with biases, attention sinks and biases,\n"
+        "                        sliding window); the last three are MoE and need --experts\n"
         "  --dim N               embedding length (default 256)\n"
         "  --layers N            number of blocks (default 4)\n"
-        "  --ff N                feed-forward length, per expert for MoE (default 768)\n"
-        "  --heads N             attention heads; must divide --dim (default 4)\n"
+        "  --ff N                feed-forward length; llama MoE: per expert; gpt-oss: = --expert-ff\n"
+        "                        (default 768)\n"
+        "  --expert-ff N         qwen3moe/qwen2moe/gpt-oss: FFN length of each expert (default --ff)\n"
+        "  --shared-ff N         qwen2moe: FFN length of the shared expert (default --ff)\n"
+        "  --heads N             attention heads (default 4)\n"
         "  --kv-heads N          KV heads; must divide --heads (default 2)\n"
+        "  --head-dim N          qwen3moe/gpt-oss: size of a head (default --dim/--heads; the\n"
+        "                        released models: 128 and 64)\n"
+        "  --sliding-window N    gpt-oss: sliding-window length of every other layer (default 128)\n"
         "  --experts N           experts per layer, 0 = dense (default 0; otherwise 2..1024)\n"
         "  --top-k N             experts used per token, <= --experts (default 2; dense: ignored)\n"
-        "  --type T              f32|f16|q8_0|q4_0|q4_k|q6_k for the weight matrices (default q8_0);\n"
-        "                        norms and the router are always f32\n"
+        "  --type T              f32|f16|q8_0|q4_0|q4_k|q6_k|mxfp4 for the weight matrices\n"
+        "                        (default q8_0); norms, biases and the router are always f32\n"
+        "  --expert-type T       the same for the experts (default: mxfp4 for gpt-oss, else --type)\n"
+        "  --routing R           MoE routing: skew (default; see --skew) or zipf (per layer, expert\n"
+        "                        popularity falls as a power of its rank, ~10%% of the experts take\n"
+        "                        most selections, the hot set moves with the prompt)\n"
+        "  --skew S              0..1, --routing skew: how strongly 1-2 hot experts per layer win\n"
         "  --seed N              random seed (default 1); same options => same bytes\n"
-        "  --skew S              0..1, MoE only: how strongly 1-2 hot experts per layer win routing\n"
-        "  --ctx N               llama.context_length (default 2048)\n"
+        "  --ctx N               <arch>.context_length (default 2048)\n"
         "  --target-size SIZE    pick --layers so the file is about SIZE (e.g. 3G, 800M)\n"
         "  --vocab PATH          GGUF whose tokenizer.* keys are copied\n"
         "                        (default %s)\n"
@@ -49,7 +64,18 @@ static void usage(FILE *f) {
 static const struct { const char *name; enum ggml_type type; } k_types[] = {
     { "f32", GGML_TYPE_F32 },   { "f16", GGML_TYPE_F16 },   { "q8_0", GGML_TYPE_Q8_0 },
     { "q4_0", GGML_TYPE_Q4_0 }, { "q4_k", GGML_TYPE_Q4_K }, { "q6_k", GGML_TYPE_Q6_K },
+    { "mxfp4", GGML_TYPE_MXFP4 },
 };
+
+static int parse_type(const char *opt, const char *v, enum ggml_type *out) {
+    for (size_t k = 0; k < sizeof k_types / sizeof k_types[0]; k++)
+        if (!strcasecmp(v, k_types[k].name)) {
+            *out = k_types[k].type;
+            return 0;
+        }
+    fprintf(stderr, "hypura-mkmodel: unknown %s '%s' (f32, f16, q8_0, q4_0, q4_k, q6_k, mxfp4)\n", opt, v);
+    return -1;
+}
 
 static int parse_i64(const char *opt, const char *v, int64_t lo, int64_t hi, int64_t *out) {
     char *end;
@@ -97,13 +123,16 @@ static uint64_t model_size(const mk_opts *o, int64_t layers, char *err, size_t e
 
 int main(int argc, char **argv) {
     mk_opts o = {
-        .out = NULL, .vocab = HY_DEFAULT_VOCAB,
+        .out = NULL, .vocab = HY_DEFAULT_VOCAB, .arch = MK_ARCH_LLAMA,
         .dim = 256, .layers = 4, .ff = 768, .heads = 4, .kv_heads = 2,
         .experts = 0, .top_k = 2, .ctx = 2048,
-        .type = GGML_TYPE_Q8_0, .seed = 1, .skew = 0.0,
+        .type = GGML_TYPE_Q8_0, .expert_type = GGML_TYPE_COUNT, .seed = 1,
+        .routing = MK_ROUTING_SKEW, .skew = 0.0,
         .target_size = 0, .threads = default_threads(), .quiet = false,
     };
-    bool layers_given = false;
+    bool layers_given = false, skew_given = false, routing_given = false;
+    /* 0: not given (arch defaults below) */
+    int64_t expert_ff = 0, shared_ff = 0, head_dim = 0, swa = 0;
     const int64_t BIG = (int64_t)1 << 30;
 
     for (int i = 1; i < argc; i++) {
@@ -142,8 +171,31 @@ int main(int argc, char **argv) {
         } else if (!strcmp(opt, "--layers")) {
             if (parse_i64(opt, v, 1, 65536, &o.layers)) return 2;
             layers_given = true;
+        } else if (!strcmp(opt, "--arch")) {
+            int a = mk_arch_parse(v);
+            if (a < 0) {
+                fprintf(stderr, "hypura-mkmodel: unknown --arch '%s' (llama, qwen3moe, qwen2moe, gpt-oss)\n", v);
+                return 2;
+            }
+            o.arch = (mk_arch)a;
         } else if (!strcmp(opt, "--ff")) {
             if (parse_i64(opt, v, 1, BIG, &o.ff)) return 2;
+        } else if (!strcmp(opt, "--expert-ff")) {
+            if (parse_i64(opt, v, 1, BIG, &expert_ff)) return 2;
+        } else if (!strcmp(opt, "--shared-ff")) {
+            if (parse_i64(opt, v, 1, BIG, &shared_ff)) return 2;
+        } else if (!strcmp(opt, "--head-dim")) {
+            if (parse_i64(opt, v, 1, 65536, &head_dim)) return 2;
+        } else if (!strcmp(opt, "--sliding-window")) {
+            if (parse_i64(opt, v, 1, (int64_t)1 << 24, &swa)) return 2;
+        } else if (!strcmp(opt, "--routing")) {
+            if (!strcmp(v, "skew")) o.routing = MK_ROUTING_SKEW;
+            else if (!strcmp(v, "zipf")) o.routing = MK_ROUTING_ZIPF;
+            else {
+                fprintf(stderr, "hypura-mkmodel: unknown --routing '%s' (skew, zipf)\n", v);
+                return 2;
+            }
+            routing_given = true;
         } else if (!strcmp(opt, "--heads")) {
             if (parse_i64(opt, v, 1, 65536, &o.heads)) return 2;
         } else if (!strcmp(opt, "--kv-heads")) {
@@ -175,15 +227,11 @@ int main(int argc, char **argv) {
                 return 2;
             }
             o.skew = s;
+            skew_given = true;
         } else if (!strcmp(opt, "--type")) {
-            size_t k;
-            for (k = 0; k < sizeof k_types / sizeof k_types[0]; k++)
-                if (!strcasecmp(v, k_types[k].name)) break;
-            if (k == sizeof k_types / sizeof k_types[0]) {
-                fprintf(stderr, "hypura-mkmodel: unknown --type '%s' (f32, f16, q8_0, q4_0, q4_k, q6_k)\n", v);
-                return 2;
-            }
-            o.type = k_types[k].type;
+            if (parse_type(opt, v, &o.type)) return 2;
+        } else if (!strcmp(opt, "--expert-type")) {
+            if (parse_type(opt, v, &o.expert_type)) return 2;
         } else if (!strcmp(opt, "--target-size")) {
             if (!hy_parse_bytes(v, &o.target_size) || o.target_size == 0) {
                 fprintf(stderr, "hypura-mkmodel: --target-size needs a size like 3G or 800M, got '%s'\n", v);
@@ -197,23 +245,74 @@ int main(int argc, char **argv) {
 
     /* validation: everything llama.cpp would reject, reported up front */
 #define BAD(...) do { fprintf(stderr, "hypura-mkmodel: " __VA_ARGS__); fputc('\n', stderr); return 2; } while (0)
+#define LL(x) ((long long)(x))
+    const char *an = mk_arch_name(o.arch);
+    const bool llama = o.arch == MK_ARCH_LLAMA;
     if (!o.out || !*o.out) BAD("-o OUT.gguf is required (see --help)");
-    if (o.dim % o.heads) BAD("--heads %lld must divide --dim %lld", (long long)o.heads, (long long)o.dim);
-    if ((o.dim / o.heads) % 2) BAD("head size --dim/--heads = %lld must be even (RoPE)", (long long)(o.dim / o.heads));
-    if (o.heads % o.kv_heads) BAD("--kv-heads %lld must divide --heads %lld", (long long)o.kv_heads, (long long)o.heads);
+    if (!llama && o.experts == 0)
+        BAD("--arch %s is a MoE layout: give --experts N (2..1024) and --top-k", an);
     if (o.experts == 1) BAD("--experts must be 0 (dense) or at least 2");
-    if (o.experts > 0 && o.top_k > o.experts)
-        BAD("--top-k %lld must be <= --experts %lld", (long long)o.top_k, (long long)o.experts);
+    if (o.experts > 0 && o.top_k > o.experts) BAD("--top-k %lld must be <= --experts %lld", LL(o.top_k), LL(o.experts));
+    if (expert_ff && o.experts == 0) BAD("--expert-ff applies to MoE models only (--experts > 0)");
+    if (expert_ff && llama) BAD("--expert-ff needs --arch qwen3moe, qwen2moe or gpt-oss (llama's experts use --ff)");
+    if (shared_ff && o.arch != MK_ARCH_QWEN2MOE) BAD("--shared-ff applies to --arch qwen2moe only (its shared expert)");
+    if (swa && o.arch != MK_ARCH_GPT_OSS) BAD("--sliding-window applies to --arch gpt-oss only");
+    if (head_dim && o.arch != MK_ARCH_QWEN3MOE && o.arch != MK_ARCH_GPT_OSS)
+        BAD("--head-dim needs --arch qwen3moe or gpt-oss (%s: --dim/--heads)", an);
+    if (o.experts == 0 && o.expert_type != GGML_TYPE_COUNT) BAD("--expert-type applies to MoE models only (--experts > 0)");
     if (o.experts == 0 && o.skew > 0) BAD("--skew applies to MoE models only (--experts > 0)");
+    if (o.experts == 0 && routing_given) BAD("--routing applies to MoE models only (--experts > 0)");
+    if (skew_given && o.routing != MK_ROUTING_SKEW) BAD("--skew applies to --routing skew only");
     if (o.target_size && layers_given) BAD("use either --layers or --target-size, not both");
+    if (!head_dim) {
+        if (o.dim % o.heads) BAD("--heads %lld must divide --dim %lld", LL(o.heads), LL(o.dim));
+        head_dim = o.dim / o.heads;
+    }
+    if (o.heads % o.kv_heads) BAD("--kv-heads %lld must divide --heads %lld", LL(o.kv_heads), LL(o.heads));
+    if (head_dim % 2) BAD("head size %lld must be even (RoPE)%s", LL(head_dim), head_dim == o.dim / o.heads ? " (--dim/--heads)" : "");
+    if (head_dim * o.heads > UINT32_MAX) BAD("--head-dim x --heads too large");
+    o.head_dim = head_dim;
+    o.expert_ff = expert_ff ? expert_ff : o.ff;
+    if (o.arch == MK_ARCH_GPT_OSS) o.ff = o.expert_ff; /* its files give one FFN length */
+    o.shared_ff = shared_ff ? shared_ff : o.ff;
+    o.swa = swa ? swa : 128;
+    if (o.expert_type == GGML_TYPE_COUNT) o.expert_type = o.arch == MK_ARCH_GPT_OSS ? GGML_TYPE_MXFP4 : o.type;
+    if (o.experts == 0) o.expert_type = o.type;
+
+    if (o.arch == MK_ARCH_GPT_OSS && o.expert_type == GGML_TYPE_MXFP4 && (o.dim % 32 || o.expert_ff % 32))
+        BAD("gpt-oss: MXFP4 experts need --dim and --expert-ff to be multiples of 32 (got dim %lld, expert-ff %lld; "
+            "gpt-oss-20b/120b: 2880 and 2880)", LL(o.dim), LL(o.expert_ff));
+    /* every matrix's rows must be whole blocks of its type */
     int64_t blk = ggml_blck_size(o.type);
-    if (o.dim % blk || o.ff % blk)
+    if (o.dim % blk || (head_dim * o.heads) % blk || (o.experts == 0 && o.ff % blk) ||
+        (o.arch == MK_ARCH_QWEN2MOE && o.shared_ff % blk)) {
+        if (o.arch == MK_ARCH_QWEN2MOE)
+            BAD("--type %s needs --dim, --shared-ff and the attention width to be multiples of %lld "
+                "(got dim %lld, shared-ff %lld, heads x head size %lld)",
+                ggml_type_name(o.type), LL(blk), LL(o.dim), LL(o.shared_ff), LL(head_dim * o.heads));
+        if (head_dim * o.heads != o.dim)
+            BAD("--type %s needs --dim and --heads x --head-dim to be multiples of %lld (got dim %lld, %lld)",
+                ggml_type_name(o.type), LL(blk), LL(o.dim), LL(head_dim * o.heads));
         BAD("--type %s needs --dim and --ff to be multiples of %lld (got dim %lld, ff %lld)",
-            ggml_type_name(o.type), (long long)blk, (long long)o.dim, (long long)o.ff);
-    if (o.dim > UINT32_MAX || o.ff > UINT32_MAX) BAD("--dim/--ff too large");
+            ggml_type_name(o.type), LL(blk), LL(o.dim), LL(o.ff));
+    }
+    int64_t eblk = ggml_blck_size(o.expert_type);
+    if (o.experts > 0 && (o.dim % eblk || o.expert_ff % eblk)) {
+        if (llama && o.expert_type == o.type)
+            BAD("--type %s needs --dim and --ff to be multiples of %lld (got dim %lld, ff %lld)",
+                ggml_type_name(o.type), LL(blk), LL(o.dim), LL(o.ff));
+        BAD("%s experts (--expert-type) need --dim and %s to be multiples of %lld (got dim %lld, %s %lld)",
+            ggml_type_name(o.expert_type), llama ? "--ff" : "--expert-ff", LL(eblk), LL(o.dim),
+            llama ? "ff" : "expert-ff", LL(o.expert_ff));
+    }
+    if (o.routing == MK_ROUTING_ZIPF && o.dim < 8 * MK_ZIPF_DIRS)
+        BAD("--routing zipf needs --dim >= %d (got %lld)", 8 * MK_ZIPF_DIRS, LL(o.dim));
+    int64_t ffmax = o.ff > o.expert_ff ? o.ff : o.expert_ff;
+    if (o.shared_ff > ffmax) ffmax = o.shared_ff;
+    if (o.dim > UINT32_MAX || ffmax > UINT32_MAX) BAD("--dim/--ff too large");
     /* ne[0]*ne[1]*ne[2] of the biggest tensor must fit comfortably in int64 */
-    if ((double)o.dim * (double)o.ff * (double)(o.experts ? o.experts : 1) > 1e15)
-        BAD("tensors of dim %lld x ff %lld are too large", (long long)o.dim, (long long)o.ff);
+    if ((double)o.dim * (double)ffmax * (double)(o.experts ? o.experts : 1) > 1e15)
+        BAD("tensors of dim %lld x ff %lld are too large", LL(o.dim), LL(ffmax));
 
     size_t olen = strlen(o.out);
     if (olen + 5 > sizeof g_tmp) BAD("output path too long");
@@ -251,11 +350,18 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (!o.quiet) {
-        fprintf(stderr, "mkmodel: %s: %s%s, dim %lld, %lld layers, ff %lld, heads %lld/%lld",
-                o.out, o.experts ? "MoE " : "dense ", ggml_type_name(o.type), (long long)o.dim,
-                (long long)o.layers, (long long)o.ff, (long long)o.heads, (long long)o.kv_heads);
-        if (o.experts) fprintf(stderr, ", %lld experts top-%lld, skew %.2f", (long long)o.experts,
-                               (long long)o.top_k, o.skew);
+        fprintf(stderr, "mkmodel: %s: %s%s%s%s, dim %lld, %lld layers, ff %lld, heads %lld/%lld",
+                o.out, llama ? "" : an, llama ? "" : " ", o.experts ? "MoE " : "dense ", ggml_type_name(o.type),
+                (long long)o.dim, (long long)o.layers, (long long)o.ff, (long long)o.heads, (long long)o.kv_heads);
+        if (head_dim != o.dim / o.heads) fprintf(stderr, " x %lld", LL(head_dim));
+        if (o.experts) {
+            fprintf(stderr, ", %lld experts top-%lld", LL(o.experts), LL(o.top_k));
+            if (!llama) fprintf(stderr, " of ff %lld", LL(o.expert_ff));
+            if (o.expert_type != o.type) fprintf(stderr, " %s", ggml_type_name(o.expert_type));
+            if (o.arch == MK_ARCH_QWEN2MOE) fprintf(stderr, ", shared expert ff %lld", LL(o.shared_ff));
+            if (o.routing == MK_ROUTING_ZIPF) fprintf(stderr, ", zipf routing");
+            else fprintf(stderr, ", skew %.2f", o.skew);
+        }
         fprintf(stderr, ", %s, %d threads\n", hy_fmt_bytes(m.total, sz, sizeof sz), o.threads);
     }
 

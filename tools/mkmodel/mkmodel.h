@@ -1,5 +1,11 @@
-/* mkmodel: synthetic GGUF models with random weights in llama.cpp's `llama`
- * layout (dense, or Mixtral-style MoE), for tests and benchmarks.
+/* mkmodel: synthetic GGUF models with random weights, for tests and
+ * benchmarks, in the layouts of four llama.cpp architectures: `llama` (dense,
+ * or Mixtral-style MoE; the default), and the fine-grained MoE layouts
+ * `qwen3moe` (attention q/k norms, expert FFN length), `qwen2moe` (a shared
+ * expert beside the routed ones) and `gpt-oss` (MXFP4 experts with per-expert
+ * biases, attention biases and sinks, sliding-window metadata). Tensor names,
+ * shapes and metadata keys are those the pinned llama.cpp's loader reads for
+ * real files of each architecture.
  *
  * Invariants:
  *  - Same options => same bytes. Every tensor is cut into chunks of whole
@@ -14,8 +20,24 @@
  *  - Slow quantizers (K-quants) would dominate the run time, so the large
  *    weight matrices of a quantized type are assembled from a pool of blocks
  *    that ggml_quantize_chunk produced from uniform random values of the
- *    tensor's scale; the token embeddings (which carry the routing-skew
- *    direction) are quantized row by row. */
+ *    tensor's scale; the token embeddings (which carry the routing
+ *    directions) are quantized row by row.
+ *  - The llama layout with the options that existed before the others were
+ *    added is byte-identical to what earlier versions wrote (a golden test).
+ *
+ * Routing (MoE): the router sees the token embedding through directions that
+ * every embedding row shares, so routing is set by construction, not by luck:
+ *  - skew (default): one direction; 1-2 hot experts per layer gain on it
+ *    (--skew S scales the gain; 0 = near uniform);
+ *  - zipf: expert popularity per layer follows a Zipf-like law (logit offset
+ *    -s*ln(rank), so selection frequency falls roughly as a power of the
+ *    rank) under a per-layer random permutation. Offsets add up over several
+ *    directions: one global, one per character class of the token (lower-case
+ *    word, capitalised word, digits/punctuation/code, other), and a few
+ *    picked by a hash of the token id; each token's embedding carries the
+ *    global direction, its class's and its hash's. So prose and code favour
+ *    different hot sets, and any two prompts differ somewhat. Measured by
+ *    test_mkmodel_skew. */
 #ifndef HY_MKMODEL_H
 #define HY_MKMODEL_H
 
@@ -25,12 +47,33 @@
 
 #include <ggml.h>
 
+typedef enum { MK_ARCH_LLAMA, MK_ARCH_QWEN3MOE, MK_ARCH_QWEN2MOE, MK_ARCH_GPT_OSS, MK_ARCH_COUNT } mk_arch;
+typedef enum { MK_ROUTING_SKEW, MK_ROUTING_ZIPF } mk_routing;
+
+/* llama.cpp's name of the architecture ("gpt-oss" for LLM_ARCH_OPENAI_MOE) */
+const char *mk_arch_name(mk_arch a);
+/* by that name; -1 if unknown */
+int mk_arch_parse(const char *name);
+
+/* zipf routing: directions beyond the global one */
+#define MK_ZIPF_CLASSES 4
+#define MK_ZIPF_HASHED 4
+#define MK_ZIPF_DIRS (1 + MK_ZIPF_CLASSES + MK_ZIPF_HASHED)
+
 typedef struct {
     const char *out;
     const char *vocab;
+    mk_arch arch;
     int64_t dim, layers, ff, heads, kv_heads, experts, top_k, ctx;
-    enum ggml_type type;
+    /* resolved by the caller before mk_layout (no zero defaults there) */
+    int64_t head_dim;   /* attention.key_length; dim/heads for llama */
+    int64_t expert_ff;  /* expert_feed_forward_length; == ff for llama */
+    int64_t shared_ff;  /* qwen2moe: expert_shared_feed_forward_length */
+    int64_t swa;        /* gpt-oss: attention.sliding_window */
+    enum ggml_type type;        /* weight matrices */
+    enum ggml_type expert_type; /* ffn_*_exps */
     uint64_t seed;
+    mk_routing routing;
     double skew;
     uint64_t target_size; /* 0: use layers */
     int threads;
@@ -79,7 +122,14 @@ typedef struct {
     int (*hot)[2];      /* per layer: the router's hot experts (-1: none) */
     float boost;        /* added along mdir to a hot expert's router row */
     float embd_alpha;   /* weight of mdir in every token embedding */
+    /* zipf routing (NULL otherwise) */
+    float *dirs;        /* MK_ZIPF_DIRS x dim, orthonormal: global, classes, hashed */
+    float dir_amp[MK_ZIPF_DIRS]; /* embedding amplitude along each direction */
+    float zipf_s[MK_ZIPF_DIRS];  /* logit offset of rank r along it: -s*ln(r) */
+    uint8_t *tok_class; /* per token: its character class */
+    uint64_t tok_hash_seed;
 } mk_model;
+
 
 /* PRNG: splitmix64 to seed, wyrand to draw */
 static inline uint64_t mk_splitmix(uint64_t x) {
@@ -94,6 +144,15 @@ static inline uint64_t mk_rand(uint64_t *s) {
     return (uint64_t)(m >> 64) ^ (uint64_t)m;
 }
 uint64_t mk_hash_str(uint64_t seed, const char *s);
+
+/* zipf routing: which hashed direction a token carries */
+static inline int mk_tok_hashed(const mk_model *m, int64_t tok) {
+    return (int)(mk_splitmix(m->tok_hash_seed ^ (uint64_t)tok) % MK_ZIPF_HASHED);
+}
+/* zipf routing: logit offsets of layer il's experts along direction j
+ * (E floats: -s*ln(rank), centred; ranks a per-(layer, direction) random
+ * permutation); perm: E ints of scratch */
+void mk_zipf_offsets(const mk_model *m, int il, int j, float *out, int *perm);
 
 /* layout: tensors, metadata (with the vocab's tokenizer), offsets; 0 or -1 + err */
 int mk_layout(mk_model *m, const mk_opts *o, char *err, size_t errlen);
