@@ -7,3 +7,8 @@ add_test(NAME expert_identity
 add_test(NAME expert_cgroup_budget
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/cgroup_budget.sh ${HY_BIN} ${HY_TEST_WORK} moe)
 set_tests_properties(expert_cgroup_budget PROPERTIES SKIP_RETURN_CODE 77 RUN_SERIAL TRUE)
+# the fine-grained layouts: qwen3moe (Q4_K), gpt-oss (MXFP4 experts with biases), qwen2moe (shared expert)
+foreach(a qwen3moe gpt-oss qwen2moe)
+  add_test(NAME expert_identity_${a}
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/expert_identity_arch.sh ${HY_BIN} ${HY_TEST_WORK} ${a})
+endforeach()

@@ -4,29 +4,20 @@
 # routing, caches that force eviction, prefetch on and off, LFU and LRU, a
 # multi-batch prompt (union of experts per batch); dense-style streaming of the
 # same MoE file too. Also: only routed slices are read (I/O << whole tensors).
+# The fine-grained layouts (qwen3moe, gpt-oss, qwen2moe): expert_identity_arch.sh.
 set -euo pipefail
 HY_BIN=$1 WORK=$2/expert_identity
-mkdir -p "$WORK"
-export HYPURA_NO_STORAGE_PROFILE=1 XDG_CACHE_HOME=$WORK/cache XDG_DATA_HOME=$WORK/data
-fail=0
-run() { "$HY_BIN/hypura" run "$@" --temp 0 -c 256 -t 2 2>"$WORK/last.err"; }
+source "$(dirname "$0")/expert_lib.sh"
 for skew in 1 0; do
   m=$WORK/moe-s$skew.gguf
   "$HY_BIN/hypura-mkmodel" -o "$m" --dim 256 --layers 4 --ff 1024 --experts 8 --top-k 2 --skew $skew --type q8_0 --seed 9 --quiet >/dev/null
   p="In a hole in the ground there lived a hobbit"
   run "$m" -p "$p" -n 24 --no-repack --dump-logits "$WORK/ref.bin" >/dev/null
-  min=$("$HY_BIN/hypura" estimate "$m" -c 256 --mode stream | sed -n 's/.*minimum budget for this model \([0-9.]*\) MiB.*/\1/p')
-  [[ -n $min ]] || { echo "no minimum in the plan"; exit 1; }
-  tight="--mode stream --memory-budget $(( ${min%.*} + 1 ))M"
+  tight="--mode stream --memory-budget $(min_budget "$m")M"
   for cfg in "--mode stream" "$tight" "$tight --no-prefetch" "$tight --cache-policy lru" "$tight --io pread" "$tight --io pagecache" "--mode dense"; do
     run "$m" -p "$p" -n 24 $cfg --dump-logits "$WORK/x.bin" >/dev/null
     if [[ $cfg == "--mode dense" ]]; then want="dense-FFN-streaming"; else want="expert-streaming"; fi
-    grep -q "$want" "$WORK/last.err" || { echo "skew $skew [$cfg]: not $want"; cat "$WORK/last.err"; fail=1; }
-    if cmp -s "$WORK/ref.bin" "$WORK/x.bin"; then
-      echo "ok skew=$skew [$cfg]: logits identical; $(grep -o 'experts: [0-9]* routed.*evictions' "$WORK/last.err" || grep -o 'streamed [^,]*' "$WORK/last.err")"
-    else
-      echo "DIFFER skew=$skew [$cfg]"; fail=1
-    fi
+    same_logits "skew=$skew [$cfg]" "$WORK/ref.bin" "$WORK/x.bin" "$want"
   done
   # the tight runs evicted, and read far less than whole expert tensors
   run "$m" -p "$p" -n 24 $tight >/dev/null
