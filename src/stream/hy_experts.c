@@ -32,11 +32,12 @@
  * dropped from the mapping; the matmuls read the mapping (no swap). Its cache
  * counts slots the same way.
  *
- * Prefetch never makes the cache read more than no cache would: a speculative
- * read is issued only while prefetches so far stay below cache hits so far
- * (reads = misses + prefetches; an uncached reader reads hits + misses), and
- * it is turned off for the run once wrong guesses (evicted unused) outnumber
- * right ones over at least 64 prefetches. */
+ * Prefetch (pre-gating, below) never makes the cache read more than no cache
+ * would, but for the guesses still in flight: reads = misses + prefetches and
+ * an uncached reader reads hits + misses, so a speculative read is issued only
+ * while the wrong guesses so far (evicted unused) are no more than the hits the
+ * cache made by itself; and it is turned off for the run once wrong guesses
+ * outnumber right ones over at least 64 prefetches. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -370,49 +371,64 @@ static bool prefetch_allowed(hy_stream *s) {
         s->prefetch_off = true;
         return false;
     }
-    return cs.prefetches < cs.hits;
+    /* reads = misses + prefetches; no cache reads hits + misses: a prefetch may go out
+     * while the wrong guesses so far are no more than the hits the cache made itself */
+    return cs.prefetch_wasted <= cs.hits - cs.prefetch_hits;
 }
 
 /* Pre-gating: the next layer's router applied to this layer's router input.
  * The residual stream changes little from one layer to the next, so layer+1's
  * router scores on layer's (normalized) FFN input rank the experts it is about
  * to choose well; co-activation statistics need history this does not. Finds
- * the input by walking from the top-k node to the router's matmul. Writes up
- * to m experts, best first; 0 when the router or its input is not on the host
- * in a form read here (f32/f16), or the batch has more than one token. */
-static int pregate_predict(hy_stream *s, const struct ggml_tensor *topk, int layer, int32_t *out, int m) {
-    if (!s->pregate || !s->routers || layer + 1 >= s->n_layer) return 0;
+ * the input by walking from the top-k node to the router's matmul. For a batch
+ * (a prompt), each of up to 32 tokens spread over it votes for its top k, and
+ * the union goes out most-voted first. Writes up to m experts; 0 when the
+ * router or its input is not on the host in a form read here (f32/f16). */
+static int pregate_predict(hy_stream *s, const struct ggml_tensor *topk, int layer, int k, int32_t *out, int m) {
+    if (!s->pregate || !s->routers || layer + 1 >= s->n_layer || s->n_expert > 1024) return 0;
     const struct ggml_tensor *w = s->routers[layer + 1];
     const struct ggml_tensor *n = topk, *x = NULL;
     for (int depth = 0; n && depth < 8 && !x; depth++) {
         if (n->op == GGML_OP_MUL_MAT && n->src[0] && strstr(n->src[0]->name, "ffn_gate_inp")) x = n->src[1];
         n = n->src[0]; /* views, argsort, softmax/sigmoid, a bias add: the first source leads back */
     }
-    if (!w || !w->data || !x || !x->data || x->type != GGML_TYPE_F32 || x->ne[1] != 1 || w->ne[0] != x->ne[0] ||
+    if (!w || !w->data || !x || !x->data || x->type != GGML_TYPE_F32 || x->ne[1] < 1 || w->ne[0] != x->ne[0] ||
         w->ne[1] != s->n_expert || (w->type != GGML_TYPE_F32 && w->type != GGML_TYPE_F16))
         return 0;
     if (!x->buffer || !ggml_backend_buffer_is_host(x->buffer)) return 0;
-    const float *xv = x->data;
-    int64_t ne0 = w->ne[0];
+    const int E = s->n_expert;
+    const int64_t ne0 = w->ne[0], n_tok = x->ne[1];
+    int n_vote = n_tok < 32 ? (int)n_tok : 32;
     float score[1024];
-    int E = s->n_expert < 1024 ? s->n_expert : 1024;
-    for (int e = 0; e < E; e++) {
-        const char *row = (const char *)w->data + (size_t)e * w->nb[1];
-        float acc = 0;
-        if (w->type == GGML_TYPE_F32)
-            for (int64_t i = 0; i < ne0; i++) acc += ((const float *)row)[i] * xv[i];
-        else
-            for (int64_t i = 0; i < ne0; i++) acc += ggml_fp16_to_fp32(((const ggml_fp16_t *)row)[i]) * xv[i];
-        score[e] = acc;
+    int votes[1024] = {0};
+    for (int v = 0; v < n_vote; v++) {
+        const float *xv = (const float *)((const char *)x->data + (size_t)(v * n_tok / n_vote) * x->nb[1]);
+        for (int e = 0; e < E; e++) {
+            const char *row = (const char *)w->data + (size_t)e * w->nb[1];
+            float acc = 0;
+            if (w->type == GGML_TYPE_F32)
+                for (int64_t i = 0; i < ne0; i++) acc += ((const float *)row)[i] * xv[i];
+            else
+                for (int64_t i = 0; i < ne0; i++) acc += ggml_fp16_to_fp32(((const ggml_fp16_t *)row)[i]) * xv[i];
+            score[e] = acc;
+        }
+        for (int j = 0; j < k && j < E; j++) {
+            int best = -1;
+            for (int e = 0; e < E; e++)
+                if (score[e] > -INFINITY && (best < 0 || score[e] > score[best])) best = e;
+            if (best < 0) break;
+            votes[best]++;
+            score[best] = -INFINITY;
+        }
     }
     int got = 0;
-    for (; got < m && got < E; got++) {
+    while (got < m) {
         int best = -1;
         for (int e = 0; e < E; e++)
-            if (score[e] > -INFINITY && (best < 0 || score[e] > score[best])) best = e;
+            if (votes[e] > 0 && (best < 0 || votes[e] > votes[best])) best = e;
         if (best < 0) break;
-        out[got] = best;
-        score[best] = -INFINITY;
+        out[got++] = best;
+        votes[best] = 0;
     }
     return got;
 }
@@ -471,11 +487,10 @@ static void on_router(hy_stream *s, struct ggml_tensor *t, int layer) {
 
     /* speculative: the next layer's likely experts, read while this layer computes;
      * only into room held by slices that score below what they replace */
-    if (layer + 1 < s->n_layer && n_tok == 1 && !s->failed) {
-        int32_t pred[16];
-        int m = k + 1 < 16 ? k + 1 : 16;
-        int np = pregate_predict(s, t, layer, pred, k < 16 ? k : 16);
-        if (np == 0) np = hy_coact_predict_next(s->coact, layer, ids, k, pred, m);
+    if (layer + 1 < s->n_layer && !s->failed) {
+        int32_t pred[1024];
+        int np = pregate_predict(s, t, layer, k, pred, s->n_expert < 1024 ? s->n_expert : 1024);
+        if (np == 0 && n_tok == 1) np = hy_coact_predict_next(s->coact, layer, ids, k, pred, k + 1 < 16 ? k + 1 : 16);
         for (int i = 0; i < np && prefetch_allowed(s); i++) {
             int key = key_of(s, layer + 1, pred[i]);
             if (pred[i] < 0 || pred[i] >= s->n_expert || hy_xcache_resident(s->xc, key)) continue;
