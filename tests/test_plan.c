@@ -99,7 +99,7 @@ static void test_predictions(void) {
     pp.gpu_budget = 0;
 
     /* expert-streaming over a sweep of budgets up to full-resident: the I/O per token is the routed
-     * bytes less the expected hits (uniform routing: slots per layer / experts), falls as the cache
+     * bytes less the expected hits (the routing prior over the slots per layer), falls as the cache
      * grows, and a bigger budget never predicts slower */
     pp.mem_budget = rest + 512 * MIB;
     CHECK(hy_plan_make(d, &pp, &p, err, sizeof err) == 0, "%s", err);
@@ -125,8 +125,20 @@ static void test_predictions(void) {
             CHECK(p.cache_slots >= (uint64_t)E && p.cache_slots <= (uint64_t)(L * E), "cache slots %llu",
                   (unsigned long long)p.cache_slots);
             CHECK(fabs(p.cache_slots_per_layer - (double)p.cache_slots / L) < 1e-9, "slots per layer");
-            CHECK(!p.pred_hit_measured && fabs(p.pred_hit_rate - p.cache_slots_per_layer / E) < 1e-9,
-                  "uniform hit rate %.4f for %.2f of %d experts per layer", p.pred_hit_rate, p.cache_slots_per_layer, E);
+            /* the prior: the r-th expert of a layer takes r^-s of the layer's selections; alike
+             * layers fill rank by rank, so the slots hold ranks 1..q of every layer and rank q+1 of rr */
+            double h = 0, top = 0, w_next = 0;
+            uint64_t q = p.cache_slots / L, rr = p.cache_slots % L;
+            for (int r = 1; r <= E; r++) {
+                double w = pow(r, -HY_PLAN_ROUTING_PRIOR);
+                h += w;
+                if ((uint64_t)r <= q) top += w;
+                if ((uint64_t)r == q + 1) w_next = w;
+            }
+            double prior_hit = (top * L + (double)rr * w_next) / (h * L);
+            CHECK(!p.pred_hit_measured && fabs(p.pred_hit_rate - prior_hit) < 1e-9,
+                  "prior hit rate %.4f for %.2f of %d experts per layer, want %.4f", p.pred_hit_rate,
+                  p.cache_slots_per_layer, E, prior_hit);
             uint64_t want = (uint64_t)((double)p.io_bytes_per_token * (1 - p.pred_hit_rate) + 0.5);
             CHECK(p.pred_io_bytes == want, "I/O per token %llu, not %llu", (unsigned long long)p.pred_io_bytes,
                   (unsigned long long)want);

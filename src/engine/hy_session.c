@@ -31,10 +31,12 @@ static uint64_t env_bytes(const char *name) {
     return b;
 }
 
-/* Expert-streaming: predict the cache's hit rate from the routing this model's
- * earlier runs persisted (what the run seeds its cache with), when there is any;
- * else the plan's uniform assumption stands. A file that cannot be used is noted. */
-static void predict_from_stats(hy_session *s) {
+/* A MoE: the routing this model's earlier runs persisted (what an
+ * expert-streaming run seeds its cache with), for the plan to predict the
+ * cache's hit rate and choose between expert- and dense-style streaming with;
+ * without any, the plan's routing prior (HY_PLAN_ROUTING_PRIOR) stands. A file
+ * that cannot be used is noted. */
+static void load_stats(hy_session *s) {
     const hy_model_desc *d = s->desc;
     if (hy_coact_default_path(d->header_hash, s->expert_stats_path, sizeof s->expert_stats_path)) {
         s->expert_stats_path[0] = 0;
@@ -56,16 +58,8 @@ static void predict_from_stats(hy_session *s) {
         s->plan_params.expert_freq = freq;
         s->plan_params.expert_freq_n = (int64_t)n;
         s->plan_params.expert_freq_tokens = tokens;
-        if (hy_plan_predict(d, &s->plan_params, &s->plan) == 0) {
-            s->expert_freq = freq;
-            s->expert_stats_tokens = tokens;
-        } else { /* out of memory: the uniform prediction again */
-            s->plan_params.expert_freq = NULL;
-            s->plan_params.expert_freq_n = 0;
-            s->plan_params.expert_freq_tokens = 0;
-            free(freq);
-            hy_plan_predict(d, &s->plan_params, &s->plan);
-        }
+        s->expert_freq = freq;
+        s->expert_stats_tokens = tokens;
     }
     hy_coact_free(c);
 }
@@ -120,9 +114,8 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
     q->mem_bw_gbps = s->profile.mem_bw_gbps;
     q->lookahead = p->lookahead;
     q->force_mode = p->mode;
+    if (s->desc->n_expert > 1 && !p->no_persist_stats && !getenv("HYPURA_NO_PERSIST_STATS")) load_stats(s);
     if (hy_plan_make(s->desc, q, &s->plan, err, errlen)) goto fail;
-    if (s->plan.mode == HY_MODE_EXPERT && !p->no_persist_stats && !getenv("HYPURA_NO_PERSIST_STATS"))
-        predict_from_stats(s);
     *out = s;
     return 0;
 fail:
@@ -249,13 +242,13 @@ static void hit_source(const hy_session *s, char *buf, size_t len) {
         snprintf(buf, len, "from this model's routing statistics: %llu tokens in %s",
                  (unsigned long long)s->expert_stats_tokens, s->expert_stats_path);
     else if (s->expert_stats_error[0])
-        snprintf(buf, len, "uniform routing assumed: the statistics in %s are not usable: %s", s->expert_stats_path,
+        snprintf(buf, len, "routing prior assumed (popularity ~ rank^-0.5): the statistics in %s are not usable: %s", s->expert_stats_path,
                  s->expert_stats_error);
     else if (s->expert_stats_path[0])
-        snprintf(buf, len, "uniform routing assumed: no routing statistics for this model yet; runs keep them in %s",
+        snprintf(buf, len, "routing prior assumed (popularity ~ rank^-0.5): no routing statistics for this model yet; runs keep them in %s",
                  s->expert_stats_path);
     else
-        snprintf(buf, len, "uniform routing assumed: routing statistics not used");
+        snprintf(buf, len, "routing prior assumed (popularity ~ rank^-0.5): routing statistics not used");
 }
 
 void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
@@ -264,6 +257,7 @@ void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
     char a[32], b[32], c[32], d[32], e[32];
     fprintf(f, "plan: %s  (model %s, budget %s)\n", hy_mode_name(pl->mode),
             hy_fmt_bytes(s->desc->file_size, a, sizeof a), hy_fmt_bytes(q->mem_budget, b, sizeof b));
+    if (pl->mode_why[0]) fprintf(f, "  why: %s\n", pl->mode_why);
     fprintf(f, "  tiers: GPU %s | RAM %s | NVMe %s\n", hy_fmt_bytes(pl->bytes_tier[HY_TIER_GPU], a, sizeof a),
             hy_fmt_bytes(pl->bytes_tier[HY_TIER_RAM], b, sizeof b),
             hy_fmt_bytes(pl->bytes_tier[HY_TIER_NVME], c, sizeof c));
@@ -351,7 +345,7 @@ json_t *hy_session_prediction_json(const hy_session *s) {
         json_object_set_new(x, "experts_per_layer", json_integer(s->desc->n_expert));
         json_object_set_new(x, "routed_bytes_per_token", json_integer((json_int_t)pl->io_bytes_per_token));
         json_object_set_new(x, "hit_rate", json_real(pl->pred_hit_rate));
-        json_object_set_new(x, "hit_rate_source", json_string(pl->pred_hit_measured ? "statistics" : "uniform"));
+        json_object_set_new(x, "hit_rate_source", json_string(pl->pred_hit_measured ? "statistics" : "prior"));
         json_object_set_new(x, "stats_tokens", json_integer((json_int_t)s->expert_stats_tokens));
         json_object_set_new(x, "stats_path", json_string(s->expert_stats_path));
         if (s->expert_stats_error[0]) json_object_set_new(x, "stats_error", json_string(s->expert_stats_error));
@@ -371,7 +365,7 @@ void hy_session_print_predicted(FILE *f, const hy_session *s, double gen_tps) {
         hy_stream_get_stats(s->stream, &st);
         uint64_t acc = st.x_hits + st.x_misses;
         fprintf(f, "; expert cache hits: predicted %.1f%% (%s), measured ", 100.0 * pl->pred_hit_rate,
-                pl->pred_hit_measured ? "statistics" : "uniform");
+                pl->pred_hit_measured ? "statistics" : "prior");
         if (acc) fprintf(f, "%.1f%%", 100.0 * st.x_hits / acc);
         else fprintf(f, "n/a");
     }
@@ -398,6 +392,7 @@ char *hy_session_plan_json(const hy_session *s, bool tensors) {
     json_object_set_new(o, "compute_bytes", json_integer((json_int_t)pl->compute_bytes));
     json_object_set_new(o, "overhead_bytes", json_integer((json_int_t)pl->overhead_bytes));
     json_object_set_new(o, "pool_bytes", json_integer((json_int_t)pl->pool_bytes));
+    json_object_set_new(o, "mode_why", json_string(pl->mode_why));
     json_object_set_new(o, "lookahead", json_integer(pl->lookahead));
     json_object_set_new(o, "stream_groups", json_integer(pl->n_groups));
     json_object_set_new(o, "io_bytes_per_token", json_integer((json_int_t)pl->io_bytes_per_token));

@@ -1,5 +1,6 @@
 #include "plan/hy_plan.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -262,16 +263,17 @@ static int plan_experts(const hy_model_desc *d, const hy_plan_params *p, const b
     const uint64_t cap = UINT64_MAX >> 2;
     uint64_t layer_need;
     if (__builtin_mul_overflow((uint64_t)e, slot, &layer_need) || layer_need > cap || slot > cap) layer_need = cap;
-    out->min_budget = resident + fixed + arena_fixed + layer_need;
-    if (out->min_budget > cap) out->min_budget = cap;
+    unsigned __int128 need = (unsigned __int128)resident + fixed + arena_fixed + layer_need;
+    out->min_budget = need > cap ? cap : (uint64_t)need;
     out->x_kinds = nk;
     out->x_slot_bytes = slot;
-    if (p->mem_budget < out->min_budget) return 1;
-    out->mode = HY_MODE_EXPERT;
-    out->n_groups = n_layers_x;
+    if ((unsigned __int128)p->mem_budget < need) return 1;
     uint64_t slots = (p->mem_budget - resident - fixed - arena_fixed) / slot;
     if (slots > max_slots) slots = max_slots;
     if (slots > (uint64_t)INT32_MAX / 2) slots = (uint64_t)INT32_MAX / 2; /* ids are int32 */
+    if (slots < (uint64_t)e) return 1; /* a saturated figure hid that one layer does not fit */
+    out->mode = HY_MODE_EXPERT;
+    out->n_groups = n_layers_x;
     out->x_slots = (int)slots;
     out->pool_bytes = arena_fixed + slots * slot;
     out->max_group_bytes = layer_need;
@@ -356,7 +358,7 @@ static int plan_gpu(const hy_model_desc *d, const hy_plan_params *p, bool *gpu, 
     return 0;
 }
 
-int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, char *err, size_t errlen) {
+static int plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
     if (d->n_tensors <= 0 || d->n_layer <= 0) return hy_fail(err, errlen, "the model has no layers to place");
     if (p->lookahead > 64) return hy_fail(err, errlen, "lookahead %d is too large (at most 64)", p->lookahead);
@@ -570,7 +572,10 @@ static int predict_expert_cache(const hy_model_desc *d, const hy_plan_params *p,
     bool measured = p->expert_freq && p->expert_freq_n == (int64_t)L * E;
     int n_layers = 0;
     for (int l = 0; l < L; l++) n_layers += raw[l] > 0;
-    size_t n_items = measured ? (size_t)n_layers * (size_t)E : (size_t)n_layers;
+    /* one item per expert of each layer; a hostile header's millions of experts fall back to
+     * one item per layer (uniform within it) rather than to a huge allocation */
+    bool per_expert = measured || (size_t)n_layers * (size_t)E <= ((size_t)1 << 20);
+    size_t n_items = per_expert ? (size_t)n_layers * (size_t)E : (size_t)n_layers;
     struct slot_gain *it = calloc(n_items ? n_items : 1, sizeof *it);
     if (!it) {
         free(raw);
@@ -597,10 +602,13 @@ static int predict_expert_cache(const hy_model_desc *d, const hy_plan_params *p,
                 if (sel > 0) share = (share * sel + 1) / (sel + E);
                 it[n++] = (struct slot_gain){.gain = k * share * slice, .count = 1};
             }
-        } else if (measured) { /* a layer without data: uniform */
-            for (int e = 0; e < E; e++) it[n++] = (struct slot_gain){.gain = k * slice / E, .count = 1};
-        } else {
+        } else if (!per_expert) {
             it[n++] = (struct slot_gain){.gain = k * slice / E, .count = (uint64_t)E};
+        } else { /* no data for this layer: the prior (hy_plan.h: HY_PLAN_ROUTING_PRIOR) */
+            double h = 0;
+            for (int r = 1; r <= E; r++) h += pow(r, -HY_PLAN_ROUTING_PRIOR);
+            for (int r = 1; r <= E; r++)
+                it[n++] = (struct slot_gain){.gain = k * slice * pow(r, -HY_PLAN_ROUTING_PRIOR) / h, .count = 1};
         }
     }
     qsort(it, n, sizeof *it, by_gain);
@@ -664,4 +672,47 @@ void hy_plan_free(hy_plan *p) {
     free(p->group);
     p->tier = NULL;
     p->group = NULL;
+}
+
+/* The automatic mode for a MoE that does not fit is chosen by predicted speed:
+ * expert-streaming and dense-style streaming are both planned where both fit
+ * and the faster prediction (with the routing statistics the caller passes, or
+ * the prior) wins; mode_why says which and by how much. */
+int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, char *err, size_t errlen) {
+    int rc = plan_make(d, p, out, err, errlen);
+    if (rc) return rc;
+    if (out->mode == HY_MODE_RESIDENT) {
+        snprintf(out->mode_why, sizeof out->mode_why, "%s", p->force_mode < 0 ? "the model fits the budget" : "forced");
+        return 0;
+    }
+    if (p->force_mode >= 0) {
+        snprintf(out->mode_why, sizeof out->mode_why, "forced (--mode)");
+        return 0;
+    }
+    if (out->mode == HY_MODE_DENSE_FFN) {
+        snprintf(out->mode_why, sizeof out->mode_why, "%s",
+                 d->n_expert > 1 ? "below expert-streaming's minimum" : "a dense model that does not fit");
+        return 0;
+    }
+    /* expert-streaming fits: would dense-style streaming be faster? */
+    hy_plan_params q = *p;
+    q.force_mode = HY_MODE_DENSE_FFN;
+    hy_plan alt;
+    char e2[256];
+    if (plan_make(d, &q, &alt, e2, sizeof e2)) {
+        snprintf(out->mode_why, sizeof out->mode_why, "dense-style streaming does not fit the budget");
+        return 0;
+    }
+    if (alt.pred_tok_s > out->pred_tok_s * 1.1) {
+        snprintf(alt.mode_why, sizeof alt.mode_why,
+                 "predicted %.2f tok/s against %.2f for expert-streaming (%s routing)", alt.pred_tok_s,
+                 out->pred_tok_s, out->pred_hit_measured ? "measured" : "prior");
+        hy_plan_free(out);
+        *out = alt;
+        return 0;
+    }
+    snprintf(out->mode_why, sizeof out->mode_why, "predicted %.2f tok/s against %.2f for dense-style streaming (%s routing)",
+             out->pred_tok_s, alt.pred_tok_s, out->pred_hit_measured ? "measured" : "prior");
+    hy_plan_free(&alt);
+    return 0;
 }
