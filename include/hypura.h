@@ -36,8 +36,9 @@ typedef struct {
                               streaming (streamed tensors cannot be repacked; resident ones are kept
                               unpacked too, so a streamed run equals a resident --no-repack run bit
                               for bit); 0 off; 1 on (full-resident only) */
-    int  cache_policy;     /* expert cache: 0 decayed LFU (default), 1 LRU */
-    bool no_expert_prefetch; /* no co-activation prefetch of the next layer's experts */
+    int  cache_policy;     /* expert cache: < 0 automatic (the policy this model's earlier runs measured
+                              hitting more, else decayed LFU: src/cache/hy_policy.h), 0 decayed LFU, 1 LRU */
+    bool no_expert_prefetch; /* no prefetch of the next layer's experts */
     bool no_persist_stats;   /* neither load nor save co-activation statistics */
     hy_engine_params engine; /* model_path, cb_eval, overrides, abort are filled by the session */
 } hy_session_params;
@@ -64,6 +65,8 @@ typedef struct {
     uint64_t expert_stats_tokens;   /* tokens those statistics recorded */
     char     expert_stats_path[4096]; /* where they are (or would be) kept; "" when not looked for */
     char     expert_stats_error[256]; /* why a file there was not used; "" when it was, or is absent */
+    int      cache_policy;            /* expert cache: the policy in use (0 LFU, 1 LRU) */
+    char     cache_policy_why[256];   /* given, or measured, or the default */
 } hy_session;
 
 /* Header, profile and plan only: nothing is loaded (estimate, inspect --plan). */

@@ -1,8 +1,11 @@
 /* Expert-cache policy on synthetic routing traces: invariants, and the decayed
  * LFU beating plain LRU on skewed routing (and not losing badly on uniform). */
 #include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 #include <stdlib.h>
 
+#include "cache/hy_policy.h"
 #include "cache/hy_xcache.h"
 
 #include "test_check.h"
@@ -96,7 +99,41 @@ int main(void) {
     hy_xcache_pin(c, 2, true);
     CHECK(hy_xcache_make_room(c, 10, v, 4, &fits) == 0 && !fits, "everything pinned: no room, no eviction");
     CHECK(hy_xcache_resident(c, 0) && hy_xcache_resident(c, 2), "pinned slices stay");
+    CHECK(st.prefetch_wasted == 1, "the evicted unused prefetch counts as wasted: %llu",
+          (unsigned long long)st.prefetch_wasted);
     hy_xcache_free(c);
+
+    /* the automatic policy: the default until a record can tell, then the one that hit more;
+     * a record survives a save and load, and another model's record reads as empty */
+    char why[256];
+    hy_policy_record r = {0};
+    CHECK(hy_policy_choose(&r, why, sizeof why) == HY_XC_LFU && strstr(why, "default"), "empty record: %s", why);
+    r.accesses = HY_POLICY_MIN_ACCESSES - 1, r.hits[HY_XC_LFU] = 10, r.hits[HY_XC_LRU] = 900;
+    CHECK(hy_policy_choose(&r, why, sizeof why) == HY_XC_LFU && strstr(why, "too few"), "few accesses: %s", why);
+    r.accesses = 10000, r.hits[HY_XC_LFU] = 6000, r.hits[HY_XC_LRU] = 7000;
+    CHECK(hy_policy_choose(&r, why, sizeof why) == HY_XC_LRU && strstr(why, "70.0%"), "LRU measured better: %s", why);
+    r.hits[HY_XC_LFU] = 7001;
+    CHECK(hy_policy_choose(&r, why, sizeof why) == HY_XC_LFU, "LFU measured better: %s", why);
+    char path[] = "/tmp/hy_policy_testXXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0, "temp file");
+    if (fd >= 0) {
+        close(fd);
+        char e[256];
+        hy_policy_record back;
+        CHECK(hy_policy_save(path, 0x1234, &r, e, sizeof e) == 0, "save: %s", e);
+        CHECK(hy_policy_load(path, 0x1234, &back) == 0 && back.accesses == r.accesses &&
+                  back.hits[0] == r.hits[0] && back.hits[1] == r.hits[1],
+              "the record comes back");
+        CHECK(hy_policy_load(path, 0x9999, &back) != 0 && back.accesses == 0, "another model's record is empty");
+        FILE *f = fopen(path, "w");
+        if (f) {
+            fputs("{\"header_hash\": \"0000000000001234\", \"accesses\": 5, \"lfu_hits\": 9, \"lru_hits\": 1}", f);
+            fclose(f);
+        }
+        CHECK(hy_policy_load(path, 0x1234, &back) != 0, "more hits than accesses is malformed");
+        unlink(path);
+    }
     if (failures) return 1;
     printf("xcache: all checks passed\n");
     return 0;

@@ -56,8 +56,9 @@ int hy_cli_sched_opt(const char *cmd, int c, const char *arg, hy_session_params 
     case HY_OPT_CACHE_POLICY:
         if (!strcmp(arg, "lfu")) p->cache_policy = 0;
         else if (!strcmp(arg, "lru")) p->cache_policy = 1;
+        else if (!strcmp(arg, "auto")) p->cache_policy = -1;
         else {
-            fprintf(stderr, "hypura %s: --cache-policy takes lfu or lru\n", cmd);
+            fprintf(stderr, "hypura %s: --cache-policy takes lfu, lru or auto\n", cmd);
             return -1;
         }
         return 1;

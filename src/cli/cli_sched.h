@@ -35,7 +35,8 @@ enum {
     "  --lookahead N           layer groups read ahead of compute (default: adaptive, up to the plan's)\n"  \
     "  --io BACKEND            auto | uring | pread (direct-I/O backend) | pagecache (experts through\n"    \
     "                          the page cache: mmap + MADV_WILLNEED of the routed slices)\n"                                 \
-    "  --cache-policy P        expert cache eviction: lfu (decayed use count, default) | lru\n"            \
+    "  --cache-policy P        expert cache eviction: lfu (decayed use count) | lru | auto (default: the one\n" \
+    "                          this model's earlier runs measured hitting more, else lfu)\n"            \
     "  --no-prefetch           do not prefetch the next layer's predicted experts\n"                       \
     "  --no-stats              neither load nor save the co-activation statistics (XDG data dir)\n"
 

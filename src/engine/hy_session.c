@@ -8,6 +8,7 @@
 #include <jansson.h>
 
 #include "cache/hy_coact.h"
+#include "cache/hy_policy.h"
 #include "engine/hy_place.h"
 #include "util/hy_util.h"
 
@@ -17,6 +18,7 @@ hy_session_params hy_session_default_params(void) {
     p.mode = -1;
     p.io_backend = 0;
     p.repack = -1;
+    p.cache_policy = -1;
     p.engine = hy_engine_default_params();
     return p;
 }
@@ -114,7 +116,19 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
     q->mem_bw_gbps = s->profile.mem_bw_gbps;
     q->lookahead = p->lookahead;
     q->force_mode = p->mode;
-    if (s->desc->n_expert > 1 && !p->no_persist_stats && !getenv("HYPURA_NO_PERSIST_STATS")) load_stats(s);
+    bool persist = !p->no_persist_stats && !getenv("HYPURA_NO_PERSIST_STATS");
+    if (s->desc->n_expert > 1 && persist) load_stats(s);
+    /* the expert cache's policy: given, or what this model's earlier runs measured hitting more */
+    s->cache_policy = p->cache_policy > 0 ? HY_XC_LRU : HY_XC_LFU;
+    if (p->cache_policy >= 0) {
+        snprintf(s->cache_policy_why, sizeof s->cache_policy_why, "given (--cache-policy)");
+    } else {
+        hy_policy_record r = {0};
+        char path[4096];
+        if (s->desc->n_expert > 1 && persist && !hy_policy_path(s->desc->header_hash, path, sizeof path))
+            hy_policy_load(path, s->desc->header_hash, &r);
+        s->cache_policy = (int)hy_policy_choose(&r, s->cache_policy_why, sizeof s->cache_policy_why);
+    }
     if (hy_plan_make(s->desc, q, &s->plan, err, errlen)) goto fail;
     *out = s;
     return 0;
@@ -171,7 +185,7 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
         sp.pagecache = p->pagecache;
         if (p->pagecache && s->plan.mode != HY_MODE_EXPERT)
             return hy_fail(err, errlen, "--io pagecache is for expert-streaming (a MoE model that does not fit)");
-        sp.cache_policy = p->cache_policy;
+        sp.cache_policy = s->cache_policy;
         sp.prefetch_experts = !p->no_expert_prefetch;
         sp.persist_stats = !p->no_persist_stats && !getenv("HYPURA_NO_PERSIST_STATS");
         if (hy_stream_create(&sp, &s->stream, err, errlen)) return -1;
@@ -258,6 +272,9 @@ void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
     fprintf(f, "plan: %s  (model %s, budget %s)\n", hy_mode_name(pl->mode),
             hy_fmt_bytes(s->desc->file_size, a, sizeof a), hy_fmt_bytes(q->mem_budget, b, sizeof b));
     if (pl->mode_why[0]) fprintf(f, "  why: %s\n", pl->mode_why);
+    if (pl->mode == HY_MODE_EXPERT)
+        fprintf(f, "  cache policy: %s (%s)\n", hy_xcache_policy_name((hy_xc_policy)s->cache_policy),
+                s->cache_policy_why);
     fprintf(f, "  tiers: GPU %s | RAM %s | NVMe %s\n", hy_fmt_bytes(pl->bytes_tier[HY_TIER_GPU], a, sizeof a),
             hy_fmt_bytes(pl->bytes_tier[HY_TIER_RAM], b, sizeof b),
             hy_fmt_bytes(pl->bytes_tier[HY_TIER_NVME], c, sizeof c));
@@ -444,6 +461,11 @@ void hy_session_print_stats(FILE *f, const hy_session *s, double seconds) {
                     (unsigned long long)st.x_misses, (unsigned long long)st.x_evictions, st.x_slots_used, st.x_slots,
                     hy_fmt_bytes(st.x_cache_bytes, a, sizeof a), hy_fmt_bytes(st.x_cache_capacity, b, sizeof b),
                     st.x_policy);
+            if (st.x_shadow_accesses)
+                fprintf(f, "[hypura] cache policies replayed on this run's %llu accesses: LFU %.1f%%, LRU %.1f%% hits "
+                           "(kept for the automatic choice)\n",
+                        (unsigned long long)st.x_shadow_accesses, 100.0 * st.x_shadow_hits[0] / st.x_shadow_accesses,
+                        100.0 * st.x_shadow_hits[1] / st.x_shadow_accesses);
             uint64_t resolved = st.x_prefetch_hits + st.x_prefetch_wasted;
             fprintf(f, "[hypura] expert prefetch: %llu issued, %llu used, %llu evicted unused (accuracy %.1f%%)%s\n",
                     (unsigned long long)st.x_prefetches, (unsigned long long)st.x_prefetch_hits,

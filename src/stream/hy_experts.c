@@ -45,6 +45,7 @@
 #include <sys/mman.h>
 
 #include "cache/hy_coact.h"
+#include "cache/hy_policy.h"
 #include "cache/hy_xcache.h"
 #include "ggml-backend-impl.h"
 #include "plan/hy_plan.h"
@@ -149,8 +150,11 @@ int hy_experts_init(hy_stream *s, const hy_model_desc *d, const hy_plan *plan, c
     if (!sizes) return hy_fail(err, errlen, "out of memory");
     for (int i = 0; i < nk; i++) sizes[i] = 1;
     s->xc = hy_xcache_new(nk, sizes, (uint64_t)s->n_slots, (hy_xc_policy)s->cache_policy, 64);
+    for (int p = 0; p < 2 && s->persist_stats; p++)
+        s->shadow[p] = hy_xcache_new(nk, sizes, (uint64_t)s->n_slots, (hy_xc_policy)p, 64);
     free(sizes);
-    if (!s->xc) return hy_fail(err, errlen, "out of memory");
+    if (!s->xc || (s->persist_stats && (!s->shadow[0] || !s->shadow[1]))) return hy_fail(err, errlen, "out of memory");
+    if (s->persist_stats && hy_policy_path(d->header_hash, s->policy_path, sizeof s->policy_path)) s->policy_path[0] = 0;
 
     s->coact = hy_coact_new(d->n_layer, d->n_expert, d->n_expert_used, d->header_hash);
     if (!s->coact) return hy_fail(err, errlen, "out of memory");
@@ -167,8 +171,11 @@ int hy_experts_init(hy_stream *s, const hy_model_desc *d, const hy_plan *plan, c
                 double toks = (double)hy_coact_tokens(s->coact);
                 double w = toks > 64 ? 64 : toks; /* at most a half-life's worth of weight */
                 for (int l = 0; l < d->n_layer; l++)
-                    for (int e = 0; e < d->n_expert; e++)
-                        hy_xcache_seed(s->xc, key_of(s, l, e), w * hy_coact_freq(s->coact, l, e), 0);
+                    for (int e = 0; e < d->n_expert; e++) {
+                        double c = w * hy_coact_freq(s->coact, l, e);
+                        hy_xcache_seed(s->xc, key_of(s, l, e), c, 0);
+                        for (int p = 0; p < 2; p++) hy_xcache_seed(s->shadow[p], key_of(s, l, e), c, 0);
+                    }
             } else {
                 fprintf(stderr, "hypura: warning: ignoring co-activation statistics %s: %s\n", s->coact_path, why);
             }
@@ -190,6 +197,16 @@ void hy_experts_free(hy_stream *s) {
         if (hy_coact_save(s->coact, s->coact_path, err, sizeof err))
             fprintf(stderr, "hypura: warning: could not save co-activation statistics: %s\n", err);
     }
+    if (s->policy_path[0] && s->shadow_accesses > 0) {
+        hy_policy_record r;
+        hy_policy_load(s->policy_path, s->desc->header_hash, &r); /* a missing or bad one starts from zero */
+        r.accesses += s->shadow_accesses;
+        for (int p = 0; p < 2; p++) r.hits[p] += s->shadow_hits[p];
+        char err[HY_ERRLEN];
+        if (hy_policy_save(s->policy_path, s->desc->header_hash, &r, err, sizeof err))
+            fprintf(stderr, "hypura: warning: could not save the cache policies' measurement: %s\n", err);
+    }
+    for (int p = 0; p < 2; p++) hy_xcache_free(s->shadow[p]);
     for (int k = 0; k < s->n_kinds; k++)
         if (s->arenas[k].map) munmap(s->arenas[k].map, s->arenas[k].map_len);
     hy_coact_free(s->coact);
@@ -350,8 +367,33 @@ static void admit(hy_stream *s, int key, bool prefetched) {
 }
 
 static void unpin_all(hy_stream *s) {
-    for (int i = 0; i < s->n_pinned; i++) hy_xcache_pin(s->xc, s->pinned[i], false);
+    for (int i = 0; i < s->n_pinned; i++) {
+        hy_xcache_pin(s->xc, s->pinned[i], false);
+        for (int p = 0; p < 2; p++) hy_xcache_pin(s->shadow[p], s->pinned[i], false);
+    }
     s->n_pinned = 0;
+}
+
+/* the shadow caches: the same demand accesses under each policy, no prefetch, no I/O */
+static void shadow_access(hy_stream *s, const int *keys, int n) {
+    if (!s->shadow[0]) return;
+    for (int p = 0; p < 2; p++) {
+        hy_xcache *c = s->shadow[p];
+        for (int i = 0; i < n; i++) {
+            if (hy_xcache_access(c, keys[i], s->tick)) s->shadow_hits[p]++;
+            hy_xcache_pin(c, keys[i], true);
+        }
+        for (int i = 0; i < n; i++) {
+            if (hy_xcache_resident(c, keys[i])) continue;
+            int victims[64];
+            bool fits = false;
+            int nv;
+            do nv = hy_xcache_make_room(c, 1, victims, 64, &fits);
+            while (!fits && nv == 64);
+            if (fits) hy_xcache_insert(c, keys[i], false, s->tick);
+        }
+    }
+    s->shadow_accesses += (uint64_t)n;
 }
 
 static int parse_layer(const char *name, const char *prefix) {
@@ -482,6 +524,7 @@ static void on_router(hy_stream *s, struct ggml_tensor *t, int layer) {
             s->pinned[s->n_pinned++] = key;
             s->routed_bytes += slice;
         }
+    shadow_access(s, s->pinned, s->n_pinned);
     for (int e = 0; e < s->n_expert && !s->failed; e++)
         if (want[e]) admit(s, key_of(s, layer, e), false);
 
@@ -656,6 +699,9 @@ void hy_experts_stats(const hy_stream *s, hy_stream_stats *st) {
     st->x_cache_bytes = cs.used * s->slot_bytes;
     st->x_cache_capacity = cs.capacity * s->slot_bytes;
     st->x_slots = s->n_slots;
+    st->x_shadow_accesses = s->shadow_accesses;
+    st->x_shadow_hits[0] = s->shadow_hits[0];
+    st->x_shadow_hits[1] = s->shadow_hits[1];
     st->x_slots_used = (int)cs.used;
     st->x_whole_bytes = s->whole_layer_bytes_read_equiv;
     st->x_routed_bytes = s->routed_bytes;

@@ -70,6 +70,7 @@ typedef struct {
     uint64_t x_prefetch_wasted; /* prefetched slices evicted unused */
     bool     x_prefetch_off;    /* prefetch turned off at run time: it guessed wrong more often than right */
     int      x_slots, x_slots_used; /* the cache's capacity and use, in experts */
+    uint64_t x_shadow_accesses, x_shadow_hits[2]; /* both policies replayed on the demand accesses (LFU, LRU) */
     uint64_t x_cache_bytes, x_cache_capacity;
     uint64_t x_whole_bytes;   /* what streaming whole expert tensors would have read */
     uint64_t x_routed_bytes;  /* the routed slices: what reading them without a cache would read */

@@ -91,6 +91,10 @@ struct hy_stream {
     bool prefetch_off;         /* turned off at run time: it lost (see hy_experts.c) */
     struct ggml_tensor **routers; /* per layer: its router weight (ffn_gate_inp) if in our RAM tier */
     bool pregate;              /* predict the next layer's experts with its router on this layer's input */
+    /* both eviction policies replayed on the routed accesses without I/O (hy_policy.h) */
+    struct hy_xcache *shadow[2];
+    uint64_t shadow_accesses, shadow_hits[2];
+    char policy_path[4096];
     int **layer_xentries;      /* per layer: entries of expert tensors, -1 terminated */
     struct hy_xcache *xc;
     struct hy_coact *coact;

@@ -50,6 +50,7 @@ fi
 
 # start FAULT: a server with that fault; sets $pid $port
 start() {
+  : >"$WORK/serve.log" # before the server starts: its own redirection truncates the log only once it runs
   HYPURA_IO_FAULT=$1 "$HY_BIN/hypura" serve "$M" --port 0 -c 256 -t 2 "${SCHED[@]}" >"$WORK/serve.log" 2>&1 &
   pid=$!
   port=$(serve_port "$WORK/serve.log" $pid 300) || { cat "$WORK/serve.log"; bad "$KIND: server with [$1] did not start"; kill $pid 2>/dev/null; exit 1; }

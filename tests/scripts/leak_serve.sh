@@ -25,6 +25,7 @@ leak_start "$WORK"
 PID="" PORT="" LOG=""
 start() { # log name, serve arguments...
   LOG=$WORK/$1.log; shift
+  : >"$LOG" # before the server starts: its own redirection truncates the log only once it runs
   "$HY_BIN/hypura" serve "$@" --port 0 -t 2 >"$LOG" 2>&1 &
   PID=$!
   leak_expect

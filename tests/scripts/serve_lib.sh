@@ -1,7 +1,9 @@
 # Shared by the scripts that start `hypura serve --port 0` (sourced).
 # serve_port LOG PID [TRIES]: prints the port the server announced in LOG,
 # trying every 0.1 s (TRIES times, default 600) while PID lives; fails when it
-# never did.
+# never did. A caller that reuses LOG empties it before starting the server:
+# `cmd >LOG &` truncates LOG only once the child runs, so until then the last
+# server's port is still there to be found.
 serve_port() {
   local log=$1 pid=$2 n=${3:-600} p i
   for ((i = 0; i < n; i++)); do
