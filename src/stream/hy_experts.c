@@ -143,6 +143,10 @@ int hy_experts_init(hy_stream *s, const hy_model_desc *d, const hy_plan *plan, c
         s->free_slots[i] = s->n_slots - 1 - i; /* pop lowest first: the arenas commit from their start */
     }
     s->n_free = s->n_slots;
+    /* a slot's pitch leaves one page for the read's page-aligned start */
+    if (!s->pagecache && hy_io_alignment(s->io) > PAGE)
+        return hy_fail(err, errlen, "direct I/O here needs %zu-byte alignment; the expert cache's slots allow %u",
+                       hy_io_alignment(s->io), PAGE);
     if (!s->pagecache && make_arenas(s, kinds, err, errlen)) return -1;
 
     /* the cache's unit is a slot */
