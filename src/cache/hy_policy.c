@@ -7,17 +7,16 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cache/hy_coact.h"
 #include "util/hy_util.h"
 
 int hy_policy_path(uint64_t header_hash, char *buf, size_t len) {
-    char dir[4096];
-    if (hy_data_dir(dir, sizeof dir)) return -1;
-    size_t dl = strlen(dir);
-    if (dl + sizeof "/coact" > sizeof dir) return -1;
-    memcpy(dir + dl, "/coact", sizeof "/coact");
-    if (hy_mkdirs(dir)) return -1;
-    int n = snprintf(buf, len, "%s/%016" PRIx64 ".policy.json", dir, header_hash);
-    return n < 0 || (size_t)n >= len ? -1 : 0;
+    char c[4096]; /* the co-activation statistics' path, ".json" becoming ".policy.json" */
+    if (hy_coact_default_path(header_hash, c, sizeof c)) return -1;
+    size_t n = strlen(c);
+    if (n < 5 || strcmp(c + n - 5, ".json")) return -1;
+    int w = snprintf(buf, len, "%.*s.policy.json", (int)(n - 5), c);
+    return w < 0 || (size_t)w >= len ? -1 : 0;
 }
 
 static int get_u64(json_t *o, const char *key, uint64_t *v) {
