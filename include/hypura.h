@@ -40,6 +40,9 @@ typedef struct {
                               hitting more, else decayed LFU: src/cache/hy_policy.h), 0 decayed LFU, 1 LRU */
     bool no_expert_prefetch; /* no prefetch of the next layer's experts */
     bool no_persist_stats;   /* neither load nor save co-activation statistics */
+    int  n_seq;            /* sequences decoded together (serve's --parallel); <= 1: one. The context
+                              (engine.n_ctx) is their total, the compute buffer is planned for a batch
+                              of at least n_seq tokens, and the engine gets one KV cache for all */
     hy_engine_params engine; /* model_path, cb_eval, overrides, abort are filled by the session */
 } hy_session_params;
 
@@ -59,6 +62,7 @@ typedef struct {
     struct hy_place *place; /* the plan as libllama overrides, NULL when libllama's defaults place all */
     hy_engine *engine;
     uint64_t load_read_bytes;  /* bytes this process read from storage while loading (/proc/self/io) */
+    int      n_seq;            /* sequences decoded together (params.n_seq, at least 1) */
     /* expert-streaming's prediction: routing frequencies from this model's persisted co-activation
      * statistics (plan_params.expert_freq points here; NULL: none, uniform routing assumed) */
     double  *expert_freq;

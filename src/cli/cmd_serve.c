@@ -19,12 +19,18 @@ static void serve_usage(FILE *f) {
             "usage: hypura serve MODEL.gguf [options]\n\n"
             "Serves the model over HTTP: Ollama's API (/api/generate, /api/chat, /api/tags, /api/show,\n"
             "/api/ps, /api/version) and OpenAI's (/v1/chat/completions, /v1/completions, /v1/models).\n"
-            "Requests are queued and generated one at a time, in arrival order.\n\n"
+            "Up to --parallel requests are generated together (one decode step for all of them, so\n"
+            "a streamed model reads its weights once per step for every request); more wait in a\n"
+            "queue, in arrival order.\n\n"
             "      --host HOST         address to bind (default 127.0.0.1: this machine only)\n"
             "      --port N            TCP port (default 8080; 0 = any free port, printed at start)\n"
             "      --name NAME         model name clients use (default: the file name without .gguf)\n"
-            "  -c, --ctx N             context length shared by all requests (default min(4096, model's))\n"
-            "      --parallel N        sequences generated at once; only 1 is implemented: requests queue\n"
+            "  -c, --ctx N             the server's whole context, split among the --parallel sequences\n"
+            "                          (default min(4096, model's)); a request's num_ctx is honoured up\n"
+            "                          to its share\n"
+            "      --parallel N        sequences generated at once, at most 64 (default: one per 512\n"
+            "                          tokens of --ctx, at most 8; fewer when the memory budget cannot\n"
+            "                          hold them)\n"
             "      --max-queue N       requests waiting at once before new ones get 503 (default 512)\n"
             "      --max-body BYTES    largest request body (default 1M; larger gets 413)\n"
             "      --max-tokens N      most tokens generated per request (default 4096; also capped by\n"
@@ -41,10 +47,75 @@ static void serve_usage(FILE *f) {
             "  -h, --help              this help\n");
 }
 
+/* most sequences at once (libllama allows 256; past 62 generating sequences a
+ * step is 64 rows or more, where ggml-cpu's attention kernel changes) */
+#define HY_SERVE_MAX_PARALLEL 64
+/* the automatic --parallel: one sequence per this many tokens of --ctx, at most 8 */
+#define HY_SERVE_AUTO_SHARE 512
+#define HY_SERVE_AUTO_MAX 8
+
+/* Plan for the sequences: as asked (or one per HY_SERVE_AUTO_SHARE tokens of the
+ * context, at most HY_SERVE_AUTO_MAX), fewer while the memory budget cannot hold
+ * them (the plan charges compute for a batch of at least n_seq tokens), saying so.
+ * Then load as hy_cli_session does. */
+static hy_session *serve_session(hy_session_params *sess, int *parallel) {
+    char err[HY_ERRLEN], first[HY_ERRLEN] = "";
+    hy_session *s = NULL;
+    sess->n_seq = 1;
+    if (hy_session_plan(sess, &s, err, sizeof err)) {
+        fprintf(stderr, "hypura serve: %s\n", err);
+        return NULL;
+    }
+    int total = s->plan_params.n_ctx;
+    int want = *parallel;
+    if (want <= 0) {
+        want = total / HY_SERVE_AUTO_SHARE;
+        if (want > HY_SERVE_AUTO_MAX) want = HY_SERVE_AUTO_MAX;
+        if (want < 1) want = 1;
+    }
+    int n = want;
+    if (n > total / 2) n = total / 2 > 0 ? total / 2 : 1; /* at least two tokens each */
+    for (; n > 1; n--) {
+        hy_session_free(s);
+        s = NULL;
+        sess->n_seq = n;
+        if (hy_session_plan(sess, &s, err, sizeof err) == 0) break;
+        if (!first[0]) snprintf(first, sizeof first, "%s", err);
+    }
+    if (n <= 1) { /* the plan of one sequence was made first */
+        if (s) hy_session_free(s);
+        sess->n_seq = 1;
+        if (hy_session_plan(sess, &s, err, sizeof err)) {
+            fprintf(stderr, "hypura serve: %s\n", err);
+            return NULL;
+        }
+        n = 1;
+    }
+    bool streams = s->plan.mode != HY_MODE_RESIDENT;
+    if (streams) hy_cli_reexec_passive(); /* returns only if it cannot (or need not) */
+    if (n < want) {
+        if (first[0])
+            fprintf(stderr, "hypura serve: the memory budget cannot hold %d sequences (%s); serving %d at once\n",
+                    want, first, n);
+        else
+            fprintf(stderr, "hypura serve: a context of %d tokens holds %d sequences at most; serving %d at once\n",
+                    total, n, n);
+    }
+    hy_session_print_plan(stderr, s, false);
+    if (hy_session_load(s, sess, err, sizeof err)) {
+        fprintf(stderr, "hypura serve: %s\n", err);
+        hy_session_free(s);
+        return NULL;
+    }
+    *parallel = n;
+    return s;
+}
+
 int hy_cmd_serve(int argc, char **argv) {
     hy_session_params sess = hy_session_default_params();
     hy_engine_params ep = hy_engine_default_params();
     hy_server_params sp = hy_server_default_params();
+    sp.parallel = 0; /* automatic unless --parallel */
     ep.progress = true;
     enum { O_HOST = 1000, O_PORT, O_NAME, O_PARALLEL, O_MAXBODY, O_MAXTOK, O_MAXQ, O_NOREPACK, O_REPACK, O_NOCACHE };
     static const struct option opts[] = {
@@ -68,7 +139,7 @@ int hy_cmd_serve(int argc, char **argv) {
             sp.model_name = optarg;
             ok = *optarg && strlen(optarg) < 200 && !strpbrk(optarg, " \t\r\n\"'\\");
             break;
-        case O_PARALLEL: ok = hy_cli_parse_int(optarg, 1, 1024, &sp.parallel); break;
+        case O_PARALLEL: ok = hy_cli_parse_int(optarg, 1, HY_SERVE_MAX_PARALLEL, &sp.parallel); break;
         case O_MAXBODY: {
             uint64_t v;
             ok = hy_parse_bytes(optarg, &v) && v > 0 && v <= (1ull << 32);
@@ -120,11 +191,8 @@ int hy_cmd_serve(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    hy_session *ss = hy_cli_session("serve", &sess, true);
+    hy_session *ss = serve_session(&sess, &sp.parallel);
     if (!ss) return 1;
-    if (sp.parallel > 1)
-        fprintf(stderr, "hypura serve: --parallel %d: requests are queued and generated one at a time "
-                        "(parallel sequences are not implemented yet)\n", sp.parallel);
     hy_server *srv = NULL;
     if (hy_server_start(&sp, ss, &srv, err, sizeof err)) {
         fprintf(stderr, "hypura serve: %s\n", err);
@@ -133,6 +201,8 @@ int hy_cmd_serve(int argc, char **argv) {
     }
     fprintf(stderr, "hypura serve: model '%s' (context %d tokens, load %.2f s)\n", hy_server_model_name(srv),
             hy_engine_n_ctx(ss->engine), hy_engine_load_seconds(ss->engine));
+    fprintf(stderr, "hypura serve: %d sequence%s at once, %d tokens of context each; more requests queue\n",
+            sp.parallel, sp.parallel == 1 ? "" : "s", hy_engine_n_ctx(ss->engine) / sp.parallel);
     fprintf(stderr, "listening on http://%s:%d\n", hy_server_url_host(srv), hy_server_port(srv));
     fflush(stderr);
 

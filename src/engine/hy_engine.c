@@ -50,6 +50,8 @@ static void take_last_error(char *buf, size_t len) {
     pthread_mutex_unlock(&log_mu);
 }
 
+void hy_engine_last_error(char *buf, size_t len) { take_last_error(buf, len); }
+
 static void engine_global_init(bool verbose) {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     log_verbose = verbose || getenv("HYPURA_LLAMA_LOG") != NULL;
@@ -150,6 +152,13 @@ int hy_engine_open(const hy_engine_params *p, hy_engine **out, char *err, size_t
     cp.n_ctx = (uint32_t)n_ctx;
     cp.n_batch = cp.n_ubatch = (uint32_t)(p->n_batch > 0 ? p->n_batch : 512);
     cp.n_threads = cp.n_threads_batch = threads;
+    if (p->n_seq_max > 1) {
+        /* one cache for every sequence: libllama then puts a batch of several
+         * sequences into one ubatch (with a cache per sequence it would split
+         * the batch into ubatches of equal tokens per sequence: a pass each) */
+        cp.n_seq_max = (uint32_t)p->n_seq_max;
+        cp.kv_unified = true;
+    }
     cp.no_perf = true;
     cp.op_offload = !p->no_op_offload;
     cp.cb_eval = p->cb_eval;
@@ -265,8 +274,7 @@ int hy_engine_format_chat(hy_engine *e, const char *const *roles, const char *co
     return 0;
 }
 
-/* length of the longest prefix of s[0..n) that ends on a UTF-8 character boundary */
-static size_t utf8_complete_prefix(const char *s, size_t n) {
+size_t hy_utf8_complete_prefix(const char *s, size_t n) {
     size_t i = n, back = 0;
     while (i > 0 && back < 4) {
         unsigned char c = (unsigned char)s[i - 1];
@@ -280,7 +288,7 @@ static size_t utf8_complete_prefix(const char *s, size_t n) {
     return n;
 }
 
-static struct llama_sampler *make_sampler(const hy_sample_params *sp) {
+struct llama_sampler *hy_engine_make_sampler(const hy_sample_params *sp) {
     struct llama_sampler *ch = llama_sampler_chain_init(llama_sampler_chain_default_params());
     if (sp->temp <= 0) {
         llama_sampler_chain_add(ch, llama_sampler_init_greedy());
@@ -352,7 +360,7 @@ int hy_engine_generate(hy_engine *e, const char *prompt, const hy_sample_params 
     st->t_prompt_s = hy_now() - t0;
     free(toks);
 
-    struct llama_sampler *smp = make_sampler(sp);
+    struct llama_sampler *smp = hy_engine_make_sampler(sp);
     int n_vocab = llama_vocab_n_tokens(e->vocab);
     char pending[512];
     size_t n_pending = 0;
@@ -372,7 +380,7 @@ int hy_engine_generate(hy_engine *e, const char *prompt, const hy_sample_params 
         if (n_pending + (size_t)len > sizeof pending) n_pending = 0; /* never happens for valid UTF-8 */
         memcpy(pending + n_pending, piece, (size_t)len);
         n_pending += (size_t)len;
-        size_t ready = utf8_complete_prefix(pending, n_pending);
+        size_t ready = hy_utf8_complete_prefix(pending, n_pending);
         bool go_on = true;
         if (ready > 0 && on_piece) go_on = on_piece(pending, ready, piece_ud);
         memmove(pending, pending + ready, n_pending - ready);

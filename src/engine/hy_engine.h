@@ -7,9 +7,11 @@
  *    llama_decode on the pinned libllama, so any mode (resident or streamed)
  *    runs the same kernels on the same data. Kernel choice (CPU weight
  *    repacking) is an explicit parameter, never implied by the mode.
- *  - One sequence at a time per engine; the KV cache keeps the tokens of the
- *    last generation and a new prompt that shares a prefix with them decodes
- *    only the rest (what interactive chat and the server need).
+ *  - hy_engine_generate runs one sequence (KV sequence 0); the KV cache keeps
+ *    the tokens of the last generation and a new prompt that shares a prefix
+ *    with them decodes only the rest (what interactive chat needs). Several
+ *    sequences at once, as the server runs them, are hy_batch.h's, on an
+ *    engine opened with n_seq_max > 1.
  *  - Errors are returned with a one-line reason; libllama's own error log line
  *    is captured into that reason rather than printed. */
 #ifndef HY_ENGINE_H
@@ -45,6 +47,10 @@ typedef struct {
     bool progress;         /* draw a load progress bar on stderr when it is a terminal */
     bool verbose;          /* pass libllama's log through */
     bool lazy_load;        /* mmap load without prefetching the file (streamed models; see hy_loadguard.h) */
+    int  n_seq_max;        /* sequences the context decodes together (<= 1: one, as `run`); more: one
+                              KV cache of n_ctx cells shared by all of them (libllama's kv_unified), so
+                              a batch of several sequences is one ubatch, one pass over the weights
+                              (hy_batch.h) */
     const struct llama_model_tensor_buft_override *overrides;   /* NULL-terminated, or NULL */
     ggml_backend_sched_eval_callback cb_eval;
     void *cb_eval_user_data;
@@ -100,6 +106,18 @@ int hy_engine_format_chat(hy_engine *e, const char *const *roles, const char *co
 int hy_engine_generate(hy_engine *e, const char *prompt, const hy_sample_params *sp, hy_piece_cb on_piece,
                        void *piece_ud, hy_logits_cb on_logits, void *logits_ud, hy_gen_stats *stats,
                        char *err, size_t errlen);
+
+/* The sampler chain hy_engine_generate uses for these parameters (greedy at temp <= 0),
+ * for callers that sample themselves (hy_batch.c); free with llama_sampler_free. */
+struct llama_sampler *hy_engine_make_sampler(const hy_sample_params *sp);
+
+/* Length of the longest prefix of s[0..n) that ends on a UTF-8 character boundary:
+ * the part of a token's bytes that can be handed out as text now. */
+size_t hy_utf8_complete_prefix(const char *s, size_t n);
+
+/* libllama's last error line since the previous call ("no reason given by
+ * libllama" when none), e.g. after a failed llama_decode. */
+void hy_engine_last_error(char *buf, size_t len);
 
 /* Forget the cached tokens (the next generate decodes its whole prompt). */
 void hy_engine_reset(hy_engine *e);

@@ -112,6 +112,9 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
     if (n_ctx <= 0) n_ctx = s->desc->n_ctx_train > 0 && s->desc->n_ctx_train < 4096 ? s->desc->n_ctx_train : 4096;
     q->n_ctx = n_ctx;
     q->n_batch = p->engine.n_batch > 0 ? p->engine.n_batch : 512;
+    /* a decode step of n_seq sequences is one ubatch of n_seq tokens: compute is charged for it */
+    if (p->n_seq > q->n_batch) q->n_batch = p->n_seq;
+    s->n_seq = p->n_seq > 1 ? p->n_seq : 1;
     q->seq_read_gbps = s->profile.seq_read_gbps;
     q->mem_bw_gbps = s->profile.mem_bw_gbps;
     q->lookahead = p->lookahead;
@@ -157,6 +160,9 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
     hy_engine_params ep = p->engine;
     ep.model_path = p->model_path;
     ep.n_ctx = s->plan_params.n_ctx;
+    ep.n_batch = s->plan_params.n_batch;
+    /* one more sequence for the batcher's holding sequence (hy_batch.h) */
+    ep.n_seq_max = p->n_seq > 1 ? p->n_seq + 1 : 1;
     /* full-resident: weights read into anonymous memory (load mode none), with
      * llama.cpp's repacked kernels unless told otherwise */
     ep.use_mmap = false;
@@ -278,8 +284,11 @@ void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
     fprintf(f, "  tiers: GPU %s | RAM %s | NVMe %s\n", hy_fmt_bytes(pl->bytes_tier[HY_TIER_GPU], a, sizeof a),
             hy_fmt_bytes(pl->bytes_tier[HY_TIER_RAM], b, sizeof b),
             hy_fmt_bytes(pl->bytes_tier[HY_TIER_NVME], c, sizeof c));
-    fprintf(f, "  fixed: KV %s (ctx %d) | compute %s | overhead %s\n", hy_fmt_bytes(pl->kv_bytes, a, sizeof a),
-            q->n_ctx, hy_fmt_bytes(pl->compute_bytes, b, sizeof b), hy_fmt_bytes(pl->overhead_bytes, c, sizeof c));
+    char seqs[64] = "";
+    if (s->n_seq > 1) snprintf(seqs, sizeof seqs, " = %d sequences x %d", s->n_seq, q->n_ctx / s->n_seq);
+    fprintf(f, "  fixed: KV %s (ctx %d%s) | compute %s (batch %d) | overhead %s\n", hy_fmt_bytes(pl->kv_bytes, a, sizeof a),
+            q->n_ctx, seqs, hy_fmt_bytes(pl->compute_bytes, b, sizeof b), q->n_batch,
+            hy_fmt_bytes(pl->overhead_bytes, c, sizeof c));
     if (pl->gpu_output) {
         /* layers with FFN/expert tensors on the GPU: one pass over the tensors */
         int ffn_layers = 0;
@@ -398,6 +407,8 @@ char *hy_session_plan_json(const hy_session *s, bool tensors) {
     json_object_set_new(o, "memory_budget", json_integer((json_int_t)q->mem_budget));
     json_object_set_new(o, "gpu_budget", json_integer((json_int_t)q->gpu_budget));
     json_object_set_new(o, "n_ctx", json_integer(q->n_ctx));
+    json_object_set_new(o, "n_seq", json_integer(s->n_seq));
+    json_object_set_new(o, "n_batch", json_integer(q->n_batch));
     json_t *tiers = json_object();
     for (int t = 0; t < HY_TIER_COUNT; t++)
         json_object_set_new(tiers, hy_tier_name((hy_tier)t), json_integer((json_int_t)pl->bytes_tier[t]));

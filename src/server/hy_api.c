@@ -80,9 +80,10 @@ static hy_job *job_from(hy_api_req *q, hy_perr *e) {
     return j;
 }
 
-/* Tokenize to size the request: the prompt must fit the context, and the
- * budget is capped by --max-tokens and by the room left after the prompt. */
-static bool budget(hy_server *s, hy_job *j, long long requested, hy_perr *e) {
+/* Tokenize to size the request: the prompt must fit the request's context (its
+ * num_ctx, at most a sequence slot's share of --ctx), and the budget is capped
+ * by --max-tokens and by the room left after the prompt. */
+static bool budget(hy_server *s, hy_job *j, long long requested, long long num_ctx, hy_perr *e) {
     int32_t *toks = NULL;
     int n = 0;
     char err[HY_ERRLEN];
@@ -90,11 +91,22 @@ static bool budget(hy_server *s, hy_job *j, long long requested, hy_perr *e) {
         return hy_perr_fail(e, 400, "cannot tokenize the prompt: %s", err);
     free(toks);
     if (n == 0) return hy_perr_fail(e, 400, "the prompt is empty");
-    if (n >= s->n_ctx)
-        return hy_perr_fail(e, 400, "the prompt is %d tokens; the context holds %d (start the server with a larger --ctx)", n,
-                    s->n_ctx);
+    int n_ctx = s->n_ctx_slot;
+    if (num_ctx > 0 && num_ctx < n_ctx) n_ctx = (int)num_ctx;
+    if (n >= n_ctx) {
+        if (n_ctx < s->n_ctx_slot)
+            return hy_perr_fail(e, 400, "the prompt is %d tokens; the context holds %d (the request's num_ctx)", n, n_ctx);
+        if (s->n_slots > 1)
+            return hy_perr_fail(e, 400,
+                                "the prompt is %d tokens; the context holds %d (a request's share of the server's %d "
+                                "over %d sequences: start the server with a larger --ctx or a smaller --parallel)",
+                                n, n_ctx, s->n_ctx, s->n_slots);
+        return hy_perr_fail(e, 400, "the prompt is %d tokens; the context holds %d (start the server with a larger --ctx)",
+                            n, n_ctx);
+    }
+    j->n_ctx = n_ctx;
     long long cap = s->p.max_tokens;
-    if (s->n_ctx - n < cap) cap = s->n_ctx - n;
+    if (n_ctx - n < cap) cap = n_ctx - n;
     j->sp.n_predict = (int)(requested < 0 || requested > cap ? cap : requested);
     return true;
 }
@@ -227,7 +239,21 @@ int hy_api_ps(hy_server *s, hy_http_req *r) {
     /* loaded for the server's lifetime: no expiry */
     json_object_set_new(e, "expires_at", json_string("2262-04-11T23:47:16.854775807Z"));
     json_object_set_new(e, "size_vram", json_integer((json_int_t)s->size_vram));
-    json_object_set_new(e, "context_length", json_integer(s->n_ctx));
+    /* what one request may use: its slot's share of the server's context */
+    json_object_set_new(e, "context_length", json_integer(s->n_ctx_slot));
+    /* hypura's own: the sequence slots generated together and what each holds */
+    json_t *slots = json_array();
+    pthread_mutex_lock(&s->queue.mu);
+    int busy = s->queue.busy, queued = s->queue.n;
+    for (int i = 0; i < s->queue.n_slots && s->queue.snap; i++) {
+        const hy_batch_slot_info *si = &s->queue.snap[i];
+        json_array_append_new(slots, json_pack("{s:i,s:s,s:i,s:i,s:i}", "id", i, "state",
+                                               !si->busy ? "idle" : si->prompt ? "prompt" : "generating", "tokens",
+                                               si->n_tokens, "n_ctx", si->n_ctx, "generated", si->n_gen));
+    }
+    pthread_mutex_unlock(&s->queue.mu);
+    json_object_set_new(e, "parallel", json_pack("{s:i,s:i,s:i,s:i,s:o}", "slots", s->n_slots, "busy", busy, "queued",
+                                                 queued, "context_total", s->n_ctx, "slot", slots));
     return hy_http_json(r, 200, json_pack("{s:[o]}", "models", e));
 }
 
@@ -240,7 +266,7 @@ int hy_api_show(hy_server *s, hy_http_req *r) {
     char modelfile[4300 + 64];
     snprintf(modelfile, sizeof modelfile, "# served by hypura %s\nFROM %s\n", HY_SERVER_VERSION, s->model_path);
     char params[64];
-    snprintf(params, sizeof params, "num_ctx %d", s->n_ctx);
+    snprintf(params, sizeof params, "num_ctx %d", s->n_ctx_slot);
     return hy_http_json(r, 200,
                         json_pack("{s:s,s:s,s:s,s:s,s:O,s:O,s:[s],s:s}", "license", "", "modelfile", modelfile,
                                   "parameters", params, "template", s->template_text, "details", s->details,
@@ -285,7 +311,7 @@ static void fmt_init(hy_server *s, hy_fmt *f, enum hy_api_kind kind, bool stream
 static int submit(hy_server *s, hy_http_req *r, hy_api_req *q, hy_job *j, enum hy_api_kind kind, bool ok,
                   hy_perr *e) {
     if (ok && !j->prompt) ok = hy_perr_fail(e, 500, "out of memory");
-    if (ok && budget(s, j, q->n_predict, e)) {
+    if (ok && budget(s, j, q->n_predict, q->num_ctx, e)) {
         hy_fmt f;
         fmt_init(s, &f, kind, q->stream);
         if (kind == HY_API_GENERATE || kind == HY_API_CHAT) snprintf(f.model, sizeof f.model, "%s", q->model);

@@ -297,15 +297,15 @@ static bool parse_ollama_options(json_t *req, uint32_t seed_default, hy_api_req 
     if (!o || json_is_null(o)) return true;
     if (!json_is_object(o)) return hy_perr_fail(e, 400, "'options' must be an object");
     double temp = q->sp.temp, top_p = q->sp.top_p;
-    long long top_k = q->sp.top_k, seed = -1, num_ctx = 0;
+    long long top_k = q->sp.top_k, seed = -1;
     bool has_seed = false;
     if (!get_number(o, "temperature", 0, 100, &temp, e) || !get_number(o, "top_p", 0, 1, &top_p, e) ||
         !get_int(o, "top_k", 0, 1 << 20, &top_k, NULL, e) ||
         !get_int(o, "seed", -1, 0xFFFFFFFFll, &seed, &has_seed, e) ||
         !get_int(o, "num_predict", -2, 1 << 30, &q->n_predict, NULL, e) ||
-        !get_int(o, "num_ctx", 0, 1 << 30, &num_ctx, NULL, e) || !get_stops(o, "stop", q, e))
+        !get_int(o, "num_ctx", 0, 1 << 30, &q->num_ctx, NULL, e) || !get_stops(o, "stop", q, e))
         return false;
-    /* num_ctx is accepted but the context is the server's (--ctx): one engine serves everyone */
+    /* num_ctx is honoured up to a sequence slot's share of the server's --ctx (hy_api.c) */
     q->sp.temp = (float)temp;
     q->sp.top_p = (float)top_p;
     q->sp.top_k = (int)top_k;

@@ -175,14 +175,18 @@ static void log_generation(hy_server *s, const char *method, const char *path, c
                            double t_arrival) {
     pthread_mutex_lock(&j->mu);
     hy_gen_stats st = j->stats;
-    int status = j->err_status;
+    int status = j->err_status, slot = j->slot, busy = j->n_busy;
     pthread_mutex_unlock(&j->mu);
+    /* which sequence slot it ran in, and how many were busy when it joined */
+    char where[64] = "";
+    if (slot >= 0) snprintf(where, sizeof where, ", slot %d of %d (%d busy)", slot, s->n_slots, busy);
     if (status)
-        hy_server_log(s, "%s %s %s: failed (%d: %s) after %d tokens, %.3fs", method, path, how, status, j->err,
-                      st.n_gen, hy_now() - t_arrival);
+        hy_server_log(s, "%s %s %s: failed (%d: %s) after %d tokens%s, %.3fs", method, path, how, status, j->err,
+                      st.n_gen, where, hy_now() - t_arrival);
     else
-        hy_server_log(s, "%s %s 200 %s: %d tokens (%s), prompt %d tokens (%d from cache), %.3fs", method, path, how,
-                      st.n_gen, j->done_reason, st.n_prompt, st.n_prompt - st.n_prompt_eval, hy_now() - t_arrival);
+        hy_server_log(s, "%s %s 200 %s: %d tokens (%s), prompt %d tokens (%d from cache)%s, %.3fs", method, path, how,
+                      st.n_gen, j->done_reason, st.n_prompt, st.n_prompt - st.n_prompt_eval, where,
+                      hy_now() - t_arrival);
 }
 
 static void stream_free(void *cls) {
@@ -462,7 +466,9 @@ int hy_server_start(const hy_server_params *p, hy_session *session, hy_server **
     bool v6 = ai->ai_family == AF_INET6;
     freeaddrinfo(ai);
 
-    if (hy_queue_start(&s->queue, session, s->p.max_queue, !s->p.prompt_cache, err, errlen)) goto fail;
+    if (hy_queue_start(&s->queue, session, s->p.max_queue, s->p.parallel, 0, s->p.prompt_cache, err, errlen)) goto fail;
+    s->n_slots = s->queue.n_slots;
+    s->n_ctx_slot = s->queue.n_ctx_slot;
 
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
                      MHD_USE_POLL | MHD_USE_ERROR_LOG;

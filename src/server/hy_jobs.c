@@ -1,9 +1,12 @@
 /* The FIFO queue and the worker thread that owns the engine.
  *
- * Requests run one at a time in arrival order. The worker hands each piece of
- * generated text to the request's bounded channel, waiting for room when the
- * connection reads slower than the engine generates; stop strings are cut here,
- * before anything reaches the channel. */
+ * Requests leave the queue in arrival order for the batcher's sequence slots
+ * (hy_batch.h): up to n_slots generate together, one decode step for all of
+ * them; beyond that they wait here. The worker hands each piece of generated
+ * text to the request's bounded channel; a request whose channel is full sits
+ * out the steps until its client reads (the others go on), and is cancelled
+ * after HY_STALL_S. Stop strings are cut here, before anything reaches the
+ * channel. */
 #include "server/hy_server_int.h"
 
 #include <errno.h>
@@ -43,6 +46,7 @@ hy_job *hy_job_new(void) {
     j->sp = hy_sample_default_params();
     j->done_reason = "stop";
     j->t_arrival = hy_now();
+    j->slot = -1;
     return j;
 }
 
@@ -191,39 +195,38 @@ static void job_finish(hy_job *j, int status, const char *msg) {
     pthread_mutex_unlock(&j->mu);
 }
 
-static void run_job(hy_queue *q, hy_job *j) {
+/* Room in the channel for this step's piece and the two an end may flush (the
+ * last bytes of a character, text held back for a stop string): a slot whose
+ * client reads slower than it generates sits out the step instead of blocking
+ * every other slot. */
+static bool job_ready(void *ud) {
+    hy_job *j = ud;
     pthread_mutex_lock(&j->mu);
-    bool gone = atomic_load(&j->cancelled);
-    if (!gone) {
-        j->state = HY_JOB_RUNNING;
-        j->t_start = hy_now();
-        pthread_cond_broadcast(&j->cv);
-    }
+    bool room = j->chan_n <= HY_CHAN_CAP - 3;
     pthread_mutex_unlock(&j->mu);
-    if (gone) {
-        job_finish(j, 499, "the client went away while queued");
-        return;
-    }
-    char err[HY_ERRLEN];
-    hy_gen_stats st;
-    if (q->reset_each) hy_engine_reset(q->session->engine);
-    int rc = hy_engine_generate(q->session->engine, j->prompt, &j->sp, on_piece, j, NULL, NULL, &st, err, sizeof err);
+    return room;
+}
+
+/* The batcher ended the job's sequence (on the worker's thread). */
+static void job_done(void *ud, int rc, const hy_gen_stats *st, const char *err) {
+    hy_job *j = ud;
+    hy_queue *q = j->queue;
     bool stopping = atomic_load(&q->stopping);
-    const char *sr = st.stop_reason ? st.stop_reason : "";
+    const char *sr = st->stop_reason ? st->stop_reason : "";
     if (rc == 0 && !j->stop_hit && j->hold_len > 0 && !job_should_stop(j)) chan_push(j, j->hold, j->hold_len);
     j->hold_len = 0;
     pthread_mutex_lock(&j->mu);
-    j->stats = st;
+    j->stats = *st;
     bool cancelled = atomic_load(&j->cancelled);
     pthread_mutex_unlock(&j->mu);
     if (j->stop_hit || !strcmp(sr, "stop")) j->done_reason = "stop";
     else j->done_reason = "length"; /* n_predict reached or the context is full */
     if (rc != 0) {
-        /* an I/O error fails this request only: the stream forgets it (failed
-         * reads were not kept) and the next request reads again */
+        /* an I/O error fails the requests of that step only: the stream forgets it
+         * (failed reads were not kept; the worker clears the error after the step)
+         * and the next requests read again */
         const char *why = hy_stream_error(q->session->stream);
         job_finish(j, 500, why ? why : err);
-        hy_stream_clear_error(q->session->stream);
     } else if (stopping && !j->stop_hit && !strcmp(sr, "cancelled")) {
         job_finish(j, 503, "the server is shutting down");
     } else if (cancelled && !j->stop_hit && !strcmp(sr, "cancelled")) {
@@ -231,36 +234,123 @@ static void run_job(hy_queue *q, hy_job *j) {
     } else {
         job_finish(j, 0, NULL);
     }
+    if (j->slot >= 0 && j->slot < q->n_slots && q->running[j->slot] == j) q->running[j->slot] = NULL;
+    hy_job_unref(j); /* the worker's reference */
 }
 
+/* A job leaves the queue for a slot (or fails, or was abandoned while queued). */
+static void start_job(hy_queue *q, hy_job *j) {
+    if (atomic_load(&j->cancelled)) {
+        job_finish(j, 499, "the client went away while queued");
+        hy_job_unref(j);
+        return;
+    }
+    if (atomic_load(&q->stopping)) {
+        job_finish(j, 503, "the server is shutting down");
+        hy_job_unref(j);
+        return;
+    }
+    char err[HY_ERRLEN];
+    hy_batch_cbs cbs = {.on_piece = on_piece, .ready = job_ready, .on_done = job_done, .ud = j};
+    pthread_mutex_lock(&j->mu);
+    j->t_start = hy_now(); /* before the prompt is read: load_duration is the wait in the queue */
+    pthread_mutex_unlock(&j->mu);
+    int slot = hy_batcher_add(q->batcher, j->prompt, &j->sp, j->n_ctx, &cbs, err, sizeof err);
+    if (slot < 0) {
+        job_finish(j, 500, err);
+        hy_job_unref(j);
+        return;
+    }
+    q->running[slot] = j;
+    pthread_mutex_lock(&j->mu);
+    j->slot = slot;
+    j->n_busy = hy_batcher_busy(q->batcher);
+    j->state = HY_JOB_RUNNING;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+}
+
+/* /api/ps reads this copy of the slots' state */
+static void publish(hy_queue *q) {
+    pthread_mutex_lock(&q->mu);
+    q->busy = hy_batcher_busy(q->batcher);
+    for (int i = 0; i < q->n_slots; i++) hy_batcher_slot_info(q->batcher, i, &q->snap[i]);
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* The worker: admits queued jobs into free slots (first come, first served),
+ * ends the ones whose client left, and runs decode steps while any slot is busy. */
 static void *worker_main(void *arg) {
     hy_queue *q = arg;
+    hy_job **admit = calloc((size_t)q->n_slots, sizeof *admit);
     for (;;) {
         pthread_mutex_lock(&q->mu);
-        while (!q->head && !atomic_load(&q->stopping)) pthread_cond_wait(&q->cv, &q->mu);
-        hy_job *j = q->head;
-        if (j) {
+        int busy = hy_batcher_busy(q->batcher);
+        while (!q->head && busy == 0 && !atomic_load(&q->stopping)) pthread_cond_wait(&q->cv, &q->mu);
+        bool stopping = atomic_load(&q->stopping);
+        int na = 0;
+        /* on stop every queued job is taken, to be answered 503 */
+        while (q->head && (stopping || busy + na < q->n_slots) && admit) {
+            hy_job *j = q->head;
             q->head = j->next;
             if (!q->head) q->tail = NULL;
             q->n--;
+            if (stopping) {
+                pthread_mutex_unlock(&q->mu);
+                job_finish(j, 503, "the server is shutting down");
+                hy_job_unref(j);
+                pthread_mutex_lock(&q->mu);
+                continue;
+            }
+            admit[na++] = j;
         }
         pthread_mutex_unlock(&q->mu);
-        if (!j) break; /* stopping and nothing left */
-        if (atomic_load(&q->stopping)) job_finish(j, 503, "the server is shutting down");
-        else run_job(q, j);
-        hy_job_unref(j);
+        if (stopping && busy == 0 && na == 0) break;
+        for (int k = 0; k < na; k++) start_job(q, admit[k]);
+        /* requests whose client left (or stalled) or that the server stops end now */
+        double now = hy_now();
+        for (int i = 0; i < q->n_slots; i++) {
+            hy_job *j = q->running[i];
+            if (!j) continue;
+            if (!job_ready(j)) {
+                if (j->full_since == 0) j->full_since = now;
+                else if (now - j->full_since > HY_STALL_S) atomic_store(&j->cancelled, true);
+            } else {
+                j->full_since = 0;
+            }
+            if (job_should_stop(j)) hy_batcher_cancel(q->batcher, i);
+        }
+        char err[HY_ERRLEN];
+        int r = hy_batcher_step(q->batcher, err, sizeof err);
+        if (r < 0) hy_stream_clear_error(q->session->stream);
+        publish(q);
+        if (r == 0 && hy_batcher_busy(q->batcher) > 0) {
+            /* every busy slot waits for its client to read: look again soon */
+            pthread_mutex_lock(&q->mu);
+            if (!q->head && !atomic_load(&q->stopping)) cond_wait_ms(&q->cv, &q->mu, 5);
+            pthread_mutex_unlock(&q->mu);
+        }
     }
+    free(admit);
     return NULL;
 }
 
-int hy_queue_start(hy_queue *q, hy_session *session, int max_queue, bool reset_each, char *err, size_t errlen) {
+int hy_queue_start(hy_queue *q, hy_session *session, int max_queue, int n_slots, int n_ctx_slot, bool prompt_cache,
+                   char *err, size_t errlen) {
     memset(q, 0, sizeof *q);
     pthread_mutex_init(&q->mu, NULL);
     pthread_cond_init(&q->cv, NULL);
     atomic_init(&q->stopping, false);
     q->session = session;
-    q->reset_each = reset_each;
     q->max = max_queue > 0 ? max_queue : 512;
+    hy_batcher_params bp = {.n_slots = n_slots > 0 ? n_slots : 1, .n_ctx_slot = n_ctx_slot, .prompt_cache = prompt_cache};
+    if (hy_batcher_new(session->engine, &bp, &q->batcher, err, errlen)) return -1;
+    q->n_slots = hy_batcher_n_slots(q->batcher);
+    q->n_ctx_slot = hy_batcher_n_ctx_slot(q->batcher);
+    q->running = calloc((size_t)q->n_slots, sizeof *q->running);
+    q->snap = calloc((size_t)q->n_slots, sizeof *q->snap);
+    if (!q->running || !q->snap) return hy_fail(err, errlen, "out of memory");
+    for (int i = 0; i < q->n_slots; i++) hy_batcher_slot_info(q->batcher, i, &q->snap[i]);
     int rc = pthread_create(&q->thread, NULL, worker_main, q);
     if (rc) return hy_fail(err, errlen, "cannot start the worker thread: %s", strerror(rc));
     q->started = true;
@@ -288,13 +378,23 @@ int hy_queue_submit(hy_queue *q, hy_job *j) {
 }
 
 void hy_queue_stop(hy_queue *q) {
-    if (!q->started) return;
-    pthread_mutex_lock(&q->mu);
-    atomic_store(&q->stopping, true);
-    pthread_cond_broadcast(&q->cv);
-    pthread_mutex_unlock(&q->mu);
-    pthread_join(q->thread, NULL);
-    q->started = false;
-    pthread_cond_destroy(&q->cv);
-    pthread_mutex_destroy(&q->mu);
+    if (q->started) {
+        pthread_mutex_lock(&q->mu);
+        atomic_store(&q->stopping, true);
+        pthread_cond_broadcast(&q->cv);
+        pthread_mutex_unlock(&q->mu);
+        pthread_join(q->thread, NULL);
+        q->started = false;
+    }
+    hy_batcher_free(q->batcher);
+    q->batcher = NULL;
+    free(q->running);
+    free(q->snap);
+    q->running = NULL;
+    q->snap = NULL;
+    if (q->session) { /* initialised by hy_queue_start */
+        pthread_cond_destroy(&q->cv);
+        pthread_mutex_destroy(&q->mu);
+        q->session = NULL;
+    }
 }

@@ -3,16 +3,18 @@
  *
  * Invariants:
  *  - One worker thread owns the engine. Generation requests are queued in
- *    arrival order (FIFO) and run one at a time; each HTTP connection has its
- *    own thread that waits for its turn and then relays the pieces the worker
- *    produces through a bounded per-request channel (the worker blocks when a
- *    client reads slower than it generates, so memory stays bounded).
+ *    arrival order (FIFO) and up to `parallel` of them are generated together,
+ *    one sequence slot each, one decode step for all (engine/hy_batch.h); each
+ *    HTTP connection has its own thread that waits for its turn and then relays
+ *    the pieces the worker produces through a bounded per-request channel (a
+ *    request whose client reads slower than it generates sits out the steps
+ *    until there is room, so memory stays bounded and the others go on).
  *  - A client that goes away cancels its request: while queued it is dropped,
- *    while generating the piece callback stops the engine at the next token.
+ *    while generating it leaves the batch before the next step.
  *  - Every failure a client can cause is a 4xx with a JSON error body; nothing
  *    a request contains stops the server.
- *  - The engine's KV cache survives between requests, so a prompt that shares
- *    a prefix with the previous request's tokens decodes only the rest.
+ *  - A finished request's tokens stay in its slot's KV cache (prompt_cache), so
+ *    a prompt that shares a prefix with them decodes only the rest.
  *  - The server never frees the session: hy_server_stop() stops accepting,
  *    cancels the running generation, fails what is queued with 503, joins all
  *    threads and returns; the caller frees the session afterwards. */
@@ -30,7 +32,8 @@ typedef struct {
     const char *model_name;  /* listed name; NULL = the model file's stem (moe.gguf -> "moe") */
     size_t max_body;         /* request bodies larger than this get 413; default 1 MiB */
     int    max_tokens;       /* cap on tokens generated per request; default 4096 */
-    int    parallel;         /* sequences generated at once; only 1 is implemented (see README) */
+    int    parallel;         /* sequences generated at once, <= the session's n_seq; default 1. The
+                                context (the engine's n_ctx) is split among them equally */
     int    max_queue;        /* generation requests waiting at once before 503; default 512 */
     bool   log_requests;     /* one line per request on stderr; default true */
     bool   prompt_cache;     /* reuse the KV cache of the previous request's shared prefix; default

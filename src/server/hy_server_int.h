@@ -1,4 +1,4 @@
-/* Internals shared by the server's files: the job queue (hy_jobs.c), the HTTP
+/* Internals shared by the server's files: the job queue and the batching worker (hy_jobs.c), the HTTP
  * transport (hy_http.c) and the two APIs' request parsing and response
  * formatting (hy_api.c). Not a public header.
  *
@@ -17,10 +17,11 @@
 
 #include <jansson.h>
 
+#include "engine/hy_batch.h"
 #include "server/hy_server.h"
 #include "util/hy_util.h"
 
-/* ---- jobs and the FIFO queue (hy_jobs.c) -------------------------------- */
+/* ---- jobs, the FIFO queue and the batching worker (hy_jobs.c) ------------ */
 
 #define HY_CHAN_CAP 64      /* pieces buffered between the worker and one connection */
 #define HY_STALL_S  120.0   /* a client that reads nothing for this long is cancelled */
@@ -33,6 +34,7 @@ typedef struct hy_job {
     /* the request: set before hy_queue_submit, read-only afterwards */
     char  *prompt;             /* text given to the engine as is (template already applied) */
     hy_sample_params sp;
+    int    n_ctx;              /* the request's context (num_ctx, at most a slot's share); 0 = the share */
     char **stops;              /* stop strings (not emitted; generation ends at the first) */
     int    n_stops;
     double t_arrival;          /* hy_now() when the request arrived */
@@ -50,8 +52,11 @@ typedef struct hy_job {
     int   err_status;          /* 0 = success, else the HTTP status of the failure */
     char  err[HY_ERRLEN];
     double t_start, t_end;
+    int    slot;               /* the sequence slot it ran in (-1: none), and how many */
+    int    n_busy;             /* slots were busy when it joined, itself included */
 
     /* worker only */
+    double full_since;         /* its channel has been full since (0: it has room) */
     struct hy_queue *queue;
     char  *hold;               /* generated text held back while it may begin a stop string */
     size_t hold_len, hold_cap;
@@ -77,13 +82,21 @@ typedef struct hy_queue {
     bool started;
     pthread_t thread;
     hy_session *session;
-    bool reset_each;           /* forget the KV cache before every request (no prompt cache) */
+    /* worker only */
+    hy_batcher *batcher;       /* the sequences generated together */
+    hy_job **running;          /* per slot, the job in it or NULL */
+    /* what /api/ps shows, refreshed by the worker after each step (under mu) */
+    int n_slots, n_ctx_slot, busy;
+    hy_batch_slot_info *snap;
 } hy_queue;
 
-int  hy_queue_start(hy_queue *q, hy_session *session, int max_queue, bool reset_each, char *err, size_t errlen);
+/* Starts the worker with n_slots sequences of n_ctx_slot tokens each (0: the
+ * context's share). prompt_cache: a finished request's tokens stay for reuse. */
+int  hy_queue_start(hy_queue *q, hy_session *session, int max_queue, int n_slots, int n_ctx_slot, bool prompt_cache,
+                    char *err, size_t errlen);
 /* 0, or the HTTP status to answer with (503: full or shutting down). Takes a reference. */
 int  hy_queue_submit(hy_queue *q, hy_job *j);
-/* Cancel the running job, fail the queued ones with 503, join the worker. */
+/* Cancel the running jobs, fail the queued ones with 503, join the worker. */
 void hy_queue_stop(hy_queue *q);
 
 /* ---- the server ---------------------------------------------------------- */
@@ -114,7 +127,8 @@ struct hy_server {
     uint64_t file_size;
     uint64_t size_vram;
     char     digest[72];
-    int      n_ctx;
+    int      n_ctx;                /* the whole context, shared by the slots */
+    int      n_slots, n_ctx_slot;  /* sequences generated at once, and each one's share of n_ctx */
 };
 
 /* ---- HTTP transport (hy_http.c) ------------------------------------------ */
@@ -210,6 +224,7 @@ typedef struct {
     char **stops;              /* n_stops strings of 1..256 bytes, no NUL inside */
     int n_stops;
     long long n_predict;       /* -1 (or -2, Ollama) when not limited by the request */
+    long long num_ctx;         /* Ollama's options.num_ctx; 0 when not given */
 } hy_api_req;
 
 /* Parses and checks `route`'s body: a JSON object naming the model whose

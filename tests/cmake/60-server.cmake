@@ -14,7 +14,7 @@ add_test(NAME server_model COMMAND sh -c "'$<TARGET_FILE:hypura-mkmodel>' --dim 
   --type q8_0 --ctx 16384 --quiet -o '${SRV_W}/tiny.gguf.new' >/dev/null && mv '${SRV_W}/tiny.gguf.new' '${SRV_W}/tiny.gguf'")
 set_tests_properties(server_model PROPERTIES FIXTURES_SETUP server_model)
 
-foreach(part clients errors load cancel)
+foreach(part clients errors load cancel batch)
   if(NODE_EXE)
     add_test(NAME server_${part} COMMAND ${NODE_EXE} ${SRV_NODE_DIR}/server_${part}.test.mjs)
   else()

@@ -12,7 +12,9 @@ requireSetup();
 const { Ollama } = await import('ollama');
 
 const LONG = 16000; // tokens: seconds on the tiny model (its context is 16384)
-const ARGS = ['--ctx', '16384', '--max-tokens', '16384'];
+// one sequence at a time, so that a second request really waits in the queue
+// (server_batch.test.mjs cancels a stream among batched ones)
+const ARGS = ['--ctx', '16384', '--max-tokens', '16384', '--parallel', '1'];
 const longBody = (stream) => ({ model: NAME, prompt: 'Once upon a time', raw: true, stream,
   options: { temperature: 0, num_predict: LONG } });
 

@@ -1,6 +1,9 @@
-// 16 concurrent streaming chats: every stream completes with done, the right
-// token count, and exactly the text its request produces alone (greedy, and
-// a different prompt per client, so lost, mixed or interleaved pieces show).
+// 16 concurrent streaming chats on the default server (8 sequences generated
+// together, the other 8 queued until slots free up): every stream completes
+// with done, the right token count, and exactly the text its request produces
+// alone (greedy, and a different prompt per client, so lost, mixed or
+// interleaved pieces show; server_batch.test.mjs says why batching keeps the
+// text).
 //
 // The prompts stay under 64 tokens on purpose: the server reuses the KV cache
 // of whatever request ran before, and ggml-cpu computes attention for a batch
@@ -66,7 +69,7 @@ test(`${CLIENTS} concurrent streaming chats`, async () => {
     assert.equal(r.text, solo[i], `stream ${i} text equals its request alone`);
   });
   console.log(`# ${CLIENTS} streams x ${N} tokens in ${ms} ms`);
-  // they really were queued together: some request waited longer than a whole generation takes
+  // more clients than slots: some request waited in the queue longer than a whole generation takes
   const waits = results.map((r) => r.final.load_duration);
   const gen = Math.min(...results.map((r) => r.final.eval_duration));
   assert.ok(Math.max(...waits) > gen, `queue waits ${waits} vs one generation ${gen} ns`);

@@ -1,0 +1,105 @@
+/* hy_batch: continuous batching — several sequences generated together in one
+ * libllama context, each decode step one llama_decode (one ubatch: one pass over
+ * the weights, so a streamed model reads its streamed bytes once for all of them).
+ *
+ * The engine must be opened with n_seq_max >= n_slots (one unified KV cache).
+ * Slot i is KV sequence i. A request takes a free slot, its prompt is decoded in
+ * chunks, then each step decodes the last sampled token of every generating
+ * slot (and a chunk of any prompt still being read) and samples each slot's
+ * next token with its own sampler (temperature, top-k/p, seed), so a request
+ * joins at the next step and leaves the step it ends.
+ *
+ * Invariants:
+ *  - Each slot uses at most n_ctx_slot cells (its request may ask for fewer), so
+ *    the slots never run out of room in the n_slots * n_ctx_slot cache.
+ *  - A step never holds more than n_ubatch tokens (libllama would split it:
+ *    another pass over the weights).
+ *  - Kernels: while any sequence generates, a step holds fewer than
+ *    HY_BATCH_MIXED_ROWS tokens, so ggml-cpu's flash attention keeps its
+ *    per-row kernel for everyone (it takes a tiled kernel, with other rounding,
+ *    for 64 or more query rows: GGML_FA_TILE_Q). A prompt decoded while nothing
+ *    generates goes in chunks of n_ubatch, as hy_engine_generate decodes it.
+ *  - A cancelled or failed sequence leaves at once and its KV is removed from
+ *    it (llama_memory_seq_rm); a finished one leaves at once too, and keeps its
+ *    tokens in its slot only when prompt_cache is on (a later prompt sharing a
+ *    prefix with them decodes only the rest). While other sequences run, removed
+ *    cells pass to a holding sequence (the "grave", sequence n_slots, when the
+ *    context has n_seq_max > n_slots) until the batch is idle or room is needed,
+ *    so that no running sequence's later tokens are placed below its earlier
+ *    ones: a sequence's cells stay in position order, as alone (flash attention
+ *    sums keys in cell order).
+ *  - Only the caller's thread touches a batcher (the server's worker). */
+#ifndef HY_BATCH_H
+#define HY_BATCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/hy_engine.h"
+
+/* A step while anything generates holds fewer tokens than ggml-cpu's flash
+ * attention tile (GGML_FA_TILE_Q = 64 query rows in the pinned version). */
+#define HY_BATCH_MIXED_ROWS 63
+/* libllama's attention spans the used cells rounded up to this many (pinned
+ * version); ggml-cpu splits one query row's attention over 512 cells or more. */
+#define HY_BATCH_KV_PAD 256
+
+typedef struct hy_batcher hy_batcher;
+
+typedef struct {
+    int  n_slots;         /* sequences at once, <= the context's n_seq_max */
+    int  n_ctx_slot;      /* cells one sequence may use; 0 = the context's n_ctx / n_slots */
+    bool prompt_cache;    /* a finished sequence's tokens stay in its slot for prefix reuse */
+} hy_batcher_params;
+
+/* What a request's owner is told. All are called on the batcher's thread,
+ * from hy_batcher_step (or hy_batcher_cancel / hy_batcher_add for on_done). */
+typedef struct {
+    /* a piece of text; return false to stop (the request ends "cancelled") */
+    bool (*on_piece)(const char *piece, size_t len, void *ud);
+    /* false: the request cannot take text now (its client reads slowly): the
+     * slot sits out this step, its sampled token waiting. NULL: always ready. */
+    bool (*ready)(void *ud);
+    /* the request ended: rc 0 (stats->stop_reason says why) or -1 with err */
+    void (*on_done)(void *ud, int rc, const hy_gen_stats *stats, const char *err);
+    void *ud;
+} hy_batch_cbs;
+
+int  hy_batcher_new(hy_engine *e, const hy_batcher_params *p, hy_batcher **out, char *err, size_t errlen);
+void hy_batcher_free(hy_batcher *b);
+
+int hy_batcher_n_slots(const hy_batcher *b);
+int hy_batcher_n_ctx_slot(const hy_batcher *b);
+/* slots with a request (reading its prompt or generating) */
+int hy_batcher_busy(const hy_batcher *b);
+
+/* Start a request in a free slot: tokenize the prompt (raw text, template
+ * already applied), pick the slot (the free one whose kept tokens share the
+ * longest prefix with it, else an empty one, else the least recently used),
+ * keep the shared prefix, queue the rest for decoding. n_ctx: the request's
+ * context (<= n_ctx_slot; 0 = n_ctx_slot). Returns the slot, or -1 with err
+ * (no free slot, or a prompt that does not fit): nothing was started and
+ * on_done is not called. */
+int hy_batcher_add(hy_batcher *b, const char *prompt, const hy_sample_params *sp, int n_ctx,
+                   const hy_batch_cbs *cbs, char *err, size_t errlen);
+
+/* End a slot's request now ("cancelled"; on_done is called) and remove its KV. */
+void hy_batcher_cancel(hy_batcher *b, int slot);
+
+/* One decode step over every busy slot that is ready. Returns the tokens it
+ * decoded (0: nothing could run), or -1 when the decode failed: every request
+ * in the step has ended with on_done(rc -1, err) and lost its KV; the others
+ * go on. */
+int hy_batcher_step(hy_batcher *b, char *err, size_t errlen);
+
+typedef struct {
+    bool busy;
+    bool prompt;          /* busy and still reading its prompt */
+    int  n_tokens;        /* cells the slot holds (prompt, generated, or kept for reuse) */
+    int  n_ctx;           /* the running request's context */
+    int  n_gen;           /* tokens the running request generated */
+} hy_batch_slot_info;
+void hy_batcher_slot_info(const hy_batcher *b, int slot, hy_batch_slot_info *out);
+
+#endif
