@@ -51,6 +51,7 @@ for p in "${prompts[@]}"; do
 done
 printf '%s' "${refs%,}]" >"$WORK/refs.json"
 
+: >"$WORK/serve.log" # before the server starts: its own redirection truncates the log only once it runs
 "$BIN/hypura" serve "$M" --port 0 "${SCHED[@]}" >"$WORK/serve.log" 2>&1 &
 spid=$!
 port=$(serve_port "$WORK/serve.log" $spid 600) || { cat "$WORK/serve.log"; echo "soak: the server did not start"; exit 1; }

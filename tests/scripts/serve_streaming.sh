@@ -12,6 +12,7 @@ fail=0
 "$HY_BIN/hypura-mkmodel" -o "$WORK/moe.gguf" --dim 256 --layers 4 --ff 512 --experts 8 --top-k 2 --skew 1 --seed 4 --quiet >/dev/null
 for name in dense moe; do
   want=dense-FFN-streaming; [[ $name == moe ]] && want=expert-streaming
+  : >"$WORK/$name.log" # before the server starts: its own redirection truncates the log only once it runs
   "$HY_BIN/hypura" serve "$WORK/$name.gguf" --port 0 -c 256 --mode stream -q >"$WORK/$name.log" 2>&1 &
   pid=$!
   port=$(serve_port "$WORK/$name.log" $pid 100) || { echo "$name: server did not start"; cat "$WORK/$name.log"; kill $pid; exit 1; }
