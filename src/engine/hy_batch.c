@@ -39,6 +39,7 @@ struct hy_batcher {
     int n_grave;            /* cells it holds */
     int n_gc, n_reset;      /* times the grave was freed for room; times the cache was cleared */
     bool prompt_cache;
+    bool trace;             /* HYPURA_BATCH_TRACE: a line per step on stderr */
     slot_t *slots;
     struct llama_batch batch;
     uint64_t clock;
@@ -62,6 +63,7 @@ int hy_batcher_new(hy_engine *e, const hy_batcher_params *p, hy_batcher **out, c
     b->n_ubatch = (int)llama_n_ubatch(ctx);
     if ((int)llama_n_batch(ctx) < b->n_ubatch) b->n_ubatch = (int)llama_n_batch(ctx);
     b->prompt_cache = p->prompt_cache;
+    b->trace = getenv("HYPURA_BATCH_TRACE") != NULL;
     b->n_cells = (int)llama_n_ctx(ctx);
     b->grave = n_seq > p->n_slots ? p->n_slots : -1;
     if (b->n_ctx_slot < 2 || b->n_ubatch < b->n_slots) {
@@ -158,7 +160,7 @@ static void grave_free(hy_batcher *b) {
     llama_memory_seq_rm(llama_get_memory(b->ctx), b->grave, -1, -1);
     b->n_grave = 0;
     b->n_gc++;
-    if (getenv("HYPURA_BATCH_TRACE")) fprintf(stderr, "[batch] grave freed for room (%d times)\n", b->n_gc);
+    if (b->trace) fprintf(stderr, "[batch] grave freed for room (%d times)\n", b->n_gc);
 }
 
 /* Nothing runs: when no slot keeps tokens, or the grave holds a quarter of
@@ -394,7 +396,11 @@ int hy_batcher_step(hy_batcher *b, char *err, size_t errlen) {
             b->n_grave++;
         }
     }
+    double t_dec = hy_now();
     int r = llama_decode(b->ctx, b->batch);
+    if (b->trace)
+        fprintf(stderr, "[batch] step: %d rows (%d generating, %d prompt), %.3f s\n", b->batch.n_tokens, n_gen,
+                n_tok - n_gen, hy_now() - t_dec);
     if (r == 1 && b->n_grave > 0) {
         /* no run of free cells for the step: give back the grave's and try again */
         grave_free(b);
