@@ -7,15 +7,16 @@
 # requests completed, errors, incomplete responses, RSS min/max/final against
 # the budget and tok/s; JSON summary in bench/results/soak.json. Exit 1 on any
 # error or incomplete response, RSS above the budget, or a server that died.
-# Requests that started before the deadline are finished (they queue: the
-# server generates one sequence at a time), so the run takes a little longer.
+# The server generates PARALLEL requests together (continuous batching; the
+# others queue). Requests that started before the deadline are finished, so
+# the run takes a little longer.
 #
 # usage: bench/soak.sh            (env: DURATION=600 CLIENTS=32 KIND=dense|experts
-#                                   NUM_PREDICT=16 BUDGET=auto HYPURA_BUILD_DIR=build)
+#                                   NUM_PREDICT=16 BUDGET=auto PARALLEL=8 HYPURA_BUILD_DIR=build)
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/../tests/scripts/serve_lib.sh"
-DURATION=${DURATION:-600} CLIENTS=${CLIENTS:-32} KIND=${KIND:-dense} NUM_PREDICT=${NUM_PREDICT:-16}
+DURATION=${DURATION:-600} CLIENTS=${CLIENTS:-32} KIND=${KIND:-dense} NUM_PREDICT=${NUM_PREDICT:-16} PARALLEL=${PARALLEL:-8}
 WORK=$(mktemp -d /tmp/hypura-soak.XXXXXX)
 trap 'kill $spid 2>/dev/null; kill $mon 2>/dev/null; rm -rf "$WORK"' EXIT
 export HYPURA_NO_STORAGE_PROFILE=1 HYPURA_NO_PERSIST_STATS=1 XDG_CACHE_HOME=$WORK/cache
@@ -52,7 +53,7 @@ done
 printf '%s' "${refs%,}]" >"$WORK/refs.json"
 
 : >"$WORK/serve.log" # before the server starts: its own redirection truncates the log only once it runs
-"$BIN/hypura" serve "$M" --port 0 "${SCHED[@]}" >"$WORK/serve.log" 2>&1 &
+"$BIN/hypura" serve "$M" --port 0 --parallel "$PARALLEL" "${SCHED[@]}" >"$WORK/serve.log" 2>&1 &
 spid=$!
 port=$(serve_port "$WORK/serve.log" $spid 600) || { cat "$WORK/serve.log"; echo "soak: the server did not start"; exit 1; }
 grep -m1 "^plan:" "$WORK/serve.log"

@@ -354,10 +354,12 @@ int hy_batcher_step(hy_batcher *b, char *err, size_t errlen) {
         n_gen++;
     }
     /* prompts, first come first served: alone, one prompt in chunks of n_ubatch
-     * (as hy_engine_generate); beside generating slots, only what keeps the step
-     * under the flash-attention tile (at least a few tokens, so prompts move on
-     * also with more generating slots than that) */
+     * (as hy_engine_generate); beside generating slots, at most
+     * HY_BATCH_PROMPT_ROWS and what keeps the step under the flash-attention
+     * tile (at least a few tokens, so prompts move on also with more generating
+     * slots than that) */
     int budget = n_gen == 0 ? b->n_ubatch : HY_BATCH_MIXED_ROWS - n_gen;
+    if (n_gen > 0 && budget > HY_BATCH_PROMPT_ROWS) budget = HY_BATCH_PROMPT_ROWS;
     if (budget < 8) budget = 8;
     if (budget > b->n_ubatch - n_gen) budget = b->n_ubatch - n_gen;
     for (;;) {

@@ -14,7 +14,7 @@
  *    the slots never run out of room in the n_slots * n_ctx_slot cache.
  *  - A step never holds more than n_ubatch tokens (libllama would split it:
  *    another pass over the weights).
- *  - Kernels: while any sequence generates, a step holds fewer than
+ *  - Kernels: while any sequence generates, a step holds at most
  *    HY_BATCH_MIXED_ROWS tokens, so ggml-cpu's flash attention keeps its
  *    per-row kernel for everyone (it takes a tiled kernel, with other rounding,
  *    for 64 or more query rows: GGML_FA_TILE_Q). A prompt decoded while nothing
@@ -39,8 +39,13 @@
 #include "engine/hy_engine.h"
 
 /* A step while anything generates holds fewer tokens than ggml-cpu's flash
- * attention tile (GGML_FA_TILE_Q = 64 query rows in the pinned version). */
+ * attention tile (GGML_FA_TILE_Q = 64 query rows in the pinned version), and
+ * at most HY_BATCH_PROMPT_ROWS of them are prompt tokens: on a CPU a prompt row
+ * costs about what a generated one does (2 cores here: ~0.1 s for a 5.7 B
+ * Q4_K model, where a streamed step's I/O is ~1 s), so a long prompt read in
+ * one step would hold every running stream for many seconds. */
 #define HY_BATCH_MIXED_ROWS 63
+#define HY_BATCH_PROMPT_ROWS 32
 /* libllama's attention spans the used cells rounded up to this many (pinned
  * version); ggml-cpu splits one query row's attention over 512 cells or more. */
 #define HY_BATCH_KV_PAD 256
