@@ -42,7 +42,7 @@ typedef struct {
     bool no_persist_stats;   /* neither load nor save co-activation statistics */
     int  n_seq;            /* sequences decoded together (serve's --parallel); <= 1: one. The context
                               (engine.n_ctx) is their total, the compute buffer is planned for a batch
-                              of at least n_seq tokens, and the engine gets one KV cache for all */
+                              of at least n_seq + 1 tokens, and the engine gets one KV cache for all */
     hy_engine_params engine; /* model_path, cb_eval, overrides, abort are filled by the session */
 } hy_session_params;
 

@@ -67,6 +67,8 @@ static hy_session *serve_session(hy_session_params *sess, int *parallel) {
         return NULL;
     }
     int total = s->plan_params.n_ctx;
+    /* a model that fits with one sequence is not made to stream for more */
+    bool resident1 = s->plan.mode == HY_MODE_RESIDENT;
     int want = *parallel;
     if (want <= 0) {
         want = total / HY_SERVE_AUTO_SHARE;
@@ -79,7 +81,17 @@ static hy_session *serve_session(hy_session_params *sess, int *parallel) {
         hy_session_free(s);
         s = NULL;
         sess->n_seq = n;
-        if (hy_session_plan(sess, &s, err, sizeof err) == 0) break;
+        if (hy_session_plan(sess, &s, err, sizeof err) == 0) {
+            if (!resident1 || s->plan.mode == HY_MODE_RESIDENT) break;
+            char a[32], b[32];
+            snprintf(err, sizeof err, "the model fits with one sequence, but %d would need %s and the budget is %s", n,
+                     hy_fmt_bytes(s->plan.budget_used, a, sizeof a), hy_fmt_bytes(s->plan_params.mem_budget, b, sizeof b));
+            /* with n sequences the plan streams; a plan that never will is needed */
+            char why[HY_ERRLEN];
+            snprintf(why, sizeof why, "%s", err);
+            if (!first[0]) snprintf(first, sizeof first, "%s", why);
+            continue;
+        }
         if (!first[0]) snprintf(first, sizeof first, "%s", err);
     }
     if (n <= 1) { /* the plan of one sequence was made first */

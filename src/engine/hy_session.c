@@ -112,8 +112,9 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
     if (n_ctx <= 0) n_ctx = s->desc->n_ctx_train > 0 && s->desc->n_ctx_train < 4096 ? s->desc->n_ctx_train : 4096;
     q->n_ctx = n_ctx;
     q->n_batch = p->engine.n_batch > 0 ? p->engine.n_batch : 512;
-    /* a decode step of n_seq sequences is one ubatch of n_seq tokens: compute is charged for it */
-    if (p->n_seq > q->n_batch) q->n_batch = p->n_seq;
+    /* a decode step of n_seq sequences is one ubatch of n_seq tokens (and the batcher's holding
+     * sequence's, hy_batch.h): compute is charged for it, and libllama needs a batch that large */
+    if (p->n_seq > 1 && p->n_seq + 1 > q->n_batch) q->n_batch = p->n_seq + 1;
     s->n_seq = p->n_seq > 1 ? p->n_seq : 1;
     q->seq_read_gbps = s->profile.seq_read_gbps;
     q->mem_bw_gbps = s->profile.mem_bw_gbps;

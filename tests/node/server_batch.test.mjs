@@ -21,8 +21,10 @@
 // tiled attention). The tiny random model has near-ties everywhere, so any
 // low-bit change would show as another greedy token.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { NAME, request, requireSetup, startServer } from './lib.mjs';
+import { BIN, MODEL, NAME, request, requireSetup, startServer } from './lib.mjs';
 
 requireSetup();
 const { Ollama } = await import('ollama');
@@ -202,4 +204,28 @@ test('a client that leaves mid-stream frees its slot; the others go on', async (
   const ps = (await request(srv.url, 'GET', '/api/ps')).json.models[0].parallel;
   assert.equal(ps.busy, 0, JSON.stringify(ps));
   assert.ok(ps.slot.every((s) => s.state === 'idle' && s.tokens === 0), 'no prompt cache: every slot empty');
+});
+
+test('a memory budget that cannot hold --parallel sequences lowers them and says so', async () => {
+  // with -b 1 the compute buffer grows with the sequences (a step is a batch of n + 1 tokens):
+  // a budget between what 1 and what 8 sequences need keeps the model resident with fewer
+  const used = (b) => JSON.parse(spawnSync(join(BIN, 'hypura'), ['estimate', MODEL, '-b', String(b), '--json'],
+    { encoding: 'utf8' }).stdout).budget_used;
+  const budget = Math.floor((used(1) + used(9)) / 2);
+  const s = await startServer(['-b', '1', '--memory-budget', String(budget)]);
+  try {
+    const m = s.log().match(/the memory budget cannot hold 8 sequences \((.*)\); serving (\d+) at once/);
+    assert.ok(m, s.log());
+    const n = Number(m[2]);
+    assert.ok(n >= 2 && n < 8, `serving ${n}`);
+    assert.match(s.log(), /plan: full-resident/);
+    assert.match(s.log(), new RegExp(`${n} sequences at once`));
+    const ps = (await request(s.url, 'GET', '/api/ps')).json.models[0].parallel;
+    assert.equal(ps.slots, n);
+    const rs = await Promise.all(Array.from({ length: n + 2 }, (_, i) => one(s.url, i, { n: 8 })));
+    for (const r of rs) assert.equal(r.count, 8);
+  } finally {
+    const r = await s.stop();
+    assert.equal(r.code, 0, s.log());
+  }
 });
