@@ -187,8 +187,9 @@ static int cells_used(const hy_batcher *b) {
 }
 
 /* The request in slot i has ended. Its KV stays for reuse only after a normal
- * end with the prompt cache on. */
-static void slot_finish(hy_batcher *b, int i, const char *reason, int rc, const char *err) {
+ * end (drop false: its length, its end of generation, its owner's stop) with the
+ * prompt cache on. */
+static void slot_finish(hy_batcher *b, int i, const char *reason, int rc, const char *err, bool drop) {
     slot_t *s = &b->slots[i];
     if (rc == 0 && s->n_pending && strcmp(reason, "cancelled") != 0 && s->cbs.on_piece)
         s->cbs.on_piece(s->pending, s->n_pending, s->cbs.ud);
@@ -204,7 +205,7 @@ static void slot_finish(hy_batcher *b, int i, const char *reason, int rc, const 
     s->st = SLOT_FREE;
     s->row = -1;
     s->last_used = ++b->clock;
-    if (rc != 0 || !b->prompt_cache || !strcmp(reason, "cancelled")) slot_clear(b, i);
+    if (rc != 0 || !b->prompt_cache || drop) slot_clear(b, i);
     hy_batch_cbs cbs = s->cbs;
     hy_gen_stats st = s->stats;
     memset(&s->cbs, 0, sizeof s->cbs);
@@ -277,9 +278,14 @@ int hy_batcher_add(hy_batcher *b, const char *prompt, const hy_sample_params *sp
     return pick;
 }
 
+void hy_batcher_forget(hy_batcher *b, int slot) {
+    if (slot < 0 || slot >= b->n_slots || b->slots[slot].st != SLOT_FREE) return;
+    slot_clear(b, slot);
+}
+
 void hy_batcher_cancel(hy_batcher *b, int slot) {
     if (slot < 0 || slot >= b->n_slots || b->slots[slot].st == SLOT_FREE) return;
-    slot_finish(b, slot, "cancelled", 0, NULL);
+    slot_finish(b, slot, "cancelled", 0, NULL, true);
 }
 
 static void batch_add(hy_batcher *b, llama_token t, int pos, int seq, bool logits) {
@@ -301,12 +307,12 @@ static void slot_sample(hy_batcher *b, int i) {
         s->stats.t_prompt_s = s->t_first - s->t_add;
     }
     if (s->sp.n_predict >= 0 && s->stats.n_gen >= s->sp.n_predict) {
-        slot_finish(b, i, "length", 0, NULL);
+        slot_finish(b, i, "length", 0, NULL, false);
         return;
     }
     llama_token tok = llama_sampler_sample(s->smp, b->ctx, s->row);
     if (llama_vocab_is_eog(b->vocab, tok)) {
-        slot_finish(b, i, "stop", 0, NULL);
+        slot_finish(b, i, "stop", 0, NULL, false);
         return;
     }
     char piece[256];
@@ -324,15 +330,15 @@ static void slot_sample(hy_batcher *b, int i) {
     if (!go_on) {
         /* the owner stopped it (a stop string, or its client left): a normal end for the cache */
         s->n_pending = 0;
-        slot_finish(b, i, "cancelled", 0, NULL);
+        slot_finish(b, i, "cancelled", 0, NULL, false);
         return;
     }
     if (s->sp.n_predict >= 0 && s->stats.n_gen >= s->sp.n_predict) {
-        slot_finish(b, i, "length", 0, NULL); /* the last token is not decoded: nothing would read it */
+        slot_finish(b, i, "length", 0, NULL, false); /* the last token is not decoded: nothing would read it */
         return;
     }
     if (s->n_cached + 1 >= s->n_ctx) {
-        slot_finish(b, i, "context", 0, NULL);
+        slot_finish(b, i, "context", 0, NULL, false);
         return;
     }
     s->cur = tok;
@@ -413,7 +419,7 @@ int hy_batcher_step(hy_batcher *b, char *err, size_t errlen) {
         hy_engine_last_error(why, sizeof why);
         hy_fail(err, errlen, "decode failed (code %d): %s", r, why);
         for (int i = 0; i < b->n_slots; i++)
-            if (b->slots[i].st != SLOT_FREE && (b->slots[i].row >= 0 || prompt_rows[i])) slot_finish(b, i, "error", -1, err);
+            if (b->slots[i].st != SLOT_FREE && (b->slots[i].row >= 0 || prompt_rows[i])) slot_finish(b, i, "error", -1, err, true);
         free(prompt_rows);
         return -1;
     }

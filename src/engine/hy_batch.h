@@ -91,6 +91,9 @@ int hy_batcher_add(hy_batcher *b, const char *prompt, const hy_sample_params *sp
 
 /* End a slot's request now ("cancelled"; on_done is called) and remove its KV. */
 void hy_batcher_cancel(hy_batcher *b, int slot);
+/* Remove the KV a free slot keeps (a request that on_piece stopped because its
+ * client left: its tokens are not kept for reuse). */
+void hy_batcher_forget(hy_batcher *b, int slot);
 
 /* One decode step over every busy slot that is ready. Returns the tokens it
  * decoded (0: nothing could run), or -1 when the decode failed: every request

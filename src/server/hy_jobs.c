@@ -230,6 +230,7 @@ static void job_done(void *ud, int rc, const hy_gen_stats *st, const char *err) 
     } else if (stopping && !j->stop_hit && !strcmp(sr, "cancelled")) {
         job_finish(j, 503, "the server is shutting down");
     } else if (cancelled && !j->stop_hit && !strcmp(sr, "cancelled")) {
+        hy_batcher_forget(q->batcher, j->slot); /* a cancelled request's KV goes at once */
         job_finish(j, 499, "the client went away");
     } else {
         job_finish(j, 0, NULL);
