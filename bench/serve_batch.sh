@@ -8,7 +8,7 @@
 # OOM-killed under the cap) in the same run, the same cap, context and
 # threads. Then the batched hypura answers of the largest round against the
 # same prompts served alone (a fresh server, one at a time): how many differ.
-# Needs root (cgroups, drop_caches). Writes bench/results/serve_batch.json.
+# Needs root (cgroups, drop_caches). Writes bench/results/serve_batch.json (OUT=...).
 #
 # llama-server is not in the pinned build's default targets; build it once:
 #   cmake -S $LLAMA_CPP_DIR -B $LLAMA_CPP_DIR/build-server -DLLAMA_BUILD_SERVER=ON \
@@ -24,6 +24,7 @@ CLIENTS=${CLIENTS:-"1 2 4 8"}
 CAP_MIB=${CAP_MIB:-1536}; CAP=$((CAP_MIB << 20))
 SHARE=${SHARE:-64} # context per sequence: prompt (~15 tokens) + N_GEN fit
 IDENTITY=${IDENTITY:-1}
+OUT=${OUT:-$RESULTS/serve_batch.json}
 M=${MODEL:-$MODELS/dense-3g-q4k.gguf}
 [[ -f $M ]] || "$BIN/hypura-mkmodel" -o "$M" --dim 2048 --ff 5632 --heads 16 --kv-heads 4 --type q4_k --target-size 3G --seed 5 --quiet
 LLAMA_SRC=$(sed -n 's/^LLAMA_CPP_DIR:PATH=//p' "${HYPURA_BUILD_DIR:-$ROOT/build}/CMakeCache.txt")
@@ -129,7 +130,7 @@ if [[ $IDENTITY == 1 && -f $W/hypura-$cmax.json ]]; then
   REQS=$REQS_SAVE
 fi
 
-python3 - "$W" "$CLIENTS" "$RESULTS/serve_batch.json" "$M" "$CAP_MIB" "$NGEN" "$REQS" "$SHARE" "$T" <<'PY'
+python3 - "$W" "$CLIENTS" "$OUT" "$M" "$CAP_MIB" "$NGEN" "$REQS" "$SHARE" "$T" <<'PY'
 import json, os, sys
 w, clients, out, model, cap, ngen, reqs, share, threads = sys.argv[1:10]
 clients = [int(c) for c in clients.split()]
