@@ -61,7 +61,7 @@ row = {"label": label, "exit": int(rc), "gen_tps": float(tps), "predicted_tps": 
        "prefetch_wasted": st.get("expert_prefetch_wasted"), "prefetch_off": st.get("expert_prefetch_off")}
 # the hot set that fits: the share of the kept selections the N most frequent experts
 # of each layer cover, N = the cache's slots per layer (what an ideal frequency cache hits)
-files = glob.glob(os.path.join(data, "hypura", "coact", "*.json"))
+files = [f for f in glob.glob(os.path.join(data, "hypura", "coact", "*.json")) if not f.endswith(".policy.json")]
 if files and xc.get("slots_per_layer"):
     c = json.load(open(files[0])); n = int(xc["slots_per_layer"])
     cov = []
