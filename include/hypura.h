@@ -63,6 +63,7 @@ typedef struct {
     hy_engine *engine;
     uint64_t load_read_bytes;  /* bytes this process read from storage while loading (/proc/self/io) */
     int      n_seq;            /* sequences decoded together (params.n_seq, at least 1) */
+    uint64_t load_cached_bytes, load_direct_bytes; /* resident tensors copied from the page cache, read with direct I/O */
     /* expert-streaming's prediction: routing frequencies from this model's persisted co-activation
      * statistics (plan_params.expert_freq points here; NULL: none, uniform routing assumed) */
     double  *expert_freq;

@@ -92,6 +92,12 @@ static int write_stats_json(const char *path, const hy_session *ss, const hy_gen
         json_object_set_new(o, "mode", json_string(hy_mode_name(ss->plan.mode)));
         json_object_set_new(o, "memory_budget", json_integer((json_int_t)ss->plan_params.mem_budget));
         json_object_set_new(o, "load_read_bytes", json_integer((json_int_t)ss->load_read_bytes));
+        /* where the resident weights came from, and who repacked them */
+        json_object_set_new(o, "load_cached_bytes", json_integer((json_int_t)ss->load_cached_bytes));
+        json_object_set_new(o, "load_direct_bytes", json_integer((json_int_t)ss->load_direct_bytes));
+        json_object_set_new(o, "repack", json_string(!ss->stream                        ? "libllama"
+                                                     : hy_stream_repack_buft(ss->stream) ? "hypura"
+                                                                                         : "off"));
         json_object_set_new(o, "plan_io_bytes_per_token", json_integer((json_int_t)ss->plan.io_bytes_per_token));
         /* predicted next to measured: gen_tps against predicted_tok_s */
         json_object_set_new(o, "predicted_tok_s", json_real(ss->plan.pred_tok_s));

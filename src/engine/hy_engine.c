@@ -179,6 +179,10 @@ int hy_engine_open(const hy_engine_params *p, hy_engine **out, char *err, size_t
         hy_engine_free(e);
         return hy_fail(err, errlen, "out of memory");
     }
+    if (p->loaded && p->loaded(p->loaded_ud, err, errlen)) {
+        hy_engine_free(e);
+        return -1;
+    }
     e->load_s = hy_now() - t0;
     *out = e;
     return 0;

@@ -56,6 +56,10 @@ typedef struct {
     void *cb_eval_user_data;
     ggml_abort_callback abort_cb;    /* returning true aborts the decode (an I/O error upstream) */
     void *abort_cb_data;
+    /* called once the model and its context exist, before the load time is taken:
+     * buffer types that fill tensors asynchronously finish (or fail the load) here */
+    int (*loaded)(void *ud, char *err, size_t errlen);
+    void *loaded_ud;
 } hy_engine_params;
 
 hy_engine_params hy_engine_default_params(void);

@@ -157,6 +157,8 @@ uint64_t hy_session_gpu_default(const hy_gpu_info *g) {
     return g->mem_free > head ? g->mem_free - head : 0;
 }
 
+static int session_loaded(void *ud, char *err, size_t errlen) { return hy_stream_check_loaded(ud, err, errlen); }
+
 int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t errlen) {
     hy_engine_params ep = p->engine;
     ep.model_path = p->model_path;
@@ -173,6 +175,16 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
      * own CPU buffers use 4 KiB pages, measured several times slower here. */
     bool streams = s->plan.mode != HY_MODE_RESIDENT;
     bool gpu = s->plan.gpu_output;
+    /* Full-resident with repacking and no GPU: the tensors libllama would repack
+     * go to HYPURA_REPACK (its layout and kernels, our memory and reads), the
+     * rest to the RAM tier; libllama's own load path (load mode none) staged
+     * every repacked tensor in fresh memory several times over (issue 12). */
+    signed char *cls = NULL;
+    ggml_backend_buffer_type_t repack_real = NULL;
+    if (!streams && !gpu && p->repack != 0) {
+        cls = malloc((size_t)s->desc->n_tensors + 1);
+        if (cls && hy_place_repack_classes(s->desc, cls, &repack_real)) repack_real = NULL; /* libllama's own way */
+    }
     ggml_backend_buffer_type_t buft[HY_TIER_COUNT] = {0};
     if (gpu) {
         ep.gpu = hy_place_gpu_device();
@@ -181,8 +193,8 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
         /* libllama's "GPU layers" are the last ones, and the output head counts as one more */
         ep.n_gpu_layers = s->plan.gpu_layers + 1;
     }
-    if (streams || p->repack == 0) {
-        ep.repack = false;
+    if (streams || p->repack == 0 || repack_real) {
+        ep.repack = repack_real != NULL; /* tensors left to libllama (HY_PLACE_LIBLLAMA) are repacked as it likes */
         hy_stream_params sp = hy_stream_default_params();
         sp.model_path = p->model_path;
         sp.desc = s->desc;
@@ -195,7 +207,11 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
         sp.cache_policy = s->cache_policy;
         sp.prefetch_experts = !p->no_expert_prefetch;
         sp.persist_stats = !p->no_persist_stats && !getenv("HYPURA_NO_PERSIST_STATS");
-        if (hy_stream_create(&sp, &s->stream, err, errlen)) return -1;
+        sp.repack = repack_real;
+        if (hy_stream_create(&sp, &s->stream, err, errlen)) {
+            free(cls);
+            return -1;
+        }
         buft[HY_TIER_NVME] = hy_stream_nvme_buft(s->stream);
         buft[HY_TIER_RAM] = hy_stream_ram_buft(s->stream);
         if (streams) {
@@ -219,9 +235,18 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
         buft[HY_TIER_RAM] = ggml_backend_cpu_buffer_type();
         ep.no_host = s->desc->n_expert <= 1;
     }
-    if (gpu || s->stream) {
-        if (hy_place_make(s->desc, &s->plan, buft, &s->place, err, errlen)) return -1;
-        ep.overrides = hy_place_overrides(s->place);
+    int rc = 0;
+    if (repack_real)
+        rc = hy_place_make_classes(s->desc, cls, buft[HY_TIER_RAM], hy_stream_repack_buft(s->stream), &s->place, err,
+                                   errlen);
+    else if (gpu || s->stream) rc = hy_place_make(s->desc, &s->plan, buft, &s->place, err, errlen);
+    free(cls);
+    if (rc) return -1;
+    if (s->place) ep.overrides = hy_place_overrides(s->place);
+    if (s->stream) {
+        /* the resident tensors' fills finish inside the load (and its time) */
+        ep.loaded = session_loaded;
+        ep.loaded_ud = s->stream;
     }
     uint64_t rb0 = hy_io_read_bytes();
     if (hy_engine_open(&ep, &s->engine, err, errlen)) {
@@ -230,7 +255,7 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
         return -1;
     }
     s->load_read_bytes = hy_io_read_bytes() - rb0;
-    if (s->stream && hy_stream_check_loaded(s->stream, err, errlen)) return -1;
+    if (s->stream) hy_stream_load_bytes(s->stream, &s->load_cached_bytes, &s->load_direct_bytes);
     return 0;
 }
 
@@ -451,7 +476,7 @@ char *hy_session_plan_json(const hy_session *s, bool tensors) {
 void hy_session_print_stats(FILE *f, const hy_session *s, double seconds) {
     char a[32], b[32], c[32];
     uint64_t peak = hy_peak_rss(), cg = hy_cgroup_peak();
-    if (s->stream) {
+    if (s->stream && s->plan.mode != HY_MODE_RESIDENT) { /* a resident run's stream object only loads */
         hy_stream_stats st;
         hy_stream_get_stats(s->stream, &st);
         /* per pass (one decoded batch: the prompt's, then one per token), as the plan's "read per token";
@@ -492,9 +517,11 @@ void hy_session_print_stats(FILE *f, const hy_session *s, double seconds) {
                     st.x_whole_bytes ? 100.0 * (1.0 - (double)st.bytes_read / (double)st.x_whole_bytes) : 0.0);
         }
     }
-    fprintf(f, "[hypura] load read %s from storage (resident weights %s)\n",
+    fprintf(f, "[hypura] load read %s from storage (resident weights %s)",
             hy_fmt_bytes(s->load_read_bytes, a, sizeof a),
             hy_fmt_bytes(s->plan.bytes_tier[HY_TIER_RAM] + s->plan.bytes_tier[HY_TIER_GPU], b, sizeof b));
+    if (s->load_cached_bytes) fprintf(f, ", %s of them copied from the page cache", hy_fmt_bytes(s->load_cached_bytes, c, sizeof c));
+    fputc('\n', f);
     fprintf(f, "[hypura] peak memory: process %s", hy_fmt_bytes(peak, a, sizeof a));
     if (cg) fprintf(f, ", cgroup %s", hy_fmt_bytes(cg, b, sizeof b));
     fprintf(f, " (budget %s)\n", hy_fmt_bytes(s->plan_params.mem_budget, c, sizeof c));

@@ -104,6 +104,7 @@ hy_io_params hy_io_default_params(void) {
 
 size_t hy_io_alignment(const hy_io *io) { return io->align; }
 bool hy_io_is_direct(const hy_io *io) { return io->direct; }
+bool hy_io_faults_active(const hy_io *io) { return io->nfaults > 0 || io->delay_ms > 0 || io->fault_nodirect; }
 const char *hy_io_backend_name(const hy_io *io) { return io->name; }
 uint64_t hy_io_file_size(const hy_io *io) { return io->size; }
 

@@ -91,6 +91,9 @@ hy_io *hy_io_open(const char *path, const hy_io_params *p, char *err, size_t err
  * direct-I/O alignment) with O_DIRECT, 1 when buffered */
 size_t hy_io_alignment(const hy_io *io);
 bool hy_io_is_direct(const hy_io *io);
+/* HYPURA_IO_FAULT is in effect for this reader: callers that could take bytes
+ * from elsewhere (the page cache) read through it instead, where faults apply */
+bool hy_io_faults_active(const hy_io *io);
 /* "io_uring", "pread-pool", with "+buffered" appended when not direct */
 const char *hy_io_backend_name(const hy_io *io);
 uint64_t hy_io_file_size(const hy_io *io);

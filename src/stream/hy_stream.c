@@ -198,10 +198,11 @@ struct rbuf {
 };
 
 /* Each resident tensor sits at the same offset within a page as in the file
- * (as streamed ones do), so set_tensor can read its bytes with direct I/O in
- * place instead of copying them out of the loader's mapping: loading reads
- * exactly the resident bytes, through no page cache and no readahead that
- * would pull in the streamed neighbours. */
+ * (as streamed ones do), so its bytes can be read with direct I/O in place
+ * instead of being copied out of the loader's mapping: loading reads exactly
+ * the resident bytes, through no page cache and no readahead that would pull
+ * in the streamed neighbours (a tensor already in the page cache is copied from
+ * there; hy_load.c). */
 static enum ggml_status rbuf_init_tensor(ggml_backend_buffer_t b, struct ggml_tensor *t) {
     struct rbuf *rb = b->context;
     if (t->view_src) return GGML_STATUS_SUCCESS;
@@ -218,6 +219,7 @@ static enum ggml_status rbuf_init_tensor(ggml_backend_buffer_t b, struct ggml_te
 
 static void rbuf_free(ggml_backend_buffer_t b) {
     struct rbuf *rb = b->context;
+    hy_load_drain(rb->s); /* a failed load frees buffers with fills queued */
     munmap(rb->map, rb->len);
     free(rb);
 }
@@ -227,15 +229,12 @@ static void rbuf_set(ggml_backend_buffer_t b, struct ggml_tensor *t, const void 
     hy_stream *s = rb->s;
     const hy_tensor_info *ti = hy_model_find(s->desc, t->name);
     uint64_t d = ti ? ti->offset % PAGE : 0;
-    if (ti && off == 0 && n == ti->size && ((uintptr_t)t->data % PAGE) == d) {
-        uint64_t r0 = ti->offset - d, r1 = hy_round_up(ti->offset + ti->size, PAGE);
-        if (r1 > s->file_size) r1 = s->file_size;
-        char err[HY_ERRLEN];
-        if (hy_io_read(s->io, (uint8_t *)t->data - d, r0, r1 - r0, err, sizeof err) == 0) return;
-        /* a failed direct read falls back to the loader's bytes: loading must not lose data */
-    }
-    /* ... unless the file lost them (truncated while loading): touching the
-     * loader's mapping past the end of the file would kill us with SIGBUS */
+    /* a whole tensor of the file, placed as init_tensor placed it: filled by the
+     * load's workers, from our own reads (hy_load.c) */
+    if (ti && off == 0 && n == ti->size && ((uintptr_t)t->data % PAGE) == d && hy_load_fill(s, t, ti)) return;
+    /* else the loader's bytes, unless the file lost them (truncated while
+     * loading): touching the loader's mapping past the end of the file would
+     * kill us with SIGBUS */
     struct stat st;
     if (ti && !fstat(s->fd_buffered, &st) && (uint64_t)st.st_size < ti->offset + off + n) {
         if (!s->failed)
@@ -586,6 +585,7 @@ int hy_stream_create(const hy_stream_params *p, hy_stream **out, char *err, size
         .is_host = sbuft_is_host,
     };
     s->ram_buft.context = s;
+    if (p->repack && hy_load_repack_init(s, p->repack, err, errlen)) goto fail;
     if (plan->mode == HY_MODE_EXPERT) {
         s->routers = calloc((size_t)(d->n_layer > 0 ? d->n_layer : 1), sizeof *s->routers);
         if (!s->routers) {
@@ -605,9 +605,11 @@ fail:
 }
 
 int hy_stream_check_loaded(hy_stream *s, char *err, size_t errlen) {
+    hy_load_finish(s); /* every resident tensor filled (or the load failed) */
     if (s->failed) return hy_fail(err, errlen, "%s", s->error);
-    /* resident weights were copied out of the loader's mapping: drop the file's
-     * page cache so it does not sit on the budget */
+    /* resident weights are in memory of ours now: drop the rest of the file's
+     * page cache (the loader's header reads, pages shared by two tensors) so it
+     * does not sit on the budget */
     posix_fadvise(s->fd_buffered, 0, 0, POSIX_FADV_DONTNEED);
     s->read_bytes0 = hy_io_read_bytes();
     hy_io_stats ios;
@@ -625,6 +627,12 @@ const char *hy_stream_error(const hy_stream *s) { return s && s->failed ? s->err
 
 ggml_backend_buffer_type_t hy_stream_nvme_buft(hy_stream *s) { return &s->buft; }
 ggml_backend_buffer_type_t hy_stream_ram_buft(hy_stream *s) { return &s->ram_buft; }
+ggml_backend_buffer_type_t hy_stream_repack_buft(hy_stream *s) { return s->repack_real ? &s->repack_buft : NULL; }
+
+void hy_stream_load_bytes(const hy_stream *s, uint64_t *cached, uint64_t *direct) {
+    *cached = s->load_bytes_cached;
+    *direct = s->load_bytes_direct;
+}
 
 void hy_stream_get_stats(const hy_stream *s, hy_stream_stats *st) {
     *st = s->st;
@@ -639,6 +647,7 @@ void hy_stream_get_stats(const hy_stream *s, hy_stream_stats *st) {
 
 void hy_stream_free(hy_stream *s) {
     if (!s) return;
+    hy_load_finish(s);
     if (s->io) {
         for (int i = 0; i < s->n_entries; i++)
             if (s->entries[i].ticket) {

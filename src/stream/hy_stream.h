@@ -49,6 +49,7 @@ typedef struct {
                                  routed slices are advised WILLNEED and populated, released ones dropped from
                                  the mapping (the kernel's LRU decides what stays cached) */
     hy_io_params io;
+    ggml_backend_buffer_type_t repack; /* ggml's CPU_REPACK: offer HYPURA_REPACK (hy_stream_repack_buft) */
 } hy_stream_params;
 
 hy_stream_params hy_stream_default_params(void);
@@ -85,10 +86,20 @@ void hy_stream_free(hy_stream *s);
  * them, hy_place.h), and what the engine passes to libllama. */
 ggml_backend_buffer_type_t hy_stream_nvme_buft(hy_stream *s);
 ggml_backend_buffer_type_t hy_stream_ram_buft(hy_stream *s);
+/* Full-resident with repacking: tensors that libllama would repack go here
+ * instead (hy_place_repack_classes). Buffers of it are, to ggml, CPU_REPACK
+ * buffers (the same layout and kernels, repacked by ggml's own function), in
+ * transparent huge pages of ours, filled by the load's worker threads from our
+ * own reads of the file. NULL unless hy_stream_params.repack was given. */
+ggml_backend_buffer_type_t hy_stream_repack_buft(hy_stream *s);
+/* Bytes the load took from the page cache (tensors wholly cached there) and
+ * read with direct I/O; complete once hy_stream_check_loaded has returned. */
+void hy_stream_load_bytes(const hy_stream *s, uint64_t *cached, uint64_t *direct);
 bool hy_stream_eval_cb(struct ggml_tensor *t, bool ask, void *user_data);
 bool hy_stream_abort_cb(void *user_data);
 
-/* After the model is loaded: every streamed tensor must have been placed. */
+/* After the model is loaded: waits for the resident tensors to be filled (the
+ * load's worker threads, hy_load.c); every streamed tensor must have been placed. */
 int  hy_stream_check_loaded(hy_stream *s, char *err, size_t errlen);
 /* The I/O error that aborted a decode, or NULL. */
 const char *hy_stream_error(const hy_stream *s);

@@ -105,6 +105,14 @@ struct hy_stream {
     uint64_t whole_layer_bytes_read_equiv; /* what reading whole expert tensors would have cost */
     uint64_t routed_bytes;     /* slices the routers chose (what an uncached reader would read) */
     bool warned_fallback;
+    /* loading (hy_load.c): resident tensors filled by worker threads */
+    struct hy_loader *loader;
+    uint64_t load_bytes_cached, load_bytes_direct;
+    /* HYPURA_REPACK: CPU_REPACK's layout in our memory (hy_load.c) */
+    struct ggml_backend_buffer_type repack_buft;
+    ggml_backend_buffer_type_t repack_real; /* ggml's CPU_REPACK, NULL when not used */
+    enum ggml_status (*repack_init)(ggml_backend_buffer_t, struct ggml_tensor *);
+    void (*repack_set)(ggml_backend_buffer_t, struct ggml_tensor *, const void *, size_t, size_t);
 };
 
 /* entry of a tensor name, or NULL */
@@ -117,6 +125,11 @@ void hy_experts_free(hy_stream *s);
 bool hy_experts_eval(hy_stream *s, struct ggml_tensor *t, bool ask, bool *handled);
 void hy_experts_stats(const hy_stream *s, hy_stream_stats *st);
 void hy_experts_settle(hy_stream *s);
+/* hy_load.c */
+bool hy_load_fill(hy_stream *s, struct ggml_tensor *t, const hy_tensor_info *ti); /* RAM tier: queue its bytes */
+void hy_load_drain(hy_stream *s);  /* wait for every queued fill */
+void hy_load_finish(hy_stream *s); /* drain, stop the workers, free their buffers */
+int  hy_load_repack_init(hy_stream *s, ggml_backend_buffer_type_t real, char *err, size_t errlen);
 
 
 #endif
