@@ -365,7 +365,7 @@ int mk_layout(mk_model *m, const mk_opts *o, char *err, size_t errlen) {
      * shared embedding directions (routing) survive every layer. Biases are
      * small beside the values they shift. */
     const float s3 = sqrtf(3.0f);
-    const float rs = 1.0f / sqrtf(2.0f * (float)L);
+    const float rs = (float)(o->layer_scale > 0 ? o->layer_scale : 1.0) / sqrtf(2.0f * (float)L);
     const float a_in = s3 / sqrtf((float)dim);
     const float a_out = s3 / sqrtf((float)qd) * rs;
     const float a_down = s3 / sqrtf((float)ff) * rs;

@@ -56,6 +56,13 @@ static void usage(FILE *f) {
         "  --vocab PATH          GGUF whose tokenizer.* keys are copied\n"
         "                        (default %s)\n"
         "  --threads N           worker threads (default: number of cores)\n"
+        "  --layer-scale S       scale of what each block writes into the residual stream (default 1:\n"
+        "                        all blocks together as much as the embedding; smaller: later blocks\n"
+        "                        change the prediction less, so an early-exit draft agrees more)\n"
+        "  --draft-of TARGET     write an early-exit draft of TARGET.gguf instead: its vocabulary,\n"
+        "                        metadata, embeddings, output norm and head and its first --layers\n"
+        "                        blocks, bytes unchanged (a draft that agrees with it measurably;\n"
+        "                        an unrelated draft is any other model of the same --vocab)\n"
         "  --quiet               no progress output\n"
         "  -h, --help            this help\n",
         HY_DEFAULT_VOCAB);
@@ -127,12 +134,14 @@ int main(int argc, char **argv) {
         .dim = 256, .layers = 4, .ff = 768, .heads = 4, .kv_heads = 2,
         .experts = 0, .top_k = 2, .ctx = 2048,
         .type = GGML_TYPE_Q8_0, .expert_type = GGML_TYPE_COUNT, .seed = 1,
-        .routing = MK_ROUTING_SKEW, .skew = 0.0,
+        .routing = MK_ROUTING_SKEW, .skew = 0.0, .layer_scale = 1.0,
         .target_size = 0, .threads = default_threads(), .quiet = false,
     };
     bool layers_given = false, skew_given = false, routing_given = false;
     /* 0: not given (arch defaults below) */
     int64_t expert_ff = 0, shared_ff = 0, head_dim = 0, swa = 0;
+    const char *draft_of = NULL;
+    int n_given = 0; /* options given besides -o, --layers, --draft-of and --quiet */
     const int64_t BIG = (int64_t)1 << 30;
 
     for (int i = 1; i < argc; i++) {
@@ -162,8 +171,21 @@ int main(int argc, char **argv) {
             return 2;
         }
         int64_t x;
+        if (strcmp(opt, "-o") && strcmp(opt, "--output") && strcmp(opt, "--layers") && strcmp(opt, "--draft-of"))
+            n_given++;
         if (!strcmp(opt, "-o") || !strcmp(opt, "--output")) {
             o.out = v;
+        } else if (!strcmp(opt, "--layer-scale")) {
+            char *end;
+            errno = 0;
+            double s = strtod(v, &end);
+            if (errno || end == v || *end || !(s > 0.0 && s <= 10.0)) {
+                fprintf(stderr, "hypura-mkmodel: --layer-scale needs a number in (0, 10], got '%s'\n", v);
+                return 2;
+            }
+            o.layer_scale = s;
+        } else if (!strcmp(opt, "--draft-of")) {
+            draft_of = v;
         } else if (!strcmp(opt, "--vocab")) {
             o.vocab = v;
         } else if (!strcmp(opt, "--dim")) {
@@ -249,6 +271,16 @@ int main(int argc, char **argv) {
     const char *an = mk_arch_name(o.arch);
     const bool llama = o.arch == MK_ARCH_LLAMA;
     if (!o.out || !*o.out) BAD("-o OUT.gguf is required (see --help)");
+    if (draft_of) {
+        if (!layers_given) BAD("--draft-of needs --layers N (the blocks the draft keeps)");
+        if (n_given) BAD("--draft-of takes only -o, --layers and --quiet (the rest comes from the target)");
+        char derr[HY_ERRLEN];
+        if (mk_draft_of(draft_of, o.layers, o.out, o.quiet, derr, sizeof derr)) {
+            fprintf(stderr, "hypura-mkmodel: %s\n", derr);
+            return 1;
+        }
+        return 0;
+    }
     if (!llama && o.experts == 0)
         BAD("--arch %s is a MoE layout: give --experts N (2..1024) and --top-k", an);
     if (o.experts == 1) BAD("--experts must be 0 (dense) or at least 2");

@@ -75,6 +75,7 @@ typedef struct {
     uint64_t seed;
     mk_routing routing;
     double skew;
+    double layer_scale; /* scale of the residual writes (attn_output, ffn_down); 1 = 1/sqrt(2L) each */
     uint64_t target_size; /* 0: use layers */
     int threads;
     bool quiet;
@@ -160,5 +161,9 @@ void mk_model_free(mk_model *m);
 
 /* generate and write everything into the open fd (path: for messages); 0 or -1 + err */
 int mk_write(mk_model *m, int fd, const char *path, char *err, size_t errlen);
+
+/* An early-exit draft of the model at target: its metadata and vocabulary, embeddings,
+ * output norm and head, and its first `layers` blocks, bytes unchanged (mk_draft.c). */
+int mk_draft_of(const char *target, int64_t layers, const char *out, bool quiet, char *err, size_t errlen);
 
 #endif
