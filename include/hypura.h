@@ -44,6 +44,9 @@ typedef struct {
                               (engine.n_ctx) is their total, the compute buffer is planned for a batch
                               of at least n_seq + 1 tokens, and the engine gets one KV cache for all */
     hy_engine_params engine; /* model_path, cb_eval, overrides, abort are filled by the session */
+    const char *draft_path;  /* a draft model for speculative decoding (hy_spec.h), or NULL: the plan charges
+                                its resident weights, KV (n_ctx) and compute against the memory budget first;
+                                the caller opens it (hy_spec_open_draft) */
 } hy_session_params;
 
 #define HY_GPU_NONE UINT64_MAX
@@ -72,6 +75,7 @@ typedef struct {
     char     expert_stats_error[256]; /* why a file there was not used; "" when it was, or is absent */
     int      cache_policy;            /* expert cache: the policy in use (0 LFU, 1 LRU) */
     char     cache_policy_why[256];   /* given, or measured, or the default */
+    uint64_t draft_bytes;             /* memory the draft model is charged (0: none), off mem_budget already */
 } hy_session;
 
 /* Header, profile and plan only: nothing is loaded (estimate, inspect --plan). */

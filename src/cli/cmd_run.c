@@ -11,6 +11,7 @@
 
 #include "cli/cli_sched.h"
 #include "engine/hy_engine.h"
+#include "engine/hy_spec.h"
 #include "util/hy_util.h"
 
 static void run_usage(FILE *f) {
@@ -33,6 +34,10 @@ static void run_usage(FILE *f) {
         "      --no-repack         plain kernels also when resident: a streamed run of the same file\n"
         "                          gives bit-identical logits to a resident run with --no-repack\n"
         "      --dump-logits FILE  write the float32 logits of every generated token to FILE\n"
+        "      --draft MODEL       speculative decoding with this draft model (same vocabulary), kept\n"
+        "                          resident and charged to the memory budget (env HYPURA_DRAFT)\n"
+        "      --draft-max N       most tokens drafted per target pass (default 8; adapts down, and to\n"
+        "                          none while drafting measures slower than plain decoding)\n"
         "      --plan              print the placement plan before running\n"
         "      --naive             no plan: libllama's defaults (mmap, repack), the baseline of bench\n" HY_SCHED_HELP
         "  -v, --verbose           show libllama's log\n"
@@ -76,8 +81,23 @@ static void dump_logits(const float *logits, int n_vocab, void *ud) {
 }
 
 /* the figures of a run for scripts: what print_stats and the session print, as JSON */
-static int write_stats_json(const char *path, const hy_session *ss, const hy_gen_stats *st, double load_s) {
+static int write_stats_json(const char *path, const hy_session *ss, const hy_gen_stats *st, double load_s,
+                            const hy_spec_stats *sx) {
     json_t *o = json_object();
+    if (sx) {
+        json_t *d = json_object();
+        json_object_set_new(d, "drafted", json_integer((json_int_t)sx->drafted));
+        json_object_set_new(d, "accepted", json_integer((json_int_t)sx->accepted));
+        json_object_set_new(d, "acceptance", json_real(sx->drafted ? (double)sx->accepted / sx->drafted : 0));
+        json_object_set_new(d, "target_passes", json_integer((json_int_t)sx->passes));
+        json_object_set_new(d, "plain_passes", json_integer((json_int_t)sx->plain_passes));
+        json_object_set_new(d, "tokens_per_pass", json_real(sx->passes ? (double)sx->pass_tokens / sx->passes : 0));
+        json_object_set_new(d, "draft_s", json_real(sx->t_draft_s));
+        json_object_set_new(d, "verify_s", json_real(sx->t_verify_s));
+        json_object_set_new(d, "k_last", json_integer(sx->k_last));
+        if (ss) json_object_set_new(d, "draft_bytes", json_integer((json_int_t)ss->draft_bytes));
+        json_object_set_new(o, "speculative", d);
+    }
     json_object_set_new(o, "load_s", json_real(load_s));
     json_object_set_new(o, "prompt_tokens", json_integer(st->n_prompt_eval));
     json_object_set_new(o, "prompt_s", json_real(st->t_prompt_s));
@@ -133,6 +153,15 @@ static int write_stats_json(const char *path, const hy_session *ss, const hy_gen
     return rc;
 }
 
+static void print_spec_stats(const hy_spec_stats *x) {
+    fprintf(stderr,
+            "[hypura] speculative: drafted %llu, accepted %llu (%.1f%%), %.2f tokens per target pass over %llu passes "
+            "(%llu without a draft), draft %.2f s, verify %.2f s, k %d at the end\n",
+            (unsigned long long)x->drafted, (unsigned long long)x->accepted,
+            x->drafted ? 100.0 * x->accepted / x->drafted : 0.0, x->passes ? (double)x->pass_tokens / x->passes : 0.0,
+            (unsigned long long)x->passes, (unsigned long long)x->plain_passes, x->t_draft_s, x->t_verify_s, x->k_last);
+}
+
 static void print_stats(const hy_gen_stats *st, double load_s) {
     double pps = st->t_prompt_s > 0 ? st->n_prompt_eval / st->t_prompt_s : 0;
     double gps = st->t_gen_s > 0 ? st->n_gen / st->t_gen_s : 0;
@@ -147,7 +176,8 @@ static bool tee_piece(const char *p, size_t l, void *ud) {
     return print_piece(p, l, NULL);
 }
 
-static int interactive(hy_engine *e, const hy_sample_params *sp, const char *system) {
+static int interactive(hy_engine *e, hy_engine *draft, const hy_spec_params *xp, const hy_sample_params *sp,
+                       const char *system) {
     enum { MAX_TURNS = 512 };
     const char *roles[MAX_TURNS];
     char *contents[MAX_TURNS];
@@ -191,7 +221,9 @@ static int interactive(hy_engine *e, const hy_sample_params *sp, const char *sys
             rc = 1;
             break;
         }
-        int gr = hy_engine_generate(e, prompt, sp, tee_piece, mem, NULL, NULL, &st, err, sizeof err);
+        hy_spec_stats xs;
+        int gr = draft ? hy_spec_generate(e, draft, prompt, sp, xp, tee_piece, mem, NULL, NULL, &st, &xs, err, sizeof err)
+                       : hy_engine_generate(e, prompt, sp, tee_piece, mem, NULL, NULL, &st, err, sizeof err);
         fclose(mem);
         free(prompt);
         if (gr) {
@@ -200,6 +232,7 @@ static int interactive(hy_engine *e, const hy_sample_params *sp, const char *sys
         }
         fputc('\n', stdout);
         print_stats(&st, -1);
+        if (draft && !gr) print_spec_stats(&xs);
         roles[n] = "assistant";
         contents[n++] = reply ? reply : strdup("");
         if (!ok) {
@@ -222,7 +255,9 @@ int hy_cmd_run(int argc, char **argv) {
     ep.progress = true;
     const char *prompt = NULL, *system = NULL, *dump_path = NULL;
     bool inter = false;
-    enum { O_TEMP = 1000, O_TOPK, O_TOPP, O_SEED, O_SYSTEM, O_NOREPACK, O_REPACK, O_DUMP, O_PLAN, O_NAIVE, O_STATS_JSON, O_NO_WARMUP };
+    const char *draft_path = getenv("HYPURA_DRAFT");
+    hy_spec_params xp = hy_spec_default_params();
+    enum { O_TEMP = 1000, O_TOPK, O_TOPP, O_SEED, O_SYSTEM, O_NOREPACK, O_REPACK, O_DUMP, O_PLAN, O_NAIVE, O_STATS_JSON, O_NO_WARMUP, O_DRAFT, O_DRAFT_MAX };
     static const struct option opts[] = {{"prompt", required_argument, 0, 'p'},
                                          {"interactive", no_argument, 0, 'i'},
                                          {"max-tokens", required_argument, 0, 'n'},
@@ -242,6 +277,8 @@ int hy_cmd_run(int argc, char **argv) {
                                          {"naive", no_argument, 0, O_NAIVE},
                                          {"stats-json", required_argument, 0, O_STATS_JSON},
                                          {"no-warmup", no_argument, 0, O_NO_WARMUP},
+                                         {"draft", required_argument, 0, O_DRAFT},
+                                         {"draft-max", required_argument, 0, O_DRAFT_MAX},
                                          HY_SCHED_LONG_OPTIONS,
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -272,6 +309,8 @@ int hy_cmd_run(int argc, char **argv) {
         case O_NAIVE: naive = true; break;
         case O_STATS_JSON: stats_json = optarg; break;
         case O_NO_WARMUP: warmup = false; break;
+        case O_DRAFT: draft_path = optarg; break;
+        case O_DRAFT_MAX: ok = hy_cli_parse_int(optarg, 0, 64, &xp.draft_max); break;
         case 'h': run_usage(stdout); return 0;
         default: {
             int r = hy_cli_sched_opt("run", c, optarg, &sess);
@@ -297,6 +336,12 @@ int hy_cmd_run(int argc, char **argv) {
     }
     sess.model_path = argv[optind];
     sess.engine = ep;
+    if (draft_path && !*draft_path) draft_path = NULL;
+    if (draft_path && naive) {
+        fprintf(stderr, "hypura run: --draft needs the plan (it charges the draft to the budget); not with --naive\n");
+        return 2;
+    }
+    sess.draft_path = draft_path;
 
     char err[HY_ERRLEN];
     hy_session *ss = NULL;
@@ -320,9 +365,24 @@ int hy_cmd_run(int argc, char **argv) {
         hy_session_free(ss);
         return 1;
     }
+    hy_session *dss = NULL;
+    hy_engine *draft = NULL;
+    if (draft_path) {
+        int dr = hy_spec_open_draft(draft_path, ss->plan_params.n_ctx, ss->plan_params.n_batch, ep.n_threads,
+                                    ep.verbose, &dss, err, sizeof err);
+        if (!dr) draft = dss->engine;
+        if (dr ||
+            hy_spec_check_vocab(hy_engine_model(e), hy_engine_model(draft), err, sizeof err) ||
+            (warmup && hy_engine_warmup(draft, err, sizeof err))) {
+            fprintf(stderr, "hypura run: %s\n", err);
+            hy_session_free(dss);
+            hy_session_free(ss);
+            return 1;
+        }
+    }
     int rc = 0;
     if (inter) {
-        rc = interactive(e, &sp, system);
+        rc = interactive(e, draft, &xp, &sp, system);
     } else {
         struct logit_dump dump = {0};
         if (dump_path && !(dump.f = fopen(dump_path, "wb"))) {
@@ -332,19 +392,25 @@ int hy_cmd_run(int argc, char **argv) {
         }
         hy_gen_stats st;
         if (ep.verbose && !naive && ss->stream) dump.live = ss->stream;
-        if (hy_engine_generate(e, prompt, &sp, print_piece, NULL, dump.f || dump.live ? dump_logits : NULL, &dump, &st,
-                               err, sizeof err)) {
+        hy_spec_stats xs;
+        int gr = draft ? hy_spec_generate(e, draft, prompt, &sp, &xp, print_piece, NULL,
+                                          dump.f || dump.live ? dump_logits : NULL, &dump, &st, &xs, err, sizeof err)
+                       : hy_engine_generate(e, prompt, &sp, print_piece, NULL, dump.f || dump.live ? dump_logits : NULL,
+                                            &dump, &st, err, sizeof err);
+        if (gr) {
             const char *why = hy_stream_error(ss->stream);
             fprintf(stderr, "hypura run: %s\n", why ? why : err);
             rc = 1;
         } else {
             fputc('\n', stdout);
             print_stats(&st, hy_engine_load_seconds(e));
+            if (draft) print_spec_stats(&xs);
             if (!naive) {
                 hy_session_print_predicted(stderr, ss, st.t_gen_s > 0 ? st.n_gen / st.t_gen_s : 0);
                 hy_session_print_stats(stderr, ss, st.t_prompt_s + st.t_gen_s);
             }
-            if (stats_json && write_stats_json(stats_json, naive ? NULL : ss, &st, hy_engine_load_seconds(e))) {
+            if (stats_json && write_stats_json(stats_json, naive ? NULL : ss, &st, hy_engine_load_seconds(e),
+                                           draft ? &xs : NULL)) {
                 fprintf(stderr, "hypura run: cannot write %s\n", stats_json);
                 rc = 1;
             }
@@ -354,6 +420,7 @@ int hy_cmd_run(int argc, char **argv) {
             rc = 1;
         }
     }
+    hy_session_free(dss);
     hy_session_free(ss);
     return rc;
 }

@@ -10,6 +10,7 @@
 #include "cache/hy_coact.h"
 #include "cache/hy_policy.h"
 #include "engine/hy_place.h"
+#include "engine/hy_spec.h"
 #include "util/hy_util.h"
 
 hy_session_params hy_session_default_params(void) {
@@ -64,6 +65,30 @@ static void load_stats(hy_session *s) {
         s->expert_stats_tokens = tokens;
     }
     hy_coact_free(c);
+}
+
+/* A resident draft model (speculative decoding) is memory the target's plan
+ * cannot have: its weights, KV and compute come off the budget first. */
+static int charge_draft(hy_session *s, const hy_session_params *p, char *err, size_t errlen) {
+    hy_plan_params *q = &s->plan_params;
+    if (hy_spec_draft_cost(p->draft_path, q->n_ctx, q->n_batch, &s->draft_bytes, err, errlen)) return -1;
+    if (q->mem_budget <= s->draft_bytes) {
+        /* the target's own minimum, from a plan that cannot fit */
+        hy_plan_params t = *q;
+        hy_plan pl;
+        char why[HY_ERRLEN], a[32], b[32], c[32];
+        memset(&pl, 0, sizeof pl);
+        t.mem_budget = 1;
+        hy_plan_make(s->desc, &t, &pl, why, sizeof why);
+        uint64_t tmin = pl.min_budget;
+        hy_plan_free(&pl);
+        return hy_fail(err, errlen, "memory budget %s cannot hold the draft model (%s resident with its KV and compute) "
+                                    "and the target besides: the minimum is %s",
+                       hy_fmt_bytes(q->mem_budget, a, sizeof a), hy_fmt_bytes(s->draft_bytes, b, sizeof b),
+                       hy_fmt_bytes(tmin + s->draft_bytes, c, sizeof c));
+    }
+    q->mem_budget -= s->draft_bytes;
+    return 0;
 }
 
 int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, size_t errlen) {
@@ -133,7 +158,16 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
             hy_policy_load(path, s->desc->header_hash, &r);
         s->cache_policy = (int)hy_policy_choose(&r, s->cache_policy_why, sizeof s->cache_policy_why);
     }
-    if (hy_plan_make(s->desc, q, &s->plan, err, errlen)) goto fail;
+    if (p->draft_path && charge_draft(s, p, err, errlen)) goto fail;
+    if (hy_plan_make(s->desc, q, &s->plan, err, errlen)) {
+        if (s->draft_bytes) {
+            char a[32], b[32];
+            size_t l = strlen(err);
+            snprintf(err + l, errlen > l ? errlen - l : 0, "; with the draft model's %s besides, at least %s in all",
+                     hy_fmt_bytes(s->draft_bytes, a, sizeof a), hy_fmt_bytes(s->plan.min_budget + s->draft_bytes, b, sizeof b));
+        }
+        goto fail;
+    }
     *out = s;
     return 0;
 fail:
@@ -304,6 +338,9 @@ void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
     fprintf(f, "plan: %s  (model %s, budget %s)\n", hy_mode_name(pl->mode),
             hy_fmt_bytes(s->desc->file_size, a, sizeof a), hy_fmt_bytes(q->mem_budget, b, sizeof b));
     if (pl->mode_why[0]) fprintf(f, "  why: %s\n", pl->mode_why);
+    if (s->draft_bytes)
+        fprintf(f, "  draft model: %s resident (weights, KV, compute), charged before the target's budget\n",
+                hy_fmt_bytes(s->draft_bytes, a, sizeof a));
     if (pl->mode == HY_MODE_EXPERT)
         fprintf(f, "  cache policy: %s (%s)\n", hy_xcache_policy_name((hy_xc_policy)s->cache_policy),
                 s->cache_policy_why);

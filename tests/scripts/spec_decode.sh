@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Speculative decoding (issue 14): mkmodel's early-exit draft (deterministic,
+# loads in llama-completion, same vocabulary), and hypura run --draft on a
+# streamed target: greedy text and logits equal plain decoding's, with an
+# agreeing and with an unrelated draft; sampling with a draft identical to the
+# target accepts (nearly) everything; refusals name the vocabulary difference and
+# the minimum budget.
+set -uo pipefail
+HY_BIN=$1 LLAMA_BIN=$2 WORK=$3/spec_decode VOCAB_DIR=$4
+mkdir -p "$WORK"
+export HYPURA_NO_STORAGE_PROFILE=1 XDG_CACHE_HOME=$WORK/cache HYPURA_NO_PERSIST_STATS=1
+MK="$HY_BIN/hypura-mkmodel" H="$HY_BIN/hypura"
+P="The capital of France is"
+fail=0
+bad() { echo "FAIL: $*"; fail=1; }
+
+T=$WORK/target.gguf D=$WORK/draft.gguf U=$WORK/unrelated.gguf
+"$MK" -o "$T" --dim 512 --layers 8 --ff 1024 --type q4_k --seed 7 --layer-scale 0.3 --quiet >/dev/null || bad "mkmodel target"
+"$MK" -o "$D" --draft-of "$T" --layers 2 --quiet >/dev/null || bad "mkmodel --draft-of"
+"$MK" -o "$D.2" --draft-of "$T" --layers 2 --quiet >/dev/null || bad "mkmodel --draft-of (again)"
+cmp -s "$D" "$D.2" || bad "--draft-of is not deterministic"
+rm -f "$D.2"
+"$MK" -o "$U" --dim 256 --layers 2 --ff 512 --type q4_k --seed 99 --quiet >/dev/null || bad "mkmodel unrelated draft"
+"$MK" -o "$WORK/x.gguf" --draft-of "$T" --layers 9 --quiet 2>"$WORK/err" && bad "--layers 9 of 8 accepted"
+grep -q "1..8" "$WORK/err" || bad "--layers 9 of 8: no useful message: $(cat "$WORK/err")"
+# the draft is a model llama.cpp loads, with the target's vocabulary
+"$LLAMA_BIN/llama-completion" -m "$D" -p "$P" -n 4 --temp 0 -no-cnv --no-warmup -c 128 -t 2 -nr >"$WORK/lc.out" 2>"$WORK/lc.err" \
+  || { bad "llama-completion cannot run the draft"; tail -3 "$WORK/lc.err"; }
+got=$("$H" run "$D" -p "$P" -n 4 --temp 0 -c 128 -t 2 --no-repack 2>/dev/null) || bad "hypura cannot run the draft"
+ref=$(cat "$WORK/lc.out")
+[[ "$ref" == " $P$got" || "$ref" == "$P$got" ]] || bad "the draft's greedy text: llama-completion [$ref], hypura [$got]"
+
+run() { "$H" run "$T" -p "$P" -n 48 --temp 0 -c 256 -t 2 --mode stream "$@"; }
+run --dump-logits "$WORK/l0" >"$WORK/o0" 2>"$WORK/e0" || { bad "plain run"; tail -3 "$WORK/e0"; }
+for d in draft unrelated; do
+  run --draft "$WORK/$d.gguf" --dump-logits "$WORK/l-$d" --stats-json "$WORK/s-$d.json" >"$WORK/o-$d" 2>"$WORK/e-$d" \
+    || { bad "run --draft $d"; tail -3 "$WORK/e-$d"; continue; }
+  grep -q "plan: dense-FFN-streaming" "$WORK/e-$d" || bad "$d: the target did not stream"
+  cmp -s "$WORK/o0" "$WORK/o-$d" || { bad "$d: greedy text differs from plain decoding"; echo "  plain: $(cat "$WORK/o0")"; echo "  spec : $(cat "$WORK/o-$d")"; }
+  cmp -s "$WORK/l0" "$WORK/l-$d" || bad "$d: logits differ from plain decoding"
+  python3 - "$WORK/s-$d.json" "$d" <<'PY' || fail=1
+import json, sys
+s = json.load(open(sys.argv[1]))["speculative"]
+print(f"{sys.argv[2]}: drafted {s['drafted']}, accepted {s['accepted']} ({100*s['acceptance']:.1f}%), "
+      f"{s['tokens_per_pass']:.2f} tokens per target pass")
+assert s["drafted"] > 0 and s["target_passes"] > 0, s
+if sys.argv[2] == "draft":
+    assert s["acceptance"] >= 0.2, "the early-exit draft should agree measurably"
+    assert s["tokens_per_pass"] > 1.3, "tokens per pass"
+PY
+  grep -q "\[hypura\] speculative: drafted" "$WORK/e-$d" || bad "$d: no speculative line in the end-of-run block"
+done
+echo "greedy text: $(head -c 60 "$WORK/o0")..."
+
+# sampling: a draft that is the target itself is accepted almost always
+"$MK" -o "$WORK/self.gguf" --draft-of "$T" --layers 8 --quiet >/dev/null || bad "mkmodel --draft-of all layers"
+"$H" run "$T" -p "$P" -n 40 --temp 0.8 --seed 5 -c 256 -t 2 --mode stream --draft "$WORK/self.gguf" \
+  --stats-json "$WORK/s-self.json" >"$WORK/o-self" 2>"$WORK/e-self" || { bad "sampling with a draft"; tail -3 "$WORK/e-self"; }
+python3 - "$WORK/s-self.json" <<'PY' || fail=1
+import json, sys
+d = json.load(open(sys.argv[1])); s = d["speculative"]
+print(f"sampling, self-draft: drafted {s['drafted']}, accepted {s['accepted']} ({100*s['acceptance']:.1f}%), {d['gen_tokens']} tokens")
+assert s["drafted"] > 0 and s["acceptance"] >= 0.9, s
+PY
+[[ -s $WORK/o-self ]] || bad "sampling with a draft: no text"
+"$H" run "$T" -p "$P" -n 40 --temp 0.8 --seed 5 -c 256 -t 2 --draft "$D" >"$WORK/o-samp" 2>"$WORK/e-samp" \
+  || { bad "sampling with the early-exit draft"; tail -3 "$WORK/e-samp"; }
+
+# refusals: another vocabulary; a budget that cannot hold the draft
+"$MK" -o "$WORK/gpt2.gguf" --dim 256 --layers 2 --ff 512 --seed 3 --vocab "$VOCAB_DIR/ggml-vocab-gpt-2.gguf" --quiet >/dev/null \
+  || bad "mkmodel with the gpt-2 vocabulary"
+run --draft "$WORK/gpt2.gguf" >/dev/null 2>"$WORK/e-voc" && bad "a draft of another vocabulary was accepted"
+grep -q "vocabulary does not match.*32000 tokens in the target, 50257 in the draft" "$WORK/e-voc" \
+  || bad "vocabulary refusal does not name the difference: $(tail -1 "$WORK/e-voc")"
+"$H" run "$T" -p "$P" -n 4 -c 256 -t 2 --memory-budget 40M --draft "$D" >/dev/null 2>"$WORK/e-bud" && bad "a 40 MiB budget held target and draft"
+grep -q "draft model.*minimum is" "$WORK/e-bud" || bad "budget refusal does not name the minimum: $(tail -1 "$WORK/e-bud")"
+echo "refusals: $(tail -1 "$WORK/e-voc" | cut -c1-120)"
+echo "          $(tail -1 "$WORK/e-bud" | cut -c1-160)"
+exit $fail
