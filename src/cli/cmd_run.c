@@ -368,7 +368,7 @@ int hy_cmd_run(int argc, char **argv) {
     hy_session *dss = NULL;
     hy_engine *draft = NULL;
     if (draft_path) {
-        int dr = hy_spec_open_draft(draft_path, ss->plan_params.n_ctx, ss->plan_params.n_batch, ep.n_threads,
+        int dr = hy_spec_open_draft(draft_path, ss->plan_params.n_ctx, ep.n_threads,
                                     ep.verbose, &dss, err, sizeof err);
         if (!dr) draft = dss->engine;
         if (dr ||

@@ -71,7 +71,7 @@ static void load_stats(hy_session *s) {
  * cannot have: its weights, KV and compute come off the budget first. */
 static int charge_draft(hy_session *s, const hy_session_params *p, char *err, size_t errlen) {
     hy_plan_params *q = &s->plan_params;
-    if (hy_spec_draft_cost(p->draft_path, q->n_ctx, q->n_batch, &s->draft_bytes, err, errlen)) return -1;
+    if (hy_spec_draft_cost(p->draft_path, q->n_ctx, &s->draft_bytes, err, errlen)) return -1;
     if (q->mem_budget <= s->draft_bytes) {
         /* the target's own minimum, from a plan that cannot fit */
         hy_plan_params t = *q;

@@ -38,14 +38,14 @@ int hy_spec_check_vocab(const struct llama_model *target, const struct llama_mod
     return 0;
 }
 
-int hy_spec_draft_cost(const char *path, int n_ctx, int n_batch, uint64_t *bytes, char *err, size_t errlen) {
+int hy_spec_draft_cost(const char *path, int n_ctx, uint64_t *bytes, char *err, size_t errlen) {
     hy_model_desc *d = NULL;
     char why[HY_ERRLEN];
     if (hy_gguf_read(path, &d, why, sizeof why)) return hy_fail(err, errlen, "draft model: %s", why);
     hy_plan_params q = hy_plan_default_params();
     q.mem_budget = UINT64_MAX / 4;
     q.n_ctx = n_ctx;
-    q.n_batch = n_batch;
+    q.n_batch = HY_SPEC_DRAFT_BATCH;
     q.force_mode = HY_MODE_RESIDENT;
     hy_plan pl;
     memset(&pl, 0, sizeof pl);
@@ -57,7 +57,7 @@ int hy_spec_draft_cost(const char *path, int n_ctx, int n_batch, uint64_t *bytes
     return rc ? -1 : 0;
 }
 
-int hy_spec_open_draft(const char *path, int n_ctx, int n_batch, int n_threads, bool verbose, hy_session **out,
+int hy_spec_open_draft(const char *path, int n_ctx, int n_threads, bool verbose, hy_session **out,
                        char *err, size_t errlen) {
     /* a session of its own, forced full-resident: hypura's resident load (huge
      * pages, llama.cpp's repacked kernels), ~5x faster drafting here than
@@ -70,7 +70,7 @@ int hy_spec_open_draft(const char *path, int n_ctx, int n_batch, int n_threads, 
     p.no_profile_storage = true;
     p.no_persist_stats = true;
     p.engine.n_ctx = n_ctx;
-    p.engine.n_batch = n_batch;
+    p.engine.n_batch = HY_SPEC_DRAFT_BATCH;
     p.engine.n_threads = n_threads;
     p.engine.verbose = verbose;
     p.engine.progress = false;
@@ -301,7 +301,10 @@ int hy_spec_generate(hy_engine *te, hy_engine *de, const char *prompt, const hy_
     }
 
     /* adaptation */
-    int off_left = 0, cool = 8; /* plain passes left while drafting is off; the next cool-off */
+    /* plain passes left while drafting is off; the next cool-off; k after it. The
+     * first pass is plain when adapting: the time of a plain pass is what drafting
+     * has to beat */
+    int off_left = pp->adaptive && kmax > 0 ? 1 : 0, cool = 8, k_after = kmax;
     int spec_rounds = 0;
     double e_tokens = 0, e_round_s = 0, e_plain_s = 0, e_verify_s = 0;
     bool have_plain = false;
@@ -310,6 +313,7 @@ int hy_spec_generate(hy_engine *te, hy_engine *de, const char *prompt, const hy_
     for (;;) {
         int kk = off_left > 0 ? 0 : k;
         if (kk > n_ctx - 1 - n_past) kk = n_ctx - 1 - n_past;
+        if (kk > n_batch_t - 1) kk = n_batch_t - 1; /* the verify batch is one ubatch */
         if (sp->n_predict >= 0 && kk > sp->n_predict - st->n_gen - 1) kk = sp->n_predict - st->n_gen - 1;
         if (kk < 0) kk = 0;
         double r0 = hy_now();
@@ -403,7 +407,7 @@ int hy_spec_generate(hy_engine *te, hy_engine *de, const char *prompt, const hy_
         if (kk == 0) {
             e_plain_s = ema(e_plain_s, round_s, !have_plain);
             have_plain = true;
-            if (off_left > 0 && --off_left == 0) k = kmax < 2 ? kmax : 2; /* try again, small */
+            if (off_left > 0 && --off_left == 0) k = k_after;
         } else {
             e_tokens = ema(e_tokens, a + 1, spec_rounds == 0);
             e_round_s = ema(e_round_s, round_s, spec_rounds == 0);
@@ -416,6 +420,7 @@ int hy_spec_generate(hy_engine *te, hy_engine *de, const char *prompt, const hy_
                 double plain = have_plain ? e_plain_s : e_verify_s;
                 if (spec_rounds >= 4 && e_tokens / e_round_s < 0.95 / plain) {
                     off_left = cool;
+                    k_after = kmax < 2 ? kmax : 2; /* try again, small */
                     cool = cool * 2 > 256 ? 256 : cool * 2;
                     spec_rounds = 0;
                 } else if (spec_rounds >= 4) {

@@ -50,13 +50,18 @@ typedef struct {
 int hy_spec_check_vocab(const struct llama_model *target, const struct llama_model *draft, char *err,
                         size_t errlen);
 
+/* The draft's batch: its prompt is decoded in chunks of this many tokens and a
+ * round decodes one token at a time, so a small compute buffer (and output
+ * buffer: n_batch x n_vocab floats) does; the plan charges this one. */
+#define HY_SPEC_DRAFT_BATCH 32
+
 /* Memory a resident draft costs (weights, KV for n_ctx, compute, overhead): what
  * the plan charges against the budget before placing the target. */
-int hy_spec_draft_cost(const char *path, int n_ctx, int n_batch, uint64_t *bytes, char *err, size_t errlen);
+int hy_spec_draft_cost(const char *path, int n_ctx, uint64_t *bytes, char *err, size_t errlen);
 
 /* Open the draft model as a session of its own, full-resident (hypura's resident
  * load and kernels), context n_ctx; its engine is (*out)->engine. */
-int hy_spec_open_draft(const char *path, int n_ctx, int n_batch, int n_threads, bool verbose, hy_session **out,
+int hy_spec_open_draft(const char *path, int n_ctx, int n_threads, bool verbose, hy_session **out,
                        char *err, size_t errlen);
 
 /* hy_engine_generate with a draft. Both engines' caches are reset first and
