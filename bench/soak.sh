@@ -12,7 +12,7 @@
 # the run takes a little longer.
 #
 # usage: bench/soak.sh            (env: DURATION=600 CLIENTS=32 KIND=dense|experts
-#                                   NUM_PREDICT=16 BUDGET=auto PARALLEL=8 HYPURA_BUILD_DIR=build)
+#                                   NUM_PREDICT=16 BUDGET=auto PARALLEL=8 SERVE_CTX=512 HYPURA_BUILD_DIR=build)
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/../tests/scripts/serve_lib.sh"
@@ -53,7 +53,7 @@ done
 printf '%s' "${refs%,}]" >"$WORK/refs.json"
 
 : >"$WORK/serve.log" # before the server starts: its own redirection truncates the log only once it runs
-"$BIN/hypura" serve "$M" --port 0 --parallel "$PARALLEL" "${SCHED[@]}" >"$WORK/serve.log" 2>&1 &
+HYPURA_BATCH_TRACE=1 "$BIN/hypura" serve "$M" --port 0 --parallel "$PARALLEL" "${SCHED[@]}" ${SERVE_CTX:+-c "$SERVE_CTX"} >"$WORK/serve.log" 2>&1 &
 spid=$!
 port=$(serve_port "$WORK/serve.log" $spid 600) || { cat "$WORK/serve.log"; echo "soak: the server did not start"; exit 1; }
 grep -m1 "^plan:" "$WORK/serve.log"
@@ -76,6 +76,8 @@ wait $spid
 src=$?
 kill $mon 2>/dev/null
 wait $mon 2>/dev/null
+gc=$(grep -c 'grave freed for room' "$WORK/serve.log")
+echo "soak: the batcher's holding sequence was freed for room $gc times (a full cache: the requests running then may differ from run)"
 
 python3 - "$WORK/clients.json" "$WORK/rss.txt" "$BUDGET_B" "$size" "$final" "$alive" "$src" "$crc" \
   "$RESULTS/soak.json" "$KIND" "$M" "$(grep -m1 '^plan:' "$WORK/serve.log")" <<'EOF'

@@ -38,6 +38,7 @@ struct hy_batcher {
     int grave;              /* the holding sequence (see slot_retire), or -1 when the context has none */
     int n_grave;            /* cells it holds */
     int n_gc, n_reset;      /* times the grave was freed for room; times the cache was cleared */
+    bool want_room;         /* a request waits for room that only an idle, cleared cache gives */
     bool prompt_cache;
     bool trace;             /* HYPURA_BATCH_TRACE: a line per step on stderr */
     slot_t *slots;
@@ -173,11 +174,19 @@ static void cache_tidy(hy_batcher *b, int keep_slot) {
         if (b->slots[i].st != SLOT_FREE && i != keep_slot) return;
         kept |= b->slots[i].n_cached > 0;
     }
-    if (kept && b->n_grave * 4 <= b->n_cells) return;
+    if (kept && b->n_grave * 4 <= b->n_cells && !b->want_room) return;
+    b->want_room = false;
     llama_memory_clear(llama_get_memory(b->ctx), true);
     for (int i = 0; i < b->n_slots; i++) b->slots[i].n_cached = 0;
     b->n_grave = 0;
     b->n_reset++;
+}
+
+/* cells a busy slot may still take: up to its prompt and token limit, within its context */
+static int slot_need(const slot_t *s) {
+    int cap = s->sp.n_predict >= 0 ? s->n_prompt + s->sp.n_predict : s->n_ctx;
+    if (cap > s->n_ctx) cap = s->n_ctx;
+    return cap > s->n_cached ? cap - s->n_cached : 0;
 }
 
 static int cells_used(const hy_batcher *b) {
@@ -226,6 +235,8 @@ int hy_batcher_add(hy_batcher *b, const char *prompt, const hy_sample_params *sp
         free(toks);
         return hy_fail(err, errlen, "prompt of %d tokens does not fit the context of %d tokens", n, n_ctx);
     }
+    /* a request waited for room: nothing runs now, start from an empty cache */
+    if (b->want_room && hy_batcher_busy(b) == 0) cache_tidy(b, -1);
     /* the slot: the longest kept prefix when it is at least half the prompt (a
      * conversation's next turn; a short shared start such as BOS and a system line
      * is not worth placing the rest of the prompt after cells laid out by other
@@ -252,6 +263,21 @@ int hy_batcher_add(hy_batcher *b, const char *prompt, const hy_sample_params *sp
         return hy_fail(err, errlen, "no free sequence slot");
     }
     slot_t *s = &b->slots[pick];
+    /* Room without freeing the grave while requests run (freed cells would put their
+     * later tokens below their earlier ones): what the running requests may still take
+     * and this one's prompt and tokens. Short of it, the request waits until the batch
+     * is idle and the cache is cleared. */
+    if (b->grave >= 0 && hy_batcher_busy(b) > 0) {
+        int need = n - pick_keep + (sp->n_predict >= 0 && sp->n_predict < n_ctx ? sp->n_predict : n_ctx) + b->n_slots;
+        for (int i = 0; i < b->n_slots; i++)
+            if (b->slots[i].st != SLOT_FREE) need += slot_need(&b->slots[i]);
+        if (cells_used(b) + need > b->n_cells) {
+            free(toks);
+            b->want_room = true;
+            hy_fail(err, errlen, "no room in the KV cache until the running requests end");
+            return HY_BATCH_WAIT;
+        }
+    }
     if (pick_keep < s->n_cached) slot_retire(b, pick, pick_keep);
     if (s->n_cached == 0) cache_tidy(b, pick);
     struct llama_sampler *smp = hy_engine_make_sampler(sp);

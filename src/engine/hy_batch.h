@@ -85,7 +85,10 @@ int hy_batcher_busy(const hy_batcher *b);
  * keep the shared prefix, queue the rest for decoding. n_ctx: the request's
  * context (<= n_ctx_slot; 0 = n_ctx_slot). Returns the slot, or -1 with err
  * (no free slot, or a prompt that does not fit): nothing was started and
- * on_done is not called. */
+ * on_done is not called. HY_BATCH_WAIT: not now — the cache has no room for it
+ * beside the running requests without freeing cells under them; try again after
+ * the running ones end (an idle batcher always takes a request that fits). */
+#define HY_BATCH_WAIT (-2)
 int hy_batcher_add(hy_batcher *b, const char *prompt, const hy_sample_params *sp, int n_ctx,
                    const hy_batch_cbs *cbs, char *err, size_t errlen);
 

@@ -239,17 +239,19 @@ static void job_done(void *ud, int rc, const hy_gen_stats *st, const char *err) 
     hy_job_unref(j); /* the worker's reference */
 }
 
-/* A job leaves the queue for a slot (or fails, or was abandoned while queued). */
-static void start_job(hy_queue *q, hy_job *j) {
+/* A job leaves the queue for a slot (or fails, or was abandoned while queued).
+ * False: the batcher has no room for it until the running requests end (the
+ * caller puts it back at the head of the queue). */
+static bool start_job(hy_queue *q, hy_job *j) {
     if (atomic_load(&j->cancelled)) {
         job_finish(j, 499, "the client went away while queued");
         hy_job_unref(j);
-        return;
+        return true;
     }
     if (atomic_load(&q->stopping)) {
         job_finish(j, 503, "the server is shutting down");
         hy_job_unref(j);
-        return;
+        return true;
     }
     char err[HY_ERRLEN];
     hy_batch_cbs cbs = {.on_piece = on_piece, .ready = job_ready, .on_done = job_done, .ud = j};
@@ -257,10 +259,16 @@ static void start_job(hy_queue *q, hy_job *j) {
     j->t_start = hy_now(); /* before the prompt is read: load_duration is the wait in the queue */
     pthread_mutex_unlock(&j->mu);
     int slot = hy_batcher_add(q->batcher, j->prompt, &j->sp, j->n_ctx, &cbs, err, sizeof err);
+    if (slot == HY_BATCH_WAIT) {
+        pthread_mutex_lock(&j->mu);
+        j->t_start = 0;
+        pthread_mutex_unlock(&j->mu);
+        return false;
+    }
     if (slot < 0) {
         job_finish(j, 500, err);
         hy_job_unref(j);
-        return;
+        return true;
     }
     q->running[slot] = j;
     pthread_mutex_lock(&j->mu);
@@ -269,6 +277,7 @@ static void start_job(hy_queue *q, hy_job *j) {
     j->state = HY_JOB_RUNNING;
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
+    return true;
 }
 
 /* /api/ps reads this copy of the slots' state */
@@ -290,8 +299,10 @@ static void *worker_main(void *arg) {
         while (!q->head && busy == 0 && !atomic_load(&q->stopping)) pthread_cond_wait(&q->cv, &q->mu);
         bool stopping = atomic_load(&q->stopping);
         int na = 0;
+        /* a request waiting for room (hold) waits for an idle batch, and those behind it too */
+        if (busy == 0) q->hold = false;
         /* on stop every queued job is taken, to be answered 503 */
-        while (q->head && (stopping || busy + na < q->n_slots) && admit) {
+        while (q->head && (stopping || (busy + na < q->n_slots && !q->hold)) && admit) {
             hy_job *j = q->head;
             q->head = j->next;
             if (!q->head) q->tail = NULL;
@@ -307,7 +318,20 @@ static void *worker_main(void *arg) {
         }
         pthread_mutex_unlock(&q->mu);
         if (stopping && busy == 0 && na == 0) break;
-        for (int k = 0; k < na; k++) start_job(q, admit[k]);
+        for (int k = 0; k < na; k++) {
+            if (start_job(q, admit[k])) continue;
+            /* no room: this one and the ones after it go back to the head, in order */
+            pthread_mutex_lock(&q->mu);
+            for (int m = na - 1; m >= k; m--) {
+                admit[m]->next = q->head;
+                q->head = admit[m];
+                if (!q->tail) q->tail = admit[m];
+                q->n++;
+            }
+            q->hold = true;
+            pthread_mutex_unlock(&q->mu);
+            break;
+        }
         /* requests whose client left (or stalled) or that the server stops end now */
         double now = hy_now();
         for (int i = 0; i < q->n_slots; i++) {

@@ -82,6 +82,7 @@ typedef struct hy_queue {
     bool started;
     pthread_t thread;
     hy_session *session;
+    bool hold;                 /* the head waits for room: admit nothing until the batch is idle */
     /* worker only */
     hy_batcher *batcher;       /* the sequences generated together */
     hy_job **running;          /* per slot, the job in it or NULL */
