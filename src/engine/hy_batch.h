@@ -27,7 +27,9 @@
  *    context has n_seq_max > n_slots) until the batch is idle or room is needed,
  *    so that no running sequence's later tokens are placed below its earlier
  *    ones: a sequence's cells stay in position order, as alone (flash attention
- *    sums keys in cell order).
+ *    sums keys in cell order). A request that would not find room beside the
+ *    running ones without that is refused for now (HY_BATCH_WAIT) until the
+ *    batcher is idle and the cache cleared.
  *  - Only the caller's thread touches a batcher (the server's worker). */
 #ifndef HY_BATCH_H
 #define HY_BATCH_H
