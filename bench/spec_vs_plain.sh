@@ -10,7 +10,7 @@
 # Random-weight models: every block writes a random direction into the residual
 # stream, so how much an early exit agrees with the full model is set by how
 # much the later blocks move the stream. The target is made with --layer-scale
-# LAYER_SCALE (default 0.2: all blocks together move it by 0.2 of the
+# LAYER_SCALE (default 0.1: all blocks together move it by 0.1 of the
 # embedding's rms); the acceptance it gives is measured and reported, it says
 # little about real model pairs. Needs root (cgroup). Writes
 # bench/results/spec_vs_plain.json (OUT= to write elsewhere).
@@ -18,7 +18,7 @@ set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 T=${THREADS:-$(nproc)} N=${N_GEN:-24}
 CAP_MIB=${CAP_MIB:-1536}; CAP=$((CAP_MIB << 20))
-LS=${LAYER_SCALE:-0.2} DL=${DRAFT_LAYERS:-4} KMAX=${DRAFT_MAX:-8}
+LS=${LAYER_SCALE:-0.1} DL=${DRAFT_LAYERS:-4} KMAX=${DRAFT_MAX:-8}
 OUTF=${OUT:-$RESULTS/spec_vs_plain.json}
 M="$MODELS/dense-${TARGET_SIZE:-3G}-q4k-ls${LS}.gguf"
 D="${M%.gguf}-draft${DL}.gguf"

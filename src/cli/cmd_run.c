@@ -38,6 +38,7 @@ static void run_usage(FILE *f) {
         "                          resident and charged to the memory budget (env HYPURA_DRAFT)\n"
         "      --draft-max N       most tokens drafted per target pass (default 8; adapts down, and to\n"
         "                          none while drafting measures slower than plain decoding)\n"
+        "      --draft-fixed       always draft --draft-max tokens (no adaptation)\n"
         "      --plan              print the placement plan before running\n"
         "      --naive             no plan: libllama's defaults (mmap, repack), the baseline of bench\n" HY_SCHED_HELP
         "  -v, --verbose           show libllama's log\n"
@@ -257,7 +258,7 @@ int hy_cmd_run(int argc, char **argv) {
     bool inter = false;
     const char *draft_path = getenv("HYPURA_DRAFT");
     hy_spec_params xp = hy_spec_default_params();
-    enum { O_TEMP = 1000, O_TOPK, O_TOPP, O_SEED, O_SYSTEM, O_NOREPACK, O_REPACK, O_DUMP, O_PLAN, O_NAIVE, O_STATS_JSON, O_NO_WARMUP, O_DRAFT, O_DRAFT_MAX };
+    enum { O_TEMP = 1000, O_TOPK, O_TOPP, O_SEED, O_SYSTEM, O_NOREPACK, O_REPACK, O_DUMP, O_PLAN, O_NAIVE, O_STATS_JSON, O_NO_WARMUP, O_DRAFT, O_DRAFT_MAX, O_DRAFT_FIXED };
     static const struct option opts[] = {{"prompt", required_argument, 0, 'p'},
                                          {"interactive", no_argument, 0, 'i'},
                                          {"max-tokens", required_argument, 0, 'n'},
@@ -279,6 +280,7 @@ int hy_cmd_run(int argc, char **argv) {
                                          {"no-warmup", no_argument, 0, O_NO_WARMUP},
                                          {"draft", required_argument, 0, O_DRAFT},
                                          {"draft-max", required_argument, 0, O_DRAFT_MAX},
+                                         {"draft-fixed", no_argument, 0, O_DRAFT_FIXED},
                                          HY_SCHED_LONG_OPTIONS,
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -311,6 +313,7 @@ int hy_cmd_run(int argc, char **argv) {
         case O_NO_WARMUP: warmup = false; break;
         case O_DRAFT: draft_path = optarg; break;
         case O_DRAFT_MAX: ok = hy_cli_parse_int(optarg, 0, 64, &xp.draft_max); break;
+        case O_DRAFT_FIXED: xp.adaptive = false; break;
         case 'h': run_usage(stdout); return 0;
         default: {
             int r = hy_cli_sched_opt("run", c, optarg, &sess);

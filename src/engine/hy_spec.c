@@ -418,12 +418,12 @@ int hy_spec_generate(hy_engine *te, hy_engine *de, const char *prompt, const hy_
                 else if (k > 1) k--;
                 /* a plain pass costs about a verify pass when none was measured */
                 double plain = have_plain ? e_plain_s : e_verify_s;
-                if (spec_rounds >= 4 && e_tokens / e_round_s < 0.95 / plain) {
+                if (spec_rounds >= 2 && e_tokens / e_round_s < 0.95 / plain) {
                     off_left = cool;
                     k_after = kmax < 2 ? kmax : 2; /* try again, small */
                     cool = cool * 2 > 256 ? 256 : cool * 2;
                     spec_rounds = 0;
-                } else if (spec_rounds >= 4) {
+                } else if (spec_rounds >= 2) {
                     cool = 8;
                 }
             }

@@ -28,12 +28,15 @@ grep -q "1..8" "$WORK/err" || bad "--layers 9 of 8: no useful message: $(cat "$W
   || { bad "llama-completion cannot run the draft"; tail -3 "$WORK/lc.err"; }
 got=$("$H" run "$D" -p "$P" -n 4 --temp 0 -c 128 -t 2 --no-repack 2>/dev/null) || bad "hypura cannot run the draft"
 ref=$(cat "$WORK/lc.out")
-[[ "$ref" == " $P$got" || "$ref" == "$P$got" ]] || bad "the draft's greedy text: llama-completion [$ref], hypura [$got]"
+# (under load llama-completion's text has lacked its last token, as run_vs_llama.sh notes: a prefix passes)
+[[ ${#ref} -gt $(( ${#P} + 2 )) && ( " $P$got" == "$ref"* || "$P$got" == "$ref"* ) ]] \
+  || bad "the draft's greedy text: llama-completion [$ref], hypura [$got]"
 
 run() { "$H" run "$T" -p "$P" -n 48 --temp 0 -c 256 -t 2 --mode stream "$@"; }
 run --dump-logits "$WORK/l0" >"$WORK/o0" 2>"$WORK/e0" || { bad "plain run"; tail -3 "$WORK/e0"; }
 for d in draft unrelated; do
-  run --draft "$WORK/$d.gguf" --dump-logits "$WORK/l-$d" --stats-json "$WORK/s-$d.json" >"$WORK/o-$d" 2>"$WORK/e-$d" \
+  # fixed k: acceptance independent of this machine's timing (adaptation is timing-driven)
+  run --draft "$WORK/$d.gguf" --draft-fixed --draft-max 4 --dump-logits "$WORK/l-$d" --stats-json "$WORK/s-$d.json" >"$WORK/o-$d" 2>"$WORK/e-$d" \
     || { bad "run --draft $d"; tail -3 "$WORK/e-$d"; continue; }
   grep -q "plan: dense-FFN-streaming" "$WORK/e-$d" || bad "$d: the target did not stream"
   cmp -s "$WORK/o0" "$WORK/o-$d" || { bad "$d: greedy text differs from plain decoding"; echo "  plain: $(cat "$WORK/o0")"; echo "  spec : $(cat "$WORK/o-$d")"; }
@@ -47,16 +50,20 @@ assert s["drafted"] > 0 and s["target_passes"] > 0, s
 if sys.argv[2] == "draft":
     assert s["acceptance"] >= 0.2, "the early-exit draft should agree measurably"
     assert s["tokens_per_pass"] > 1.3, "tokens per pass"
+    assert s["plain_passes"] == 0 or s["target_passes"] > s["plain_passes"], s
 PY
   grep -q "\[hypura\] speculative: drafted" "$WORK/e-$d" || bad "$d: no speculative line in the end-of-run block"
 done
+run --draft "$D" >"$WORK/o-adapt" 2>"$WORK/e-adapt" || { bad "run --draft (adaptive)"; tail -3 "$WORK/e-adapt"; }
+cmp -s "$WORK/o0" "$WORK/o-adapt" || bad "adaptive drafting: greedy text differs from plain decoding"
+echo "adaptive: $(grep -o 'speculative: .*' "$WORK/e-adapt")"
 echo "greedy text: $(head -c 60 "$WORK/o0")..."
 
 # sampling: a draft that is the target itself (same kernels: both resident, repacked) is
 # accepted almost always, as p = q; a streamed target computes with other kernels, and on
 # these near-flat random distributions top-k/top-p then cut differently near the edge
 "$MK" -o "$WORK/self.gguf" --draft-of "$T" --layers 8 --quiet >/dev/null || bad "mkmodel --draft-of all layers"
-"$H" run "$T" -p "$P" -n 40 --temp 0.8 --seed 5 -c 256 -t 2 --mode resident --draft "$WORK/self.gguf" \
+"$H" run "$T" -p "$P" -n 40 --temp 0.8 --seed 5 -c 256 -t 2 --mode resident --draft "$WORK/self.gguf" --draft-fixed \
   --stats-json "$WORK/s-self.json" >"$WORK/o-self" 2>"$WORK/e-self" || { bad "sampling with a draft"; tail -3 "$WORK/e-self"; }
 python3 - "$WORK/s-self.json" <<'PY' || fail=1
 import json, sys
