@@ -9,6 +9,10 @@
  *  - Temperature 0: a drafted token is kept only when it is the target's
  *    argmax at that position, so the text equals non-speculative greedy
  *    decoding (the same tokens; logits equal up to the batch's kernels).
+ *    Streamed and --no-repack targets verify with the kernels a single token
+ *    uses (bit-identical logits, tested); a resident target with llama.cpp's
+ *    repacked kernels computes a batch with other kernels (other low bits), so
+ *    its greedy text can part from plain decoding's at a near-tie.
  *  - Temperature > 0: standard speculative sampling (accept d with probability
  *    min(1, p(d)/q(d)), else sample from max(0, p - q)), with p and q the
  *    target's and the draft's distributions after the same top-k/top-p/
