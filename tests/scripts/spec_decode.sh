@@ -54,6 +54,14 @@ if sys.argv[2] == "draft":
 PY
   grep -q "\[hypura\] speculative: drafted" "$WORK/e-$d" || bad "$d: no speculative line in the end-of-run block"
 done
+# to the end of the context: the last rounds are cut by it as plain decoding stops
+"$H" run "$T" -p hi -n 400 --temp 0 -c 256 -t 2 --mode stream >"$WORK/o-ctx0" 2>"$WORK/e-ctx0" || bad "plain run to the context's end"
+"$H" run "$T" -p hi -n 400 --temp 0 -c 256 -t 2 --mode stream --draft "$D" --draft-fixed >"$WORK/o-ctx1" 2>"$WORK/e-ctx1" \
+  || bad "run --draft to the context's end"
+cmp -s "$WORK/o-ctx0" "$WORK/o-ctx1" || bad "to the context's end: greedy text differs from plain decoding"
+grep -q "stop: context" "$WORK/e-ctx1" || bad "to the context's end: not stopped by the context"
+[[ $(grep -o "generation [0-9]* tokens" "$WORK/e-ctx0") == $(grep -o "generation [0-9]* tokens" "$WORK/e-ctx1") ]] \
+  || bad "to the context's end: another number of tokens"
 run --draft "$D" >"$WORK/o-adapt" 2>"$WORK/e-adapt" || { bad "run --draft (adaptive)"; tail -3 "$WORK/e-adapt"; }
 cmp -s "$WORK/o0" "$WORK/o-adapt" || bad "adaptive drafting: greedy text differs from plain decoding"
 echo "adaptive: $(grep -o 'speculative: .*' "$WORK/e-adapt")"
