@@ -78,6 +78,7 @@ struct hy_loader {
     pthread_t th[MAX_THREADS];
     struct stage stage[MAX_THREADS];
     int n_stage;              /* staging buffers that may exist */
+    uint64_t stage_len;       /* the biggest tensor's page-rounded range: every staging buffer's size */
     int fd;                   /* buffered, no readahead: copies out of the page cache */
     uint8_t *map;             /* the file, for mincore only (never touched) */
     size_t map_len;
@@ -137,7 +138,8 @@ static struct stage *stage_get(struct hy_loader *L, size_t len) {
     if (st->p) munmap(st->p, st->len);
     st->p = NULL;
     st->len = 0;
-    size_t l = hy_round_up(len, HUGE_ALIGN);
+    /* sized once for the biggest tensor: never touched anew for a bigger one */
+    size_t l = hy_round_up(len > L->stage_len ? len : L->stage_len, HUGE_ALIGN);
     void *p = mmap(NULL, l, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p != MAP_FAILED) {
         madvise(p, l, MADV_HUGEPAGE);
@@ -267,6 +269,7 @@ static struct hy_loader *loader_start(hy_stream *s) {
     uint64_t biggest = 1;
     for (int64_t i = 0; i < s->desc->n_tensors; i++)
         if (s->desc->tensors[i].size > biggest) biggest = s->desc->tensors[i].size;
+    L->stage_len = hy_round_up(biggest, PAGE) + PAGE;
     uint64_t fit = STAGE_BYTES / biggest;
     L->n_stage = fit < 2 ? 2 : fit > (uint64_t)MAX_THREADS ? MAX_THREADS : (int)fit;
     if (L->n_stage > L->n_threads && L->n_threads > 0) L->n_stage = L->n_threads < 2 ? 2 : L->n_threads;
