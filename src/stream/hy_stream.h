@@ -43,7 +43,7 @@ typedef struct {
     int  lookahead;           /* < 0: the plan's; else fixed (0 = read each group on demand) */
     bool adaptive;            /* start at 1 and deepen on stalls up to the plan's lookahead (default true) */
     int  cache_policy;        /* expert cache: HY_XC_LFU (default) or HY_XC_LRU */
-    bool prefetch_experts;    /* predict the next layer's experts from co-activation (default true) */
+    bool prefetch_experts;    /* prefetch the next layer's predicted experts: pre-gating, else co-activation (default true) */
     bool persist_stats;       /* load/save co-activation statistics under the XDG data dir (default true) */
     bool pagecache;           /* experts: map the file over the tensors and let the page cache hold them;
                                  routed slices are advised WILLNEED and populated, released ones dropped from
