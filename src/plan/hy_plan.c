@@ -180,27 +180,35 @@ static uint64_t min_stream_need(int n, const struct choice *c1, const struct cho
     return best;
 }
 
+/* the kind part of "blk.<layer>.<kind>", or NULL */
+static const char *xkind_suffix(const char *name) {
+    if (strncmp(name, "blk.", 4)) return NULL;
+    const char *q = name + 4;
+    while (*q >= '0' && *q <= '9') q++;
+    return q > name + 4 && *q == '.' ? q + 1 : NULL;
+}
+
+int hy_plan_xkind_of(const hy_xkind *kinds, int n_kinds, const char *name) {
+    const char *suf = xkind_suffix(name);
+    for (int k = 0; suf && k < n_kinds; k++)
+        if (!strcmp(kinds[k].suffix, suf)) return k;
+    return -1;
+}
+
 int hy_plan_xkinds(const hy_model_desc *d, const hy_tier *tier, hy_xkind *kinds, int max) {
     int n = 0;
     for (int64_t i = 0; i < d->n_tensors; i++) {
         const hy_tensor_info *t = &d->tensors[i];
         if (t->role != HY_ROLE_EXPERT || t->layer < 0 || t->layer >= d->n_layer) continue;
         if (tier && tier[i] != HY_TIER_NVME) continue;
-        /* "blk.<layer>." then the kind */
-        const char *suf = NULL;
-        if (!strncmp(t->name, "blk.", 4)) {
-            const char *q = t->name + 4;
-            while (*q >= '0' && *q <= '9') q++;
-            if (q > t->name + 4 && *q == '.') suf = q + 1;
-        }
+        const char *suf = xkind_suffix(t->name);
         if (!suf || strlen(suf) >= sizeof kinds[0].suffix) return -1;
-        int k = 0;
-        while (k < n && strcmp(kinds[k].suffix, suf)) k++;
-        if (k == n) {
+        int k = hy_plan_xkind_of(kinds, n, t->name);
+        if (k < 0) {
             if (n == max) return -1;
-            memset(&kinds[n], 0, sizeof kinds[n]);
-            strcpy(kinds[n].suffix, suf);
-            n++;
+            k = n++;
+            memset(&kinds[k], 0, sizeof kinds[k]);
+            strcpy(kinds[k].suffix, suf);
         }
         uint64_t stride = t->expert_stride ? t->expert_stride
                                            : t->size / (uint64_t)(d->n_expert > 0 ? d->n_expert : 1);

@@ -92,6 +92,8 @@ typedef struct {
  * is NULL): number of kinds, or -1 when there are more than max, or a name has no
  * layer prefix. Pure; the plan and the expert cache both size slots with it. */
 int hy_plan_xkinds(const hy_model_desc *d, const hy_tier *tier, hy_xkind *kinds, int max);
+/* the index in kinds of a tensor named "blk.N.<kind>", or -1 */
+int hy_plan_xkind_of(const hy_xkind *kinds, int n_kinds, const char *name);
 /* Bytes one expert slot costs across all kinds: the kinds' pitches, plus the
  * matmul's scratch that grows with the slot count (ggml's mul_mat_id keeps a row
  * map of n_as x k x n_batch entries of 8 bytes, and 72 bytes per n_as). */

@@ -116,9 +116,7 @@ int hy_experts_init(hy_stream *s, const hy_model_desc *d, const hy_plan *plan, c
         if (ti->n_experts != d->n_expert || ti->expert_stride == 0)
             return hy_fail(err, errlen, "expert tensor '%s' has %d experts of %llu bytes; the model says %d", ti->name,
                            ti->n_experts, (unsigned long long)ti->expert_stride, d->n_expert);
-        const char *suf = strchr(ti->name + 4, '.'); /* "blk.N." checked by hy_plan_xkinds */
-        for (int k = 0; k < s->n_kinds && suf; k++)
-            if (!strcmp(kinds[k].suffix, suf + 1)) en->xkind = k;
+        en->xkind = hy_plan_xkind_of(kinds, s->n_kinds, ti->name);
         if (en->xkind < 0) return hy_fail(err, errlen, "expert tensor '%s' has no arena", ti->name);
         int n = 0;
         while (s->layer_xentries[l][n] >= 0) n++;

@@ -209,11 +209,10 @@ static enum ggml_status rbuf_init_tensor(ggml_backend_buffer_t b, struct ggml_te
     const hy_tensor_info *ti = hy_model_find(rb->s->desc, t->name);
     if (ti && ti->size == (uint64_t)ggml_nbytes(t)) t->data = (uint8_t *)t->data + ti->offset % PAGE;
     /* expert-streaming predicts a layer's experts with its router (hy_experts.c) */
-    int l;
-    char tail[32];
-    if (rb->s->routers && sscanf(t->name, "blk.%d.%31s", &l, tail) == 2 && !strcmp(tail, "ffn_gate_inp.weight") && l >= 0 &&
-        l < rb->s->desc->n_layer)
-        rb->s->routers[l] = t;
+    size_t nl = strlen(t->name), rl = strlen(".ffn_gate_inp.weight");
+    if (rb->s->routers && ti && ti->role == HY_ROLE_ROUTER && ti->layer >= 0 && ti->layer < rb->s->desc->n_layer &&
+        nl > rl && !strcmp(t->name + nl - rl, ".ffn_gate_inp.weight"))
+        rb->s->routers[ti->layer] = t;
     return GGML_STATUS_SUCCESS;
 }
 
