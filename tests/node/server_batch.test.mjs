@@ -90,10 +90,13 @@ async function one(url, i, { stream = true, n = N, temperature = 0, seed = 3, st
 const maxBusy = (log) => Math.max(0, ...[...log.matchAll(/slot \d+ of 8 \((\d+) busy\)/g)].map((m) => Number(m[1])));
 
 test('8 concurrent streams (ollama and openai clients) are generated together, each as alone', async () => {
+  // long enough that the 8 streams overlap also when the clients start them slowly (a loaded
+  // machine started them ~30 ms apart, and 40 tokens of this model take about that)
+  const NB = 4 * N;
   const solo = [];
-  for (let i = 0; i < 8; i++) solo.push(await one(srv.url, i, { stream: false }));
+  for (let i = 0; i < 8; i++) solo.push(await one(srv.url, i, { stream: false, n: NB }));
   solo.forEach((r, i) => {
-    assert.equal(r.count, N, `request ${i} alone`);
+    assert.equal(r.count, NB, `request ${i} alone`);
     assert.equal(r.reason, 'length');
   });
   assert.equal(new Set(solo.map((r) => r.text)).size, 8, 'every prompt gives a different text');
@@ -109,11 +112,11 @@ test('8 concurrent streams (ollama and openai clients) are generated together, e
     }
   })();
   const t0 = Date.now();
-  const batched = await Promise.all(Array.from({ length: 8 }, (_, i) => one(srv.url, i)));
+  const batched = await Promise.all(Array.from({ length: 8 }, (_, i) => one(srv.url, i, { n: NB })));
   const ms = Date.now() - t0;
   await watch;
   batched.forEach((r, i) => {
-    assert.equal(r.count, N, `stream ${i} token count`);
+    assert.equal(r.count, NB, `stream ${i} token count`);
     assert.equal(r.reason, 'length');
   });
   assert.ok(ps, '/api/ps showed at least two busy slots during the streams');
@@ -126,7 +129,7 @@ test('8 concurrent streams (ollama and openai clients) are generated together, e
   const busy = maxBusy(srv.log());
   assert.ok(busy >= 4, `at most ${busy} slots were busy when a request joined:\n${srv.log()}`);
   const differ = batched.map((r, i) => (r.text === solo[i].text ? -1 : i)).filter((i) => i >= 0);
-  console.log(`# 8 streams x ${N} tokens in ${ms} ms (up to ${busy} slots busy at once); ` +
+  console.log(`# 8 streams x ${NB} tokens in ${ms} ms (up to ${busy} slots busy at once); ` +
     `batched vs alone, no prompt cache: ${differ.length} of 8 differ ${JSON.stringify(differ)}`);
   assert.deepEqual(differ, [], 'batched responses equal the same requests alone');
 });
