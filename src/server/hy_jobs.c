@@ -207,6 +207,8 @@ static bool job_ready(void *ud) {
     return room;
 }
 
+static void publish(hy_queue *q);
+
 /* The batcher ended the job's sequence (on the worker's thread). */
 static void job_done(void *ud, int rc, const hy_gen_stats *st, const char *err) {
     hy_job *j = ud;
@@ -221,6 +223,11 @@ static void job_done(void *ud, int rc, const hy_gen_stats *st, const char *err) 
     pthread_mutex_unlock(&j->mu);
     if (j->stop_hit || !strcmp(sr, "stop")) j->done_reason = "stop";
     else j->done_reason = "length"; /* n_predict reached or the context is full */
+    bool gone = rc == 0 && !stopping && cancelled && !j->stop_hit && !strcmp(sr, "cancelled");
+    if (gone) hy_batcher_forget(q->batcher, j->slot); /* a cancelled request's KV goes at once */
+    /* /api/ps shows the slot free before the client hears that its request ended
+     * (the step's own publish comes only after every slot of the step) */
+    publish(q);
     if (rc != 0) {
         /* an I/O error fails the requests of that step only: the stream forgets it
          * (failed reads were not kept; the worker clears the error after the step)
@@ -229,8 +236,7 @@ static void job_done(void *ud, int rc, const hy_gen_stats *st, const char *err) 
         job_finish(j, 500, why ? why : err);
     } else if (stopping && !j->stop_hit && !strcmp(sr, "cancelled")) {
         job_finish(j, 503, "the server is shutting down");
-    } else if (cancelled && !j->stop_hit && !strcmp(sr, "cancelled")) {
-        hy_batcher_forget(q->batcher, j->slot); /* a cancelled request's KV goes at once */
+    } else if (gone) {
         job_finish(j, 499, "the client went away");
     } else {
         job_finish(j, 0, NULL);
