@@ -60,19 +60,35 @@ else
 fi
 
 LLAMA_BUILD="${LLAMA_BUILD_DIR:-$SRC/build-cpu}"
-if [[ ! -f "$LLAMA_BUILD/.hypura-built" ]]; then
+# The configuration is recorded in the marker: a build made with other flags (an older
+# set-up without ggml's RPC backend, say) is reconfigured and rebuilt in place, once.
+# GGML_RPC=ON gives libggml the RPC backend (--rpc) and builds ggml-rpc-server (the
+# remote side of the tests, the demo and the benchmark).
+llama_flags=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON
+             -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF
+             -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DGGML_NATIVE=ON -DGGML_RPC=ON)
+if [[ "${HYPURA_CUDA:-0}" == 1 ]]; then llama_flags+=(-DGGML_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCH:-90}"); fi
+llama_targets=(llama llama-bench llama-completion ggml-rpc-server)
+llama_config="flags: ${llama_flags[*]} targets: ${llama_targets[*]}"
+llama_built() { [[ -f "$LLAMA_BUILD/.hypura-built" && "$(cat "$LLAMA_BUILD/.hypura-built")" == "$llama_config" ]]; }
+if ! llama_built && command -v flock >/dev/null 2>&1; then
+  # two set-ups at once (several build trees on one cache) must not build one tree together
+  mkdir -p "$(dirname "$LLAMA_BUILD")"
+  exec 9>"$LLAMA_BUILD.lock"
+  flock -n 9 || { log "waiting for another set-up building llama.cpp in $LLAMA_BUILD"; flock 9; }
+fi
+if ! llama_built; then
+  if [[ -f "$LLAMA_BUILD/.hypura-built" ]]; then
+    log "llama.cpp in $LLAMA_BUILD was built with another configuration: rebuilding it ($llama_config)"
+  fi
   log "building llama.cpp (CPU) in $LLAMA_BUILD with $JOBS jobs; this takes a while once"
-  extra=()
-  if [[ "${HYPURA_CUDA:-0}" == 1 ]]; then extra+=(-DGGML_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCH:-90}"); fi
   mkdir -p "$LLAMA_BUILD"
   blog="$LLAMA_BUILD/hypura-build.log"
-  if ! { cmake -S "$SRC" -B "$LLAMA_BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
-           -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF \
-           -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DGGML_NATIVE=ON "${extra[@]+"${extra[@]}"}" &&
-         cmake --build "$LLAMA_BUILD" -j "$JOBS" --target llama llama-bench llama-completion; } >"$blog" 2>&1; then
+  if ! { cmake -S "$SRC" -B "$LLAMA_BUILD" "${llama_flags[@]}" &&
+         cmake --build "$LLAMA_BUILD" -j "$JOBS" --target "${llama_targets[@]}"; } >"$blog" 2>&1; then
     tail -30 "$blog" >&2; log "building llama.cpp failed: see $blog"; exit 1
   fi
-  touch "$LLAMA_BUILD/.hypura-built"
+  printf '%s' "$llama_config" >"$LLAMA_BUILD/.hypura-built"
 fi
 
 # --- the npm clients the server tests drive (ollama, openai; exact versions in tests/node) ---
