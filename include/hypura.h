@@ -47,6 +47,9 @@ typedef struct {
     const char *draft_path;  /* a draft model for speculative decoding (hy_spec.h), or NULL: the plan charges
                                 its resident weights, KV (n_ctx) and compute against the memory budget first;
                                 the caller opens it (hy_spec_open_draft) */
+    double draft_accept;     /* the acceptance the plan expects of the draft when deciding whether drafting pays
+                                (hy_spec.h's model); 0: HY_SPEC_ACCEPT_PRIOR */
+    bool   draft_always;     /* keep the draft whatever the model predicts (--draft-fixed) */
 } hy_session_params;
 
 #define HY_GPU_NONE UINT64_MAX
@@ -76,6 +79,10 @@ typedef struct {
     int      cache_policy;            /* expert cache: the policy in use (0 LFU, 1 LRU) */
     char     cache_policy_why[256];   /* given, or measured, or the default */
     uint64_t draft_bytes;             /* memory the draft model is charged (0: none), off mem_budget already */
+    struct hy_spec_model *spec_model; /* drafting's cost model (hy_spec.h), NULL without a draft */
+    bool     draft_off;               /* the plan predicts drafting does not pay: the target is planned with the
+                                         whole budget, and the draft is not to be opened */
+    char     draft_why[320];          /* the decision and its figures ("" without a draft) */
 } hy_session;
 
 /* Header, profile and plan only: nothing is loaded (estimate, inspect --plan). */

@@ -38,7 +38,11 @@ static void run_usage(FILE *f) {
         "                          resident and charged to the memory budget (env HYPURA_DRAFT)\n"
         "      --draft-max N       most tokens drafted per target pass (default 8; adapts down, and to\n"
         "                          none while drafting measures slower than plain decoding)\n"
-        "      --draft-fixed       always draft --draft-max tokens (no adaptation)\n"
+        "      --draft-fixed       always draft --draft-max tokens (no adaptation, and the draft is used\n"
+        "                          also where the plan predicts it does not pay)\n"
+        "      --draft-accept P    the acceptance (0..1) the plan expects of the draft when deciding\n"
+        "                          whether drafting pays (default 0.5 until measured; a run's stats\n"
+        "                          print the measured one)\n"
         "      --plan              print the placement plan before running\n"
         "      --naive             no plan: libllama's defaults (mmap, repack), the baseline of bench\n" HY_SCHED_HELP
         "  -v, --verbose           show libllama's log\n"
@@ -85,18 +89,11 @@ static void dump_logits(const float *logits, int n_vocab, void *ud) {
 static int write_stats_json(const char *path, const hy_session *ss, const hy_gen_stats *st, double load_s,
                             const hy_spec_stats *sx) {
     json_t *o = json_object();
-    if (sx) {
+    if (sx) json_object_set_new(o, "speculative", hy_spec_stats_json(sx, ss));
+    else if (ss && ss->draft_why[0]) { /* the plan turned drafting off: the decision */
         json_t *d = json_object();
-        json_object_set_new(d, "drafted", json_integer((json_int_t)sx->drafted));
-        json_object_set_new(d, "accepted", json_integer((json_int_t)sx->accepted));
-        json_object_set_new(d, "acceptance", json_real(sx->drafted ? (double)sx->accepted / sx->drafted : 0));
-        json_object_set_new(d, "target_passes", json_integer((json_int_t)sx->passes));
-        json_object_set_new(d, "plain_passes", json_integer((json_int_t)sx->plain_passes));
-        json_object_set_new(d, "tokens_per_pass", json_real(sx->passes ? (double)sx->pass_tokens / sx->passes : 0));
-        json_object_set_new(d, "draft_s", json_real(sx->t_draft_s));
-        json_object_set_new(d, "verify_s", json_real(sx->t_verify_s));
-        json_object_set_new(d, "k_last", json_integer(sx->k_last));
-        if (ss) json_object_set_new(d, "draft_bytes", json_integer((json_int_t)ss->draft_bytes));
+        json_object_set_new(d, "plan", json_string(ss->draft_why));
+        json_object_set_new(d, "off_by_plan", json_true());
         json_object_set_new(o, "speculative", d);
     }
     json_object_set_new(o, "load_s", json_real(load_s));
@@ -161,6 +158,19 @@ static void print_spec_stats(const hy_spec_stats *x) {
             (unsigned long long)x->drafted, (unsigned long long)x->accepted,
             x->drafted ? 100.0 * x->accepted / x->drafted : 0.0, x->passes ? (double)x->pass_tokens / x->passes : 0.0,
             (unsigned long long)x->passes, (unsigned long long)x->plain_passes, x->t_draft_s, x->t_verify_s, x->k_last);
+    uint64_t nv = x->passes - x->plain_passes, np = x->plain_passes;
+    if (x->x_layers && (nv || np)) {
+        fprintf(stderr, "[hypura] speculative, experts: per layer and pass");
+        if (np)
+            fprintf(stderr, " %.2f routed in a plain pass (predicted %.2f), %.1f MiB read", (double)x->x_union_plain / np / x->x_layers,
+                    x->x_union_pred_plain, x->x_read_plain / (double)np / 1048576.0);
+        if (nv)
+            fprintf(stderr, "%s %.2f routed in a pass of %.2f tokens (predicted %.2f), %.1f MiB read", np ? ";" : "",
+                    (double)x->x_union_verify / nv / x->x_layers, (double)x->verify_tokens / nv, x->x_union_pred_verify,
+                    x->x_read_verify / (double)nv / 1048576.0);
+        fputc('\n', stderr);
+    }
+    if (x->decision[0]) fprintf(stderr, "[hypura] speculative: drafting turned off %d time(s), last %s\n", x->n_off, x->decision);
 }
 
 static void print_stats(const hy_gen_stats *st, double load_s) {
@@ -258,7 +268,7 @@ int hy_cmd_run(int argc, char **argv) {
     bool inter = false;
     const char *draft_path = getenv("HYPURA_DRAFT");
     hy_spec_params xp = hy_spec_default_params();
-    enum { O_TEMP = 1000, O_TOPK, O_TOPP, O_SEED, O_SYSTEM, O_NOREPACK, O_REPACK, O_DUMP, O_PLAN, O_NAIVE, O_STATS_JSON, O_NO_WARMUP, O_DRAFT, O_DRAFT_MAX, O_DRAFT_FIXED };
+    enum { O_TEMP = 1000, O_TOPK, O_TOPP, O_SEED, O_SYSTEM, O_NOREPACK, O_REPACK, O_DUMP, O_PLAN, O_NAIVE, O_STATS_JSON, O_NO_WARMUP, O_DRAFT, O_DRAFT_MAX, O_DRAFT_FIXED, O_DRAFT_ACCEPT };
     static const struct option opts[] = {{"prompt", required_argument, 0, 'p'},
                                          {"interactive", no_argument, 0, 'i'},
                                          {"max-tokens", required_argument, 0, 'n'},
@@ -281,6 +291,7 @@ int hy_cmd_run(int argc, char **argv) {
                                          {"draft", required_argument, 0, O_DRAFT},
                                          {"draft-max", required_argument, 0, O_DRAFT_MAX},
                                          {"draft-fixed", no_argument, 0, O_DRAFT_FIXED},
+                                         {"draft-accept", required_argument, 0, O_DRAFT_ACCEPT},
                                          HY_SCHED_LONG_OPTIONS,
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -314,6 +325,12 @@ int hy_cmd_run(int argc, char **argv) {
         case O_DRAFT: draft_path = optarg; break;
         case O_DRAFT_MAX: ok = hy_cli_parse_int(optarg, 0, 64, &xp.draft_max); break;
         case O_DRAFT_FIXED: xp.adaptive = false; break;
+        case O_DRAFT_ACCEPT: {
+            char *end = NULL;
+            sess.draft_accept = strtod(optarg, &end);
+            ok = end != optarg && !*end && sess.draft_accept > 0 && sess.draft_accept <= 1;
+            break;
+        }
         case 'h': run_usage(stdout); return 0;
         default: {
             int r = hy_cli_sched_opt("run", c, optarg, &sess);
@@ -345,6 +362,7 @@ int hy_cmd_run(int argc, char **argv) {
         return 2;
     }
     sess.draft_path = draft_path;
+    sess.draft_always = !xp.adaptive;
 
     char err[HY_ERRLEN];
     hy_session *ss = NULL;
@@ -370,6 +388,19 @@ int hy_cmd_run(int argc, char **argv) {
     }
     hy_session *dss = NULL;
     hy_engine *draft = NULL;
+    if (draft_path && !naive) {
+        /* the plan's decision (hy_session.c decide_draft); the plan printout has it where it is printed */
+        if (!show_plan && ss->plan.mode == HY_MODE_RESIDENT) fprintf(stderr, "[hypura] speculative: %s\n", ss->draft_why);
+        if (ss->draft_off) {
+            if (hy_spec_check_vocab_file(hy_engine_model(e), draft_path, err, sizeof err)) {
+                fprintf(stderr, "hypura run: %s\n", err);
+                hy_session_free(ss);
+                return 1;
+            }
+            draft_path = NULL;
+        }
+        xp.session = ss;
+    }
     if (draft_path) {
         int dr = hy_spec_open_draft(draft_path, ss->plan_params.n_ctx, ep.n_threads,
                                     ep.verbose, &dss, err, sizeof err);

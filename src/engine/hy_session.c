@@ -69,9 +69,9 @@ static void load_stats(hy_session *s) {
 
 /* A resident draft model (speculative decoding) is memory the target's plan
  * cannot have: its weights, KV and compute come off the budget first. */
-static int charge_draft(hy_session *s, const hy_session_params *p, char *err, size_t errlen) {
+static int charge_draft(hy_session *s, const hy_session_params *p, double *draft_tok_s, char *err, size_t errlen) {
     hy_plan_params *q = &s->plan_params;
-    if (hy_spec_draft_cost(p->draft_path, q->n_ctx, &s->draft_bytes, err, errlen)) return -1;
+    if (hy_spec_draft_cost(p->draft_path, q->n_ctx, &s->draft_bytes, draft_tok_s, err, errlen)) return -1;
     if (q->mem_budget <= s->draft_bytes) {
         /* the target's own minimum, from a plan that cannot fit */
         hy_plan_params t = *q;
@@ -88,6 +88,56 @@ static int charge_draft(hy_session *s, const hy_session_params *p, char *err, si
                        hy_fmt_bytes(tmin + s->draft_bytes, c, sizeof c));
     }
     q->mem_budget -= s->draft_bytes;
+    return 0;
+}
+
+/* Whether drafting pays for this target at all (hy_spec.h's cost model): the
+ * plan with the draft charged, drafting the best k at the expected acceptance,
+ * against the plan with the whole budget and no draft. Where it does not, the
+ * target gets the whole budget and the draft is not to be opened (draft_off);
+ * either way draft_why says what was predicted. */
+static int decide_draft(hy_session *s, const hy_session_params *p, double draft_tok_s) {
+    /* the draft's plan predicted its token at the assumed memory bandwidth: this machine's instead */
+    if (s->plan.pred_mem_gbps > 0) draft_tok_s *= HY_PLAN_ASSUMED_MEM_GBPS / s->plan.pred_mem_gbps;
+    hy_plan_params whole = s->plan_params;
+    whole.mem_budget += s->draft_bytes;
+    hy_plan plain;
+    char why[HY_ERRLEN];
+    memset(&plain, 0, sizeof plain);
+    if (hy_plan_make(s->desc, &whole, &plain, why, sizeof why)) return -1;
+    s->spec_model = calloc(1, sizeof *s->spec_model);
+    if (!s->spec_model || hy_spec_model_make(s->desc, &s->plan_params, &s->plan, &plain, draft_tok_s, HY_SPEC_KMAX,
+                                             s->spec_model)) {
+        hy_plan_free(&plain);
+        return -1;
+    }
+    hy_spec_model *m = s->spec_model;
+    bool given = p->draft_accept > 0;
+    if (given) m->accept = p->draft_accept > 1 ? 1 : p->draft_accept;
+    double gain;
+    int k = hy_spec_model_best_k(m, m->accept, true, &gain);
+    double be = hy_spec_model_breakeven(m, k, true);
+    char moe[160] = "";
+    if (m->moe)
+        snprintf(moe, sizeof moe, "; %d tokens route to %.1f experts per layer where one routes to %d (%.1f not cached)",
+                 k + 1, m->union_x[k + 1], m->top_k, m->miss_x[k + 1]);
+    char bes[48];
+    if (be > 1) snprintf(bes, sizeof bes, "not even at 100%%");
+    else snprintf(bes, sizeof bes, "above %.0f%%", 100 * be);
+    s->draft_off = gain < 1 && !p->draft_always;
+    snprintf(s->draft_why, sizeof s->draft_why,
+             "%s: predicted %.2fx plain decoding at k %d and %.0f%% acceptance (%s); pays %s acceptance; verify pass "
+             "%.3f s for %d tokens against %.3f s plain with the whole budget%s",
+             s->draft_off ? "drafting off" : gain < 1 ? "drafting kept (--draft-fixed)" : "drafting on", gain, k,
+             100 * m->accept, given ? "given" : "prior, not measured", bes, m->pass_s[k], k + 1, m->plain_s, moe);
+    if (s->draft_off) {
+        hy_plan_free(&s->plan);
+        s->plan = plain;
+        s->plan_params.mem_budget = whole.mem_budget;
+        s->draft_bytes = 0;
+    } else {
+        hy_plan_free(&plain);
+    }
     return 0;
 }
 
@@ -158,7 +208,8 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
             hy_policy_load(path, s->desc->header_hash, &r);
         s->cache_policy = (int)hy_policy_choose(&r, s->cache_policy_why, sizeof s->cache_policy_why);
     }
-    if (p->draft_path && charge_draft(s, p, err, errlen)) goto fail;
+    double draft_tok_s = 0;
+    if (p->draft_path && charge_draft(s, p, &draft_tok_s, err, errlen)) goto fail;
     if (hy_plan_make(s->desc, q, &s->plan, err, errlen)) {
         if (s->draft_bytes) {
             char a[32], b[32];
@@ -166,6 +217,10 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
             snprintf(err + l, errlen > l ? errlen - l : 0, "; with the draft model's %s besides, at least %s in all",
                      hy_fmt_bytes(s->draft_bytes, a, sizeof a), hy_fmt_bytes(s->plan.min_budget + s->draft_bytes, b, sizeof b));
         }
+        goto fail;
+    }
+    if (p->draft_path && decide_draft(s, p, draft_tok_s)) {
+        hy_fail(err, errlen, "out of memory");
         goto fail;
     }
     *out = s;
@@ -313,6 +368,7 @@ void hy_session_free(hy_session *s) {
     hy_plan_free(&s->plan);
     hy_model_desc_free(s->desc);
     free(s->expert_freq);
+    free(s->spec_model);
     free(s);
 }
 
@@ -341,6 +397,7 @@ void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
     if (s->draft_bytes)
         fprintf(f, "  draft model: %s resident (weights, KV, compute), charged before the target's budget\n",
                 hy_fmt_bytes(s->draft_bytes, a, sizeof a));
+    if (s->draft_why[0]) fprintf(f, "  speculative: %s\n", s->draft_why);
     if (pl->mode == HY_MODE_EXPERT)
         fprintf(f, "  cache policy: %s (%s)\n", hy_xcache_policy_name((hy_xc_policy)s->cache_policy),
                 s->cache_policy_why);

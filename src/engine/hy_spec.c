@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "hypura.h"
 #include "gguf/hy_gguf.h"
 #include "plan/hy_plan.h"
@@ -38,7 +40,17 @@ int hy_spec_check_vocab(const struct llama_model *target, const struct llama_mod
     return 0;
 }
 
-int hy_spec_draft_cost(const char *path, int n_ctx, uint64_t *bytes, char *err, size_t errlen) {
+int hy_spec_check_vocab_file(const struct llama_model *target, const char *draft_path, char *err, size_t errlen) {
+    struct llama_model_params mp = llama_model_default_params();
+    mp.vocab_only = true;
+    struct llama_model *d = llama_model_load_from_file(draft_path, mp);
+    if (!d) return hy_fail(err, errlen, "draft model: cannot load the vocabulary of %s", draft_path);
+    int rc = hy_spec_check_vocab(target, d, err, errlen);
+    llama_model_free(d);
+    return rc;
+}
+
+int hy_spec_draft_cost(const char *path, int n_ctx, uint64_t *bytes, double *tok_s, char *err, size_t errlen) {
     hy_model_desc *d = NULL;
     char why[HY_ERRLEN];
     if (hy_gguf_read(path, &d, why, sizeof why)) return hy_fail(err, errlen, "draft model: %s", why);
@@ -51,10 +63,207 @@ int hy_spec_draft_cost(const char *path, int n_ctx, uint64_t *bytes, char *err, 
     memset(&pl, 0, sizeof pl);
     int rc = hy_plan_make(d, &q, &pl, why, sizeof why);
     if (rc) hy_fail(err, errlen, "draft model: %s", why);
-    else *bytes = pl.budget_used;
+    else {
+        *bytes = pl.budget_used;
+        /* a drafted token reads the draft's weights once: its plan's prediction (the
+         * profile's memory bandwidth is not known here: the plan's assumed figure) */
+        if (tok_s) *tok_s = pl.pred_tok_s > 0 ? 1.0 / pl.pred_tok_s : 0;
+    }
     hy_plan_free(&pl);
     hy_model_desc_free(d);
     return rc ? -1 : 0;
+}
+
+json_t *hy_spec_stats_json(const hy_spec_stats *sx, const hy_session *ss) {
+    json_t *d = json_object();
+    json_object_set_new(d, "drafted", json_integer((json_int_t)sx->drafted));
+    json_object_set_new(d, "accepted", json_integer((json_int_t)sx->accepted));
+    json_object_set_new(d, "acceptance", json_real(sx->drafted ? (double)sx->accepted / sx->drafted : 0));
+    json_object_set_new(d, "target_passes", json_integer((json_int_t)sx->passes));
+    json_object_set_new(d, "plain_passes", json_integer((json_int_t)sx->plain_passes));
+    json_object_set_new(d, "tokens_per_pass", json_real(sx->passes ? (double)sx->pass_tokens / sx->passes : 0));
+    json_object_set_new(d, "draft_s", json_real(sx->t_draft_s));
+    json_object_set_new(d, "verify_s", json_real(sx->t_verify_s));
+    json_object_set_new(d, "k_last", json_integer(sx->k_last));
+    json_object_set_new(d, "verify_tokens", json_integer((json_int_t)sx->verify_tokens));
+    json_object_set_new(d, "times_off", json_integer(sx->n_off));
+    if (sx->decision[0]) json_object_set_new(d, "last_off", json_string(sx->decision));
+    if (ss && ss->draft_why[0]) json_object_set_new(d, "plan", json_string(ss->draft_why));
+    if (ss) json_object_set_new(d, "draft_bytes", json_integer((json_int_t)ss->draft_bytes));
+    if (sx->x_layers) { /* unique routed experts per layer and pass, and bytes read per pass */
+        uint64_t nv = sx->passes - sx->plain_passes, np = sx->plain_passes;
+        json_t *x = json_object();
+        json_object_set_new(x, "layers", json_integer(sx->x_layers));
+        json_object_set_new(x, "plain_passes", json_integer((json_int_t)np));
+        json_object_set_new(x, "verify_passes", json_integer((json_int_t)nv));
+        json_object_set_new(x, "union_plain", json_real(np ? (double)sx->x_union_plain / np / sx->x_layers : 0));
+        json_object_set_new(x, "union_verify", json_real(nv ? (double)sx->x_union_verify / nv / sx->x_layers : 0));
+        json_object_set_new(x, "union_plain_predicted", json_real(sx->x_union_pred_plain));
+        json_object_set_new(x, "union_verify_predicted", json_real(sx->x_union_pred_verify));
+        json_object_set_new(x, "read_per_plain_pass", json_real(np ? (double)sx->x_read_plain / np : 0));
+        json_object_set_new(x, "read_per_verify_pass", json_real(nv ? (double)sx->x_read_verify / nv : 0));
+        json_object_set_new(d, "experts", x);
+    }
+    return d;
+}
+
+/* ---- the cost model (hy_spec.h) ---- */
+
+static int experts_used(const hy_model_desc *d) {
+    int k = d->n_expert_used > 0 ? d->n_expert_used : 1;
+    return k > d->n_expert ? d->n_expert : k;
+}
+
+static int by_desc(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* One layer's routing shares, hottest first: measured (shrunk toward uniform
+ * by one pseudo-selection per expert, as the plan does) or the prior. */
+static void layer_shares(const hy_model_desc *d, const hy_plan_params *q, int l, double *sh) {
+    const int E = d->n_expert, k = experts_used(d);
+    bool measured = q && q->expert_freq && q->expert_freq_n == (int64_t)d->n_layer * E;
+    double sum = 0;
+    const double *f = measured ? q->expert_freq + (int64_t)l * E : NULL;
+    for (int e = 0; f && e < E; e++)
+        if (f[e] > 0 && f[e] <= 1) sum += f[e];
+    if (sum > 0) {
+        double sel = (double)q->expert_freq_tokens * k;
+        for (int e = 0; e < E; e++) {
+            double x = f[e] > 0 && f[e] <= 1 ? f[e] / sum : 0;
+            sh[e] = sel > 0 ? (x * sel + 1) / (sel + E) : x;
+        }
+    } else {
+        double h = 0;
+        for (int r = 1; r <= E; r++) h += pow(r, -HY_PLAN_ROUTING_PRIOR);
+        for (int r = 1; r <= E; r++) sh[r - 1] = pow(r, -HY_PLAN_ROUTING_PRIOR) / h;
+    }
+    qsort(sh, (size_t)E, sizeof *sh, by_desc);
+}
+
+/* A pass of n = 1..nmax tokens under plan pl: cost[n] (s), and per layer
+ * (averaged over the layers with experts) the expected union and misses. */
+static int pass_costs(const hy_model_desc *d, const hy_plan_params *q, const hy_plan *pl, int nmax, double *cost,
+                      double *uni, double *miss) {
+    const bool moe = d->n_expert > 1;
+    const int L = d->n_layer, E = moe ? d->n_expert : 1, k = moe ? experts_used(d) : 1;
+    double read_bw = pl->pred_read_gbps > 0 ? pl->pred_read_gbps * 1e9 : HY_PLAN_ASSUMED_READ_GBPS * 1e9;
+    double mem_bw = pl->pred_mem_gbps > 0 ? pl->pred_mem_gbps * 1e9 : HY_PLAN_ASSUMED_MEM_GBPS * 1e9;
+    /* expert bytes the CPU reads per token (top-k of E), and per layer the slices that stream */
+    double x_touched = 0;
+    double *slice = moe ? calloc((size_t)L, sizeof *slice) : NULL, *sh = moe ? malloc((size_t)E * sizeof *sh) : NULL;
+    bool *has = moe ? calloc((size_t)L, sizeof *has) : NULL;
+    if (moe && (!slice || !sh || !has)) {
+        free(slice);
+        free(sh);
+        free(has);
+        return -1;
+    }
+    for (int64_t i = 0; moe && i < d->n_tensors; i++) {
+        const hy_tensor_info *t = &d->tensors[i];
+        if (t->role != HY_ROLE_EXPERT || t->layer < 0 || t->layer >= L || pl->tier[i] == HY_TIER_GPU) continue;
+        x_touched += (double)t->size * k / E;
+        has[t->layer] = true;
+        if (pl->tier[i] == HY_TIER_NVME) slice[t->layer] += (double)t->size / E;
+    }
+    double fixed_mem = (double)pl->pred_compute_bytes - x_touched;
+    if (fixed_mem < 0) fixed_mem = 0;
+    int n_lay = 0;
+    for (int l = 0; moe && l < L; l++) n_lay += has[l];
+    double slots = pl->mode == HY_MODE_EXPERT ? pl->cache_slots_per_layer : 0;
+    for (int n = 1; n <= nmax; n++) {
+        double io_bytes = 0, usum = 0, msum = 0, xmem = 0;
+        for (int l = 0; moe && l < L; l++) {
+            if (!has[l]) continue;
+            layer_shares(d, q, l, sh);
+            double u = 0, m = 0;
+            for (int e = 0; e < E; e++) {
+                double qe = k * sh[e] > 1 ? 1 : k * sh[e];
+                double pe = 1 - pow(1 - qe, n); /* expert e is in the union of n tokens */
+                u += pe;
+                double cached = e + 1 <= slots ? 1 : e < slots ? slots - e : 0;
+                m += pe * (1 - cached);
+            }
+            usum += u;
+            msum += m;
+            io_bytes += m * slice[l];
+            xmem += x_touched / n_lay * u / k;
+        }
+        if (pl->mode != HY_MODE_EXPERT) io_bytes = (double)pl->pred_io_bytes; /* streamed groups: once per pass */
+        double mem = moe ? fixed_mem + xmem : (double)pl->pred_compute_bytes;
+        double io_s = io_bytes / read_bw, mem_s = mem / mem_bw;
+        cost[n] = io_s > mem_s ? io_s : mem_s;
+        if (uni) uni[n] = n_lay ? usum / n_lay : 0;
+        if (miss) miss[n] = n_lay ? msum / n_lay : 0;
+    }
+    free(slice);
+    free(sh);
+    free(has);
+    return 0;
+}
+
+int hy_spec_model_make(const hy_model_desc *d, const hy_plan_params *q, const hy_plan *with_draft,
+                       const hy_plan *plain, double draft_tok_s, int kmax, hy_spec_model *m) {
+    memset(m, 0, sizeof *m);
+    m->kmax = kmax < 1 ? 1 : kmax > HY_SPEC_KMAX ? HY_SPEC_KMAX : kmax;
+    m->moe = d->n_expert > 1;
+    m->top_k = m->moe ? experts_used(d) : 1;
+    m->draft_tok_s = draft_tok_s > 0 ? draft_tok_s : 0;
+    m->accept = HY_SPEC_ACCEPT_PRIOR;
+    double c[HY_SPEC_KMAX + 2];
+    if (pass_costs(d, q, with_draft, m->kmax + 1, c, m->union_x, m->miss_x)) return -1;
+    for (int k = 0; k <= m->kmax; k++) m->pass_s[k] = c[k + 1];
+    if (plain && plain != with_draft) {
+        double c1[2];
+        if (pass_costs(d, q, plain, 1, c1, NULL, NULL)) return -1;
+        m->plain_s = c1[1];
+    } else {
+        m->plain_s = c[1];
+    }
+    for (int l = 0; m->moe && l < d->n_layer; l++) {
+        bool has = false;
+        for (int64_t i = 0; i < d->n_tensors && !has; i++)
+            has = d->tensors[i].role == HY_ROLE_EXPERT && d->tensors[i].layer == l;
+        m->n_layers += has;
+    }
+    return 0;
+}
+
+double hy_spec_tokens_per_round(double a, int k) {
+    if (a <= 0) return 1;
+    if (a >= 1) return k + 1;
+    return (1 - pow(a, k + 1)) / (1 - a);
+}
+
+double hy_spec_model_gain(const hy_spec_model *m, double a, int k, bool vs_whole) {
+    if (k < 0) k = 0;
+    if (k > m->kmax) k = m->kmax;
+    double base = vs_whole ? m->plain_s : m->pass_s[0];
+    double t = k * m->draft_tok_s + m->pass_s[k];
+    return t > 0 && base > 0 ? hy_spec_tokens_per_round(a, k) * base / t : 1;
+}
+
+int hy_spec_model_best_k(const hy_spec_model *m, double a, bool vs_whole, double *gain) {
+    int best = 1;
+    double g = hy_spec_model_gain(m, a, 1, vs_whole);
+    for (int k = 2; k <= m->kmax; k++) {
+        double x = hy_spec_model_gain(m, a, k, vs_whole);
+        if (x > g) g = x, best = k;
+    }
+    if (gain) *gain = g;
+    return best;
+}
+
+double hy_spec_model_breakeven(const hy_spec_model *m, int k, bool vs_whole) {
+    if (hy_spec_model_gain(m, 1.0, k, vs_whole) < 1) return 2; /* not even at full acceptance */
+    double lo = 0, hi = 1;
+    for (int i = 0; i < 40; i++) {
+        double mid = (lo + hi) / 2;
+        if (hy_spec_model_gain(m, mid, k, vs_whole) >= 1) hi = mid;
+        else lo = mid;
+    }
+    return hi;
 }
 
 int hy_spec_open_draft(const char *path, int n_ctx, int n_threads, bool verbose, hy_session **out,
@@ -229,6 +438,9 @@ int hy_spec_generate(hy_engine *te, hy_engine *de, const char *prompt, const hy_
     int n_ctx = hy_engine_n_ctx(te);
     if (hy_engine_n_ctx(de) < n_ctx) n_ctx = hy_engine_n_ctx(de);
     int kmax = pp->draft_max < 0 ? 0 : pp->draft_max > 64 ? 64 : pp->draft_max;
+    const hy_session *ts = pp->session;
+    const hy_spec_model *smodel = ts ? ts->spec_model : NULL, *model = pp->adaptive ? smodel : NULL;
+    hy_stream *xs = ts && ts->stream && ts->plan.mode == HY_MODE_EXPERT ? ts->stream : NULL;
 
     int32_t *ptoks = NULL;
     int n = 0;
@@ -304,7 +516,28 @@ int hy_spec_generate(hy_engine *te, hy_engine *de, const char *prompt, const hy_
     /* plain passes left while drafting is off; the next cool-off; k after it. The
      * first pass is plain when adapting: the time of a plain pass is what drafting
      * has to beat */
-    int off_left = pp->adaptive && kmax > 0 ? 1 : 0, cool = 8, k_after = kmax;
+    if (model) { /* the first rounds draft what the model finds best for the expected acceptance */
+        int kb = hy_spec_model_best_k(model, model->accept, false, NULL);
+        if (kb < k) k = kb;
+    }
+    int off_left = pp->adaptive && kmax > 0 ? 1 : 0, cool = 8, k_after = k;
+    /* one expert's slices in one layer, averaged over the layers whose experts stream */
+    double x_slice = 0;
+    if (xs) {
+        double sum = 0;
+        bool *has = calloc((size_t)ts->desc->n_layer, sizeof *has);
+        for (int64_t i = 0; has && i < ts->desc->n_tensors; i++) {
+            const hy_tensor_info *t = &ts->desc->tensors[i];
+            if (ts->plan.tier[i] != HY_TIER_NVME || t->role != HY_ROLE_EXPERT || t->layer < 0 ||
+                t->layer >= ts->desc->n_layer)
+                continue;
+            sum += (double)t->expert_stride;
+            if (!has[t->layer]) ss->x_layers++;
+            has[t->layer] = true;
+        }
+        free(has);
+        x_slice = ss->x_layers ? sum / ss->x_layers : 0;
+    }
     int spec_rounds = 0;
     double e_tokens = 0, e_round_s = 0, e_plain_s = 0, e_verify_s = 0;
     bool have_plain = false;
@@ -343,8 +576,19 @@ int hy_spec_generate(hy_engine *te, hy_engine *de, const char *prompt, const hy_
         llama_token vb[65];
         vb[0] = toks[n_past];
         memcpy(vb + 1, drafted, (size_t)kk * sizeof *vb);
+        hy_stream_stats x0, x1;
+        if (xs) hy_stream_get_stats(xs, &x0);
         if (decode_at(tc, &bt, vb, kk + 1, n_past, true, err, errlen)) goto done;
         double r2 = hy_now();
+        if (xs) {
+            /* the routed slices of a pass: each (layer, expert) of the batch's union once */
+            hy_stream_get_stats(xs, &x1);
+            uint64_t u = x_slice > 0 ? (uint64_t)((double)(x1.x_routed_bytes - x0.x_routed_bytes) / x_slice + 0.5) : 0;
+            uint64_t rd = x1.bytes_read - x0.bytes_read;
+            if (kk == 0) ss->x_union_plain += u, ss->x_read_plain += rd;
+            else ss->x_union_verify += u, ss->x_read_verify += rd;
+        }
+        if (kk > 0) ss->verify_tokens += (uint64_t)kk + 1;
         ss->t_verify_s += r2 - r1;
         ss->passes++;
         if (kk == 0) ss->plain_passes++;
@@ -418,7 +662,36 @@ int hy_spec_generate(hy_engine *te, hy_engine *de, const char *prompt, const hy_
                 else if (k > 1) k--;
                 /* a plain pass costs about a verify pass when none was measured */
                 double plain = have_plain ? e_plain_s : e_verify_s;
-                if (spec_rounds >= 2 && e_tokens / e_round_s < 0.95 / plain) {
+                /* the model, with the acceptance measured so far (the prior weighs a few
+                 * drafted tokens) and the measured times of a plain pass and a drafted
+                 * token: the best k, and whether any k pays */
+                double mgain = 2, acc = 0;
+                int kb = kmax;
+                if (model) {
+                    acc = ((double)ss->accepted + model->accept * HY_SPEC_ACCEPT_PRIOR_N) /
+                          ((double)ss->drafted + HY_SPEC_ACCEPT_PRIOR_N);
+                    hy_spec_model mm = *model;
+                    double scale = mm.pass_s[0] > 0 ? plain / mm.pass_s[0] : 0; /* measured / predicted */
+                    if (scale > 0) {
+                        for (int j = 0; j <= mm.kmax; j++) mm.pass_s[j] *= scale;
+                        mm.draft_tok_s = ss->drafted ? ss->t_draft_s / (double)ss->drafted : mm.draft_tok_s;
+                        kb = hy_spec_model_best_k(&mm, acc, false, &mgain);
+                        if (k > kb) k = kb;
+                    }
+                }
+                bool slow = spec_rounds >= 2 && e_tokens / e_round_s < 0.95 / plain;
+                bool nopay = spec_rounds >= 2 && mgain < 1;
+                if (slow || nopay) {
+                    ss->n_off++;
+                    if (slow)
+                        snprintf(ss->decision, sizeof ss->decision,
+                                 "off for %d passes after %llu tokens: measured %.2f tok/s drafting against %.2f plain",
+                                 cool, (unsigned long long)st->n_gen, e_tokens / e_round_s, 1.0 / plain);
+                    else
+                        snprintf(ss->decision, sizeof ss->decision,
+                                 "off for %d passes after %llu tokens: model predicts %.2fx at best (k %d) at %.0f%% "
+                                 "acceptance",
+                                 cool, (unsigned long long)st->n_gen, mgain, kb, 100 * acc);
                     off_left = cool;
                     k_after = kmax < 2 ? kmax : 2; /* try again, small */
                     cool = cool * 2 > 256 ? 256 : cool * 2;
@@ -434,6 +707,17 @@ finish:
     if (em.n_pending && on_piece) on_piece(em.pending, em.n_pending, piece_ud);
     st->t_gen_s = hy_now() - t1;
     ss->k_last = k;
+    if (smodel && smodel->moe) {
+        ss->x_union_pred_plain = smodel->union_x[1];
+        uint64_t nv = ss->passes - ss->plain_passes;
+        if (nv) { /* at the mean verify batch, between the neighbouring whole sizes */
+            double n = (double)ss->verify_tokens / (double)nv;
+            int lo = (int)n;
+            if (lo > smodel->kmax) lo = smodel->kmax;
+            double f = n - lo;
+            ss->x_union_pred_verify = smodel->union_x[lo] * (1 - f) + smodel->union_x[lo + 1] * f;
+        }
+    }
 done:
     (void)0;
     free(ptoks);

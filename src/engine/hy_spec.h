@@ -32,9 +32,60 @@
 #include "engine/hy_engine.h"
 #include "hypura.h"
 
+/* The cost model of drafting (pure, from the plan; hy_spec_model_make). A
+ * verify pass of n = k + 1 tokens reads what a plain pass reads, except that a
+ * MoE's layers compute (and, expert-streaming, read the uncached slices of)
+ * the union of the n tokens' experts: with per-token selection probabilities
+ * q_e = min(1, top_k * share_e) (the routing the plan assumes: measured shares,
+ * else HY_PLAN_ROUTING_PRIOR), a layer's expected union is
+ * sum_e 1 - (1 - q_e)^n, and its expected misses the same sum over the experts
+ * the cache does not hold (the plan's slots per layer, the hottest). A pass
+ * costs max(I/O, memory time) as in hy_plan_predict; a drafted token costs
+ * the draft's resident weights read once. With acceptance a, a round of k
+ * drafts yields (1 - a^(k+1)) / (1 - a) tokens. Not modelled: the CPU time of
+ * each extra row (on a 2-core machine a dense verify pass of 9 rows was
+ * measured ~1.7x a plain one; the runtime's measured fallback covers it). */
+#define HY_SPEC_KMAX 64
+/* acceptance expected before any is measured (--draft-accept gives one), and
+ * its weight, in drafted tokens, against the measured count at run time */
+#define HY_SPEC_ACCEPT_PRIOR 0.5
+#define HY_SPEC_ACCEPT_PRIOR_N 4
+typedef struct hy_spec_model {
+    int    kmax;
+    bool   moe;                          /* the pass cost grows with the batch's expert union */
+    int    top_k, n_layers;              /* experts per token; layers with experts */
+    double plain_s;                      /* plain pass, the target planned with the whole budget */
+    double pass_s[HY_SPEC_KMAX + 1];     /* pass of k+1 tokens, the target planned with the draft charged */
+    double draft_tok_s;                  /* one drafted token */
+    double accept;                       /* the acceptance expected before one is measured */
+    double union_x[HY_SPEC_KMAX + 2];    /* expected unique experts per layer for n tokens, n >= 1 */
+    double miss_x[HY_SPEC_KMAX + 2];     /* of those, expected outside the expert cache (expert-streaming) */
+} hy_spec_model;
+
+/* with_draft: the target's plan under the budget less the draft's charge; plain:
+ * under the whole budget (NULL: the same plan); q: plan params (routing shares);
+ * draft_tok_s: a drafted token's time (hy_spec_draft_cost). */
+int hy_spec_model_make(const hy_model_desc *d, const hy_plan_params *q, const hy_plan *with_draft,
+                       const hy_plan *plain, double draft_tok_s, int kmax, hy_spec_model *m);
+/* expected tokens a round of k drafts yields at acceptance a */
+double hy_spec_tokens_per_round(double a, int k);
+/* predicted tok/s drafting k per round over plain decoding: against the plain
+ * plan (the whole budget: whether to load a draft at all) or, vs_whole false,
+ * against plain passes with the draft loaded (whether to draft now) */
+double hy_spec_model_gain(const hy_spec_model *m, double a, int k, bool vs_whole);
+/* the k in 1..kmax with the highest gain (written to *gain) */
+int hy_spec_model_best_k(const hy_spec_model *m, double a, bool vs_whole, double *gain);
+/* the least acceptance at which drafting k pays (gain >= 1); > 1: never */
+double hy_spec_model_breakeven(const hy_spec_model *m, int k, bool vs_whole);
+
 typedef struct {
     int  draft_max;   /* most tokens drafted per round (default 8) */
     bool adaptive;    /* adapt k and turn drafting off when it does not pay (default on) */
+    /* optional: the target's session. Its stream gives the expert union and the
+     * bytes read per pass (stats), its spec_model caps k at the best the model
+     * predicts for the acceptance measured so far, and turns drafting off while
+     * none pays (adaptive only) */
+    const hy_session *session;
 } hy_spec_params;
 
 hy_spec_params hy_spec_default_params(void);
@@ -48,11 +99,32 @@ typedef struct {
     int      k_last;         /* k at the end */
     double   t_draft_s;      /* time spent in the draft model */
     double   t_verify_s;     /* time spent in target passes during generation */
+    uint64_t verify_tokens;  /* tokens in the passes with a draft (k + 1 each) */
+    /* MoE targets streamed by experts (0 otherwise): unique routed experts summed over
+     * layers and passes, and bytes read from storage, for plain passes and for passes
+     * with a draft; the model's expected union for the mean verify batch */
+    uint64_t x_union_plain, x_union_verify;
+    uint64_t x_read_plain, x_read_verify;
+    int      x_layers;
+    double   x_union_pred_plain, x_union_pred_verify;
+    int      n_off;          /* times drafting was turned off for a while */
+    char     decision[200];  /* the last on/off decision and why ("" none) */
 } hy_spec_stats;
+
+/* The figures as a JSON object (run --stats-json, the server's final objects):
+ * drafted, accepted, acceptance, target_passes, plain_passes, tokens_per_pass,
+ * draft_s, verify_s, k_last, verify_tokens, times_off, last_off; with s, the
+ * plan's decision and the draft's charge; for an expert-streamed target,
+ * experts (union per layer and pass, measured and predicted, bytes per pass).
+ * A new reference. */
+struct json_t *hy_spec_stats_json(const hy_spec_stats *x, const hy_session *s);
 
 /* Same tokens, same ids: n_vocab and every token's text. */
 int hy_spec_check_vocab(const struct llama_model *target, const struct llama_model *draft, char *err,
                         size_t errlen);
+/* The same against a draft file whose vocabulary alone is loaded (a draft the
+ * plan turned off is still checked: a wrong draft is an error either way). */
+int hy_spec_check_vocab_file(const struct llama_model *target, const char *draft_path, char *err, size_t errlen);
 
 /* The draft's batch: its prompt is decoded in chunks of this many tokens and a
  * round decodes one token at a time, so a small compute buffer (and output
@@ -60,8 +132,9 @@ int hy_spec_check_vocab(const struct llama_model *target, const struct llama_mod
 #define HY_SPEC_DRAFT_BATCH 32
 
 /* Memory a resident draft costs (weights, KV for n_ctx, compute, overhead): what
- * the plan charges against the budget before placing the target. */
-int hy_spec_draft_cost(const char *path, int n_ctx, uint64_t *bytes, char *err, size_t errlen);
+ * the plan charges against the budget before placing the target; tok_s (may be
+ * NULL): the time one drafted token is predicted to take (its plan's). */
+int hy_spec_draft_cost(const char *path, int n_ctx, uint64_t *bytes, double *tok_s, char *err, size_t errlen);
 
 /* Open the draft model as a session of its own, full-resident (hypura's resident
  * load and kernels), context n_ctx; its engine is (*out)->engine. */

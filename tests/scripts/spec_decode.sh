@@ -62,9 +62,16 @@ cmp -s "$WORK/o-ctx0" "$WORK/o-ctx1" || bad "to the context's end: greedy text d
 grep -q "stop: context" "$WORK/e-ctx1" || bad "to the context's end: not stopped by the context"
 [[ $(grep -o "generation [0-9]* tokens" "$WORK/e-ctx0") == $(grep -o "generation [0-9]* tokens" "$WORK/e-ctx1") ]] \
   || bad "to the context's end: another number of tokens"
-run --draft "$D" >"$WORK/o-adapt" 2>"$WORK/e-adapt" || { bad "run --draft (adaptive)"; tail -3 "$WORK/e-adapt"; }
+# adaptive: the plan decides from its cost model and the expected acceptance (the prior
+# unless given), and says so; the text is plain decoding's either way
+run --draft "$D" >"$WORK/o-adapt0" 2>"$WORK/e-adapt0" || { bad "run --draft (adaptive)"; tail -3 "$WORK/e-adapt0"; }
+grep -Eq "speculative: drafting (on|off): predicted [0-9.]+x plain decoding at k [0-9]+ and 50% acceptance \(prior" \
+  "$WORK/e-adapt0" || bad "adaptive: the plan's decision is not printed"
+cmp -s "$WORK/o0" "$WORK/o-adapt0" || bad "adaptive drafting (prior): greedy text differs from plain decoding"
+run --draft "$D" --draft-accept 0.95 >"$WORK/o-adapt" 2>"$WORK/e-adapt" || { bad "run --draft --draft-accept"; tail -3 "$WORK/e-adapt"; }
+grep -q "speculative: drafting on: .*95% acceptance (given)" "$WORK/e-adapt" || bad "--draft-accept 0.95: drafting not on"
 cmp -s "$WORK/o0" "$WORK/o-adapt" || bad "adaptive drafting: greedy text differs from plain decoding"
-echo "adaptive: $(grep -o 'speculative: .*' "$WORK/e-adapt")"
+echo "adaptive: $(grep -o 'speculative: .*' "$WORK/e-adapt" | cut -c1-200)"
 echo "greedy text: $(head -c 60 "$WORK/o0")..."
 
 # sampling: a draft that is the target itself (same kernels: both resident, repacked) is
@@ -80,7 +87,7 @@ print(f"sampling, self-draft: drafted {s['drafted']}, accepted {s['accepted']} (
 assert s["drafted"] > 0 and s["acceptance"] >= 0.9, s
 PY
 [[ -s $WORK/o-self ]] || bad "sampling with a draft: no text"
-"$H" run "$T" -p "$P" -n 40 --temp 0.8 --seed 5 -c 256 -t 2 --mode stream --draft "$D" >"$WORK/o-samp" 2>"$WORK/e-samp" \
+"$H" run "$T" -p "$P" -n 40 --temp 0.8 --seed 5 -c 256 -t 2 --mode stream --draft "$D" --draft-accept 0.95 >"$WORK/o-samp" 2>"$WORK/e-samp" \
   || { bad "sampling with the early-exit draft"; tail -3 "$WORK/e-samp"; }
 
 # refusals: another vocabulary; a budget that cannot hold the draft
@@ -91,6 +98,35 @@ grep -q "vocabulary does not match.*32000 tokens in the target, 50257 in the dra
   || bad "vocabulary refusal does not name the difference: $(tail -1 "$WORK/e-voc")"
 "$H" run "$T" -p "$P" -n 4 -c 256 -t 2 --memory-budget 40M --draft "$D" >/dev/null 2>"$WORK/e-bud" && bad "a 40 MiB budget held target and draft"
 grep -q "draft model.*minimum is" "$WORK/e-bud" || bad "budget refusal does not name the minimum: $(tail -1 "$WORK/e-bud")"
+
+# MoE, expert-streaming: a verify pass routes to the union of its tokens' experts (more than
+# top-k per layer); greedy text equals plain decoding's; where the draft's charge would take
+# the expert cache, the plan turns drafting off and says so
+XM=$WORK/moe.gguf XD=$WORK/moe-draft.gguf
+"$MK" -o "$XM" --dim 512 --layers 8 --ff 512 --experts 8 --top-k 2 --type q4_k --seed 7 --layer-scale 0.3 --quiet >/dev/null \
+  || bad "mkmodel MoE target"
+"$MK" -o "$XD" --draft-of "$XM" --layers 2 --quiet >/dev/null || bad "mkmodel MoE --draft-of"
+xrun() { "$H" run "$XM" -p "$P" -n 32 --temp 0 -c 256 -t 2 --mode experts --memory-budget 220M "$@"; }
+xrun >"$WORK/ox0" 2>"$WORK/ex0" || { bad "MoE plain run"; tail -3 "$WORK/ex0"; }
+xrun --draft "$XD" --draft-fixed --draft-max 4 --stats-json "$WORK/sx1.json" >"$WORK/ox1" 2>"$WORK/ex1" \
+  || { bad "MoE run --draft"; tail -3 "$WORK/ex1"; }
+cmp -s "$WORK/ox0" "$WORK/ox1" || bad "MoE: greedy text with a draft differs from plain decoding"
+grep -q "speculative, experts: per layer and pass" "$WORK/ex1" || bad "MoE: no expert union line"
+python3 - "$WORK/sx1.json" <<'PY' || fail=1
+import json, sys
+s = json.load(open(sys.argv[1]))["speculative"]; x = s["experts"]
+print(f"MoE, k 4 fixed: acceptance {100*s['acceptance']:.1f}%, experts per layer and pass: {x['union_verify']:.2f} for "
+      f"{s['verify_tokens']/max(1, x['verify_passes']):.2f} tokens (predicted {x['union_verify_predicted']:.2f}; one token: 2)")
+assert x["layers"] == 8 and x["verify_passes"] > 0, x
+assert 2 < x["union_verify"] <= 8 and x["union_plain_predicted"] == 2, x
+assert abs(x["union_verify"] - x["union_verify_predicted"]) < 1.5, x
+PY
+xrun --draft "$XD" --stats-json "$WORK/sx2.json" >"$WORK/ox2" 2>"$WORK/ex2" || { bad "MoE run --draft (adaptive)"; tail -3 "$WORK/ex2"; }
+grep -q "speculative: drafting off: predicted 0\.[0-9]*x plain" "$WORK/ex2" || bad "MoE: the plan did not turn drafting off"
+grep -q '"off_by_plan": true' "$WORK/sx2.json" || bad "MoE: --stats-json lacks the plan's decision"
+cmp -s "$WORK/ox0" "$WORK/ox2" || bad "MoE, drafting off: text differs"
+echo "MoE plan: $(grep -o 'speculative: drafting off.*' "$WORK/ex2" | cut -c1-160)"
+
 echo "refusals: $(tail -1 "$WORK/e-voc" | cut -c1-120)"
 echo "          $(tail -1 "$WORK/e-bud" | cut -c1-160)"
 exit $fail
