@@ -50,6 +50,13 @@ typedef struct {
     double draft_accept;     /* the acceptance the plan expects of the draft when deciding whether drafting pays
                                 (hy_spec.h's model); 0: HY_SPEC_ACCEPT_PRIOR */
     bool   draft_always;     /* keep the draft whatever the model predicts (--draft-fixed) */
+    /* remote tiers (hy_session_rpc.h): endpoints "HOST:PORT[@SIZE],..." (NULL: HYPURA_RPC), an assumed
+     * link for the plan ("1gbe", "10gbe", "25gbe", "RTT_US,GBPS"), devices on paper for estimate
+     * ("SIZE,..."), and whether a lost endpoint is dropped (serve) rather than fatal */
+    const char *rpc;
+    const char *rpc_link;
+    const char *rpc_assume;
+    bool   rpc_keep_going;
 } hy_session_params;
 
 #define HY_GPU_NONE UINT64_MAX
@@ -83,6 +90,7 @@ typedef struct {
     bool     draft_off;               /* the plan predicts drafting does not pay: the target is planned with the
                                          whole budget, and the draft is not to be opened */
     char     draft_why[320];          /* the decision and its figures ("" without a draft) */
+    struct hy_session_rpc *rpc;       /* remote tiers (--rpc), NULL without */
 } hy_session;
 
 /* Header, profile and plan only: nothing is loaded (estimate, inspect --plan). */

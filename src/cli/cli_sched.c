@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/hy_session_rpc.h"
 #include "io/hy_io.h"
 #include "util/hy_util.h"
 
@@ -64,6 +65,9 @@ int hy_cli_sched_opt(const char *cmd, int c, const char *arg, hy_session_params 
         return 1;
     case HY_OPT_NO_PREFETCH: p->no_expert_prefetch = true; return 1;
     case HY_OPT_NO_STATS: p->no_persist_stats = true; return 1;
+    case HY_OPT_RPC: p->rpc = arg; return 1;
+    case HY_OPT_RPC_LINK: p->rpc_link = arg; return 1;
+    case HY_OPT_RPC_ASSUME: p->rpc_assume = arg; return 1;
     default:
         return 0;
     }
@@ -109,6 +113,10 @@ bool hy_cli_parse_float(const char *s, float lo, float hi, float *out) {
 hy_session *hy_cli_session(const char *cmd, const hy_session_params *p, bool show_plan) {
     char err[HY_ERRLEN];
     hy_session *s = NULL;
+    /* with remote tiers, re-execute (passive OpenMP wait: this machine's threads idle while a remote
+     * device computes) before the first connection: a connection inherited by exec would keep a
+     * one-client server busy */
+    if (hy_session_rpc_list(p)) hy_cli_reexec_passive();
     if (hy_session_plan(p, &s, err, sizeof err)) {
         fprintf(stderr, "hypura %s: %s\n", cmd, err);
         return NULL;

@@ -16,13 +16,18 @@ enum {
     HY_OPT_CACHE_POLICY,
     HY_OPT_NO_PREFETCH,
     HY_OPT_NO_STATS,
+    HY_OPT_RPC,
+    HY_OPT_RPC_LINK,
+    HY_OPT_RPC_ASSUME,
 };
 
 #define HY_SCHED_LONG_OPTIONS                                                                                   \
     {"memory-budget", required_argument, 0, HY_OPT_MEM_BUDGET}, {"gpu-budget", required_argument, 0, HY_OPT_GPU_BUDGET}, \
         {"lookahead", required_argument, 0, HY_OPT_LOOKAHEAD}, {"mode", required_argument, 0, HY_OPT_MODE},    \
         {"io", required_argument, 0, HY_OPT_IO}, {"cache-policy", required_argument, 0, HY_OPT_CACHE_POLICY},     \
-        {"no-prefetch", no_argument, 0, HY_OPT_NO_PREFETCH}, {"no-stats", no_argument, 0, HY_OPT_NO_STATS}
+        {"no-prefetch", no_argument, 0, HY_OPT_NO_PREFETCH}, {"no-stats", no_argument, 0, HY_OPT_NO_STATS}, \
+        {"rpc", required_argument, 0, HY_OPT_RPC}, {"rpc-link", required_argument, 0, HY_OPT_RPC_LINK},        \
+        {"rpc-assume", required_argument, 0, HY_OPT_RPC_ASSUME}
 
 #define HY_SCHED_HELP                                                                                         \
     "  --memory-budget SIZE    RAM the run may use (e.g. 1.5G; default: available RAM or the cgroup\n"      \
@@ -38,7 +43,13 @@ enum {
     "  --cache-policy P        expert cache eviction: lfu (decayed use count) | lru | auto (default: the one\n" \
     "                          this model's earlier runs measured hitting more, else lfu)\n"            \
     "  --no-prefetch           do not prefetch the next layer's predicted experts\n"                       \
-    "  --no-stats              neither load nor save the co-activation statistics (XDG data dir)\n"
+    "  --no-stats              neither load nor save the co-activation statistics (XDG data dir)\n"      \
+    "  --rpc HOST:PORT[@SIZE],...  other machines' memory as tiers: ggml-rpc-server endpoints (env\n"      \
+    "                          HYPURA_RPC); @SIZE caps what the plan puts there (default: its free memory\n" \
+    "                          less headroom). The protocol has NO authentication: private networks only\n" \
+    "  --rpc-link LINK         plan with an assumed link instead of the measured one: 1gbe | 10gbe |\n"  \
+    "                          25gbe | RTT_US,GBPS\n"                                                   \
+    "  --rpc-assume SIZE,...   estimate only: remote devices on paper, as fast as this machine\n"
 
 /* strict number parsing for flags: the whole string, within [lo, hi] */
 bool hy_cli_parse_int(const char *s, long lo, long hi, int *out);

@@ -11,6 +11,7 @@
 
 #include "cli/cli.h"
 #include "cli/cli_sched.h"
+#include "engine/hy_session_rpc.h"
 #include "server/hy_server.h"
 #include "util/hy_util.h"
 
@@ -203,6 +204,10 @@ int hy_cmd_serve(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* remote tiers: a lost server re-executes serve without it (hy_rpc.h); the passive wait
+     * (and any re-execution) comes before the first connection */
+    sess.rpc_keep_going = true;
+    if (hy_session_rpc_list(&sess)) hy_cli_reexec_passive();
     hy_session *ss = serve_session(&sess, &sp.parallel);
     if (!ss) return 1;
     hy_server *srv = NULL;

@@ -114,6 +114,10 @@ int hy_engine_open(const hy_engine_params *p, hy_engine **out, char *err, size_t
     if (p->gpu) {
         mp.split_mode = LLAMA_SPLIT_MODE_NONE;
         mp.main_gpu = 0;
+    } else if (p->devices) {
+        mp.devices = (ggml_backend_dev_t *)p->devices;
+        mp.split_mode = LLAMA_SPLIT_MODE_LAYER;
+        mp.tensor_split = p->tensor_split;
     }
     mp.use_extra_bufts = p->repack;
     mp.no_host = p->no_host;

@@ -36,6 +36,9 @@ typedef struct {
     ggml_backend_dev_t gpu; /* the one GPU to use (split mode none), or NULL for none: no device is
                               given to libllama, so nothing (compute buffers, big-batch offload) uses a GPU */
     bool all_devices;      /* with gpu NULL: libllama's own device choice (every GPU), as --naive runs */
+    const ggml_backend_dev_t *devices; /* with gpu NULL: these devices (NULL-terminated; remote tiers), split by
+                              layer as tensor_split says over the last n_gpu_layers layers */
+    const float *tensor_split;
     bool no_host;          /* CPU weights not in the GPU's pinned host buffers (llama.cpp's --no-host), so
                               that they can be repacked; ops on them then stay on the CPU for big batches */
     bool no_op_offload;    /* keep ops on weights in host memory on the CPU, also for big batches

@@ -10,6 +10,7 @@
 #include "cache/hy_coact.h"
 #include "cache/hy_policy.h"
 #include "engine/hy_place.h"
+#include "engine/hy_session_rpc.h"
 #include "engine/hy_spec.h"
 #include "util/hy_util.h"
 
@@ -210,7 +211,9 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
     }
     double draft_tok_s = 0;
     if (p->draft_path && charge_draft(s, p, &draft_tok_s, err, errlen)) goto fail;
-    if (hy_plan_make(s->desc, q, &s->plan, err, errlen)) {
+    if (hy_session_rpc_list(p) || p->rpc_assume) {
+        if (hy_session_rpc_plan(s, p, err, errlen)) goto fail;
+    } else if (hy_plan_make(s->desc, q, &s->plan, err, errlen)) {
         if (s->draft_bytes) {
             char a[32], b[32];
             size_t l = strlen(err);
@@ -332,6 +335,7 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
     free(cls);
     if (rc) return -1;
     if (s->place) ep.overrides = hy_place_overrides(s->place);
+    if (hy_session_rpc_engine(s, &ep, err, errlen)) return -1;
     if (s->stream) {
         /* the resident tensors' fills finish inside the load (and its time) */
         ep.loaded = session_loaded;
@@ -344,6 +348,7 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
         return -1;
     }
     s->load_read_bytes = hy_io_read_bytes() - rb0;
+    hy_session_rpc_loaded(s, p);
     if (s->stream) hy_stream_load_bytes(s->stream, &s->load_cached_bytes, &s->load_direct_bytes);
     return 0;
 }
@@ -365,6 +370,7 @@ void hy_session_free(hy_session *s) {
     hy_engine_free(s->engine); /* before the stream: the model owns buffers of its type */
     hy_stream_free(s->stream);
     hy_place_free(s->place);
+    hy_session_rpc_free(s);
     hy_plan_free(&s->plan);
     hy_model_desc_free(s->desc);
     free(s->expert_freq);
@@ -462,6 +468,7 @@ void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
     fprintf(f, " | memory %.3f s per token (%s at %.1f GB/s %s)\n", pl->pred_compute_s,
             hy_fmt_bytes(pl->pred_compute_bytes, b, sizeof b), pl->pred_mem_gbps,
             pl->pred_mem_assumed ? "assumed, not measured" : "measured");
+    hy_session_rpc_print(f, s);
     if (tensors) {
         for (int64_t i = 0; i < s->desc->n_tensors; i++) {
             const hy_tensor_info *t = &s->desc->tensors[i];
@@ -550,6 +557,7 @@ char *hy_session_plan_json(const hy_session *s, bool tensors) {
     json_object_set_new(o, "storage_gbps", json_real(pl->pred_read_gbps));
     json_object_set_new(o, "storage_measured", json_boolean(!pl->pred_read_assumed));
     json_object_set_new(o, "prediction", hy_session_prediction_json(s));
+    if (s->rpc) json_object_set_new(o, "remote", hy_session_rpc_json(s));
     if (tensors) {
         json_t *arr = json_array();
         for (int64_t i = 0; i < s->desc->n_tensors; i++) {
