@@ -43,6 +43,11 @@ static void serve_usage(FILE *f) {
             "                          request's shared prefix (slower; answers then never depend on\n"
             "                          what was asked before, bit for bit)\n"
             "  -q, --quiet             no per-request log lines\n"
+            "      --draft MODEL       speculative decoding with this draft model (same vocabulary; env\n"
+            "                          HYPURA_DRAFT), resident and charged to the memory budget; needs\n"
+            "                          --parallel 1 (the default with --draft): each request runs alone,\n"
+            "                          its drafted tokens verified in one pass, without the prompt cache\n"
+            "      --draft-max N, --draft-fixed, --draft-accept P   as for hypura run\n"
             HY_SCHED_HELP
             "  -v, --verbose           show libllama's log\n"
             "  -h, --help              this help\n");
@@ -130,7 +135,8 @@ int hy_cmd_serve(int argc, char **argv) {
     hy_server_params sp = hy_server_default_params();
     sp.parallel = 0; /* automatic unless --parallel */
     ep.progress = true;
-    enum { O_HOST = 1000, O_PORT, O_NAME, O_PARALLEL, O_MAXBODY, O_MAXTOK, O_MAXQ, O_NOREPACK, O_REPACK, O_NOCACHE };
+    enum { O_HOST = 1000, O_PORT, O_NAME, O_PARALLEL, O_MAXBODY, O_MAXTOK, O_MAXQ, O_NOREPACK, O_REPACK, O_NOCACHE, O_DRAFT, O_DRAFT_MAX,
+           O_DRAFT_FIXED, O_DRAFT_ACCEPT };
     static const struct option opts[] = {
         {"host", required_argument, 0, O_HOST},        {"port", required_argument, 0, O_PORT},
         {"name", required_argument, 0, O_NAME},        {"ctx", required_argument, 0, 'c'},
@@ -139,8 +145,12 @@ int hy_cmd_serve(int argc, char **argv) {
         {"threads", required_argument, 0, 't'},        {"batch", required_argument, 0, 'b'},
         {"no-repack", no_argument, 0, O_NOREPACK},     {"repack", no_argument, 0, O_REPACK},
         {"no-prompt-cache", no_argument, 0, O_NOCACHE}, {"quiet", no_argument, 0, 'q'},                {"verbose", no_argument, 0, 'v'},
+        {"draft", required_argument, 0, O_DRAFT},      {"draft-max", required_argument, 0, O_DRAFT_MAX},
+        {"draft-fixed", no_argument, 0, O_DRAFT_FIXED}, {"draft-accept", required_argument, 0, O_DRAFT_ACCEPT},
         HY_SCHED_LONG_OPTIONS,                         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
+    const char *draft_path = getenv("HYPURA_DRAFT");
+    hy_spec_params xp = hy_spec_default_params();
     optind = 1;
     int c, li;
     while ((li = -1, c = getopt_long(argc, argv, "c:t:b:qvh", opts, &li)) != -1) {
@@ -167,6 +177,15 @@ int hy_cmd_serve(int argc, char **argv) {
         case O_NOREPACK: ep.repack = false; break;
         case O_REPACK: ep.repack = true; break;
         case O_NOCACHE: sp.prompt_cache = false; break;
+        case O_DRAFT: draft_path = optarg; break;
+        case O_DRAFT_MAX: ok = hy_cli_parse_int(optarg, 0, 64, &xp.draft_max); break;
+        case O_DRAFT_FIXED: xp.adaptive = false; break;
+        case O_DRAFT_ACCEPT: {
+            char *end = NULL;
+            sess.draft_accept = strtod(optarg, &end);
+            ok = end != optarg && !*end && sess.draft_accept > 0 && sess.draft_accept <= 1;
+            break;
+        }
         case 'q': sp.log_requests = false; break;
         case 'v': ep.verbose = true; break;
         case 'h': serve_usage(stdout); return 0;
@@ -191,6 +210,19 @@ int hy_cmd_serve(int argc, char **argv) {
     }
     sess.model_path = argv[optind];
     sess.engine = ep;
+    if (draft_path && !*draft_path) draft_path = NULL;
+    if (draft_path) {
+        /* drafting verifies one sequence's tokens per pass; several sequences already share each
+         * pass by batching: the two are not combined (yet) */
+        if (sp.parallel > 1) {
+            fprintf(stderr, "hypura serve: --draft needs --parallel 1 (each request then runs alone with its draft); "
+                            "%d asked\n", sp.parallel);
+            return 2;
+        }
+        sp.parallel = 1;
+        sess.draft_path = draft_path;
+        sess.draft_always = !xp.adaptive;
+    }
 
     char err[HY_ERRLEN];
     /* Signals are taken by sigwait below: block them before any thread exists
@@ -210,9 +242,30 @@ int hy_cmd_serve(int argc, char **argv) {
     if (hy_session_rpc_list(&sess)) hy_cli_reexec_passive();
     hy_session *ss = serve_session(&sess, &sp.parallel);
     if (!ss) return 1;
+    hy_session *dss = NULL;
+    if (draft_path && ss->draft_off) {
+        fprintf(stderr, "hypura serve: %s\n", ss->draft_why); /* the plan's decision: no draft */
+        if (hy_spec_check_vocab_file(hy_engine_model(ss->engine), draft_path, err, sizeof err)) {
+            fprintf(stderr, "hypura serve: %s\n", err);
+            hy_session_free(ss);
+            return 1;
+        }
+    } else if (draft_path) {
+        if (hy_spec_open_draft(draft_path, ss->plan_params.n_ctx, ep.n_threads, ep.verbose, &dss, err, sizeof err) ||
+            hy_spec_check_vocab(hy_engine_model(ss->engine), hy_engine_model(dss->engine), err, sizeof err) ||
+            hy_engine_warmup(dss->engine, err, sizeof err)) {
+            fprintf(stderr, "hypura serve: %s\n", err);
+            hy_session_free(dss);
+            hy_session_free(ss);
+            return 1;
+        }
+        sp.draft = dss->engine;
+        sp.spec = xp;
+    }
     hy_server *srv = NULL;
     if (hy_server_start(&sp, ss, &srv, err, sizeof err)) {
         fprintf(stderr, "hypura serve: %s\n", err);
+        hy_session_free(dss);
         hy_session_free(ss);
         return 1;
     }
@@ -229,6 +282,7 @@ int hy_cmd_serve(int argc, char **argv) {
     fprintf(stderr, "hypura serve: %s: shutting down\n", strsignal(sig));
     double t0 = hy_now();
     hy_server_stop(srv);
+    hy_session_free(dss);
     hy_session_free(ss);
     fprintf(stderr, "hypura serve: stopped in %.2f s\n", hy_now() - t0);
     return 0;

@@ -27,6 +27,7 @@ typedef struct {
     hy_gen_stats stats;
     double   t_add, t_first;
     hy_batch_cbs cbs;
+    char    *text;          /* the prompt as given, for a runner (hy_batcher_set_runner) */
 } slot_t;
 
 struct hy_batcher {
@@ -44,6 +45,8 @@ struct hy_batcher {
     slot_t *slots;
     struct llama_batch batch;
     uint64_t clock;
+    hy_batch_runner runner; /* one slot: requests run whole by it (hy_batcher_set_runner) */
+    void *runner_ud;
 };
 
 int hy_batcher_new(hy_engine *e, const hy_batcher_params *p, hy_batcher **out, char *err, size_t errlen) {
@@ -102,11 +105,19 @@ void hy_batcher_free(hy_batcher *b) {
     for (int i = 0; b->slots && i < b->n_slots; i++) {
         free(b->slots[i].cached);
         free(b->slots[i].prompt);
+        free(b->slots[i].text);
         if (b->slots[i].smp) llama_sampler_free(b->slots[i].smp);
     }
     free(b->slots);
     if (b->batch.token) llama_batch_free(b->batch);
     free(b);
+}
+
+int hy_batcher_set_runner(hy_batcher *b, hy_batch_runner fn, void *ud, char *err, size_t errlen) {
+    if (b->n_slots != 1) return hy_fail(err, errlen, "a request runner needs one sequence slot, not %d", b->n_slots);
+    b->runner = fn;
+    b->runner_ud = ud;
+    return 0;
 }
 
 int hy_batcher_n_slots(const hy_batcher *b) { return b->n_slots; }
@@ -280,11 +291,15 @@ int hy_batcher_add(hy_batcher *b, const char *prompt, const hy_sample_params *sp
     }
     if (pick_keep < s->n_cached) slot_retire(b, pick, pick_keep);
     if (s->n_cached == 0) cache_tidy(b, pick);
-    struct llama_sampler *smp = hy_engine_make_sampler(sp);
+    char *text = b->runner ? strdup(prompt) : NULL;
+    struct llama_sampler *smp = b->runner && !text ? NULL : hy_engine_make_sampler(sp);
     if (!smp) {
         free(toks);
+        free(text);
         return hy_fail(err, errlen, "out of memory");
     }
+    free(s->text);
+    s->text = text;
     s->st = SLOT_PROMPT;
     s->prompt = toks;
     s->n_prompt = n;
@@ -371,7 +386,36 @@ static void slot_sample(hy_batcher *b, int i) {
     s->st = SLOT_GEN;
 }
 
+/* A runner's request, whole (hy_batcher_set_runner): one slot, empty cache. */
+static int run_whole(hy_batcher *b, char *err, size_t errlen) {
+    slot_t *s = &b->slots[0];
+    if (s->st != SLOT_PROMPT || (s->cbs.ready && !s->cbs.ready(s->cbs.ud))) return 0;
+    slot_clear(b, 0);
+    s->st = SLOT_GEN;
+    hy_gen_stats st;
+    memset(&st, 0, sizeof st);
+    char why[HY_ERRLEN] = "";
+    int rc = b->runner(b->runner_ud, s->text, &s->sp, s->n_ctx, &s->cbs, &st, why, sizeof why);
+    free(s->text);
+    s->text = NULL;
+    s->n_cached = 0; /* the runner leaves the engine's cache empty */
+    if (s->smp) llama_sampler_free(s->smp);
+    s->smp = NULL;
+    free(s->prompt);
+    s->prompt = NULL;
+    s->st = SLOT_FREE;
+    s->row = -1;
+    s->last_used = ++b->clock;
+    if (!st.stop_reason) st.stop_reason = rc ? "error" : "length";
+    hy_batch_cbs cbs = s->cbs;
+    memset(&s->cbs, 0, sizeof s->cbs);
+    if (cbs.on_done) cbs.on_done(cbs.ud, rc, &st, rc ? why : NULL);
+    if (rc) return hy_fail(err, errlen, "%s", why);
+    return st.n_prompt_eval + st.n_gen > 0 ? st.n_prompt_eval + st.n_gen : 1;
+}
+
 int hy_batcher_step(hy_batcher *b, char *err, size_t errlen) {
+    if (b->runner) return run_whole(b, err, errlen);
     b->batch.n_tokens = 0;
     int *prompt_rows = calloc((size_t)b->n_slots, sizeof *prompt_rows);
     if (!prompt_rows) return hy_fail(err, errlen, "out of memory");

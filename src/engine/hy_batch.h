@@ -74,6 +74,18 @@ typedef struct {
 } hy_batch_cbs;
 
 int  hy_batcher_new(hy_engine *e, const hy_batcher_params *p, hy_batcher **out, char *err, size_t errlen);
+
+/* A request runner: runs one request to its end on the batcher's engine (the
+ * server's speculative decoding, hy_spec.h: a draft's tokens are verified in
+ * one pass of the one sequence), calling cbs->on_piece for its text and
+ * filling st; 0, or -1 with err. Only for a batcher of one slot: each request
+ * is then run whole in one hy_batcher_step, which clears the slot's KV first
+ * (the runner leaves the engine's cache empty: nothing is kept for reuse) and
+ * calls on_done with st. Set once, before the first request; -1 with err when
+ * the batcher has more than one slot. */
+typedef int (*hy_batch_runner)(void *ud, const char *prompt, const hy_sample_params *sp, int n_ctx,
+                               const hy_batch_cbs *cbs, hy_gen_stats *st, char *err, size_t errlen);
+int  hy_batcher_set_runner(hy_batcher *b, hy_batch_runner fn, void *ud, char *err, size_t errlen);
 void hy_batcher_free(hy_batcher *b);
 
 int hy_batcher_n_slots(const hy_batcher *b);

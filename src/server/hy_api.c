@@ -438,6 +438,7 @@ static void ollama_stats(json_t *o, const hy_job *j) {
     json_object_set_new(o, "prompt_eval_duration", json_integer(ns(j->stats.t_prompt_s)));
     json_object_set_new(o, "eval_count", json_integer(j->stats.n_gen));
     json_object_set_new(o, "eval_duration", json_integer(ns(j->stats.t_gen_s)));
+    if (j->has_spec) json_object_set_new(o, "speculative", hy_spec_stats_json(&j->spec, NULL));
 }
 
 static json_t *ollama_object(hy_fmt *f, json_t *text, bool done) {
@@ -494,7 +495,9 @@ void hy_fmt_end(hy_fmt *f, const hy_job *j, hy_buf *out) {
                                      j->done_reason)
                          : json_pack("{s:s,s:i,s:n,s:s}", "text", "", "index", 0, "logprobs", "finish_reason",
                                      j->done_reason);
-    emit(f, oai_chunk(f, choice), out);
+    json_t *last = oai_chunk(f, choice);
+    if (j->has_spec) json_object_set_new(last, "speculative", hy_spec_stats_json(&j->spec, NULL));
+    emit(f, last, out);
     if (f->include_usage) {
         json_t *u = oai_chunk(f, NULL);
         json_object_set_new(u, "usage", usage(j));
@@ -520,5 +523,6 @@ json_t *hy_fmt_full(hy_fmt *f, const hy_job *j, const char *text, size_t len) {
                           (json_int_t)f->created, "model", f->srv->name, "system_fingerprint",
                           "hypura-" HY_SERVER_VERSION, "choices", choice);
     json_object_set_new(o, "usage", usage(j));
+    if (j->has_spec) json_object_set_new(o, "speculative", hy_spec_stats_json(&j->spec, NULL));
     return o;
 }

@@ -467,6 +467,7 @@ int hy_server_start(const hy_server_params *p, hy_session *session, hy_server **
     freeaddrinfo(ai);
 
     if (hy_queue_start(&s->queue, session, s->p.max_queue, s->p.parallel, 0, s->p.prompt_cache, err, errlen)) goto fail;
+    if (p->draft && hy_queue_set_draft(&s->queue, p->draft, &p->spec, err, errlen)) goto fail;
     s->n_slots = s->queue.n_slots;
     s->n_ctx_slot = s->queue.n_ctx_slot;
 

@@ -388,6 +388,29 @@ int hy_queue_start(hy_queue *q, hy_session *session, int max_queue, int n_slots,
     return 0;
 }
 
+/* serve --draft: the batcher's runner; the job (cbs->ud) keeps the drafting figures */
+static int spec_runner(void *ud, const char *prompt, const hy_sample_params *sp, int n_ctx, const hy_batch_cbs *cbs,
+                       hy_gen_stats *st, char *err, size_t errlen) {
+    hy_queue *q = ud;
+    hy_job *j = cbs->ud;
+    (void)n_ctx; /* the slot is the whole context */
+    hy_spec_stats xs;
+    int rc = hy_spec_generate(q->session->engine, q->draft, prompt, sp, &q->spec, cbs->on_piece, cbs->ud, NULL, NULL,
+                              st, &xs, err, errlen);
+    if (rc == 0) {
+        j->spec = xs;
+        j->has_spec = true;
+    }
+    return rc;
+}
+
+int hy_queue_set_draft(hy_queue *q, hy_engine *draft, const hy_spec_params *pp, char *err, size_t errlen) {
+    q->draft = draft;
+    q->spec = *pp;
+    q->spec.session = q->session;
+    return hy_batcher_set_runner(q->batcher, spec_runner, q, err, errlen);
+}
+
 int hy_queue_submit(hy_queue *q, hy_job *j) {
     pthread_mutex_lock(&q->mu);
     if (atomic_load(&q->stopping) || q->n >= q->max) {

@@ -25,6 +25,7 @@
 #include <stddef.h>
 
 #include "hypura.h"
+#include "engine/hy_spec.h"
 
 typedef struct {
     const char *host;        /* address to bind; default "127.0.0.1" (loopback only) */
@@ -39,6 +40,10 @@ typedef struct {
     bool   prompt_cache;     /* reuse the KV cache of the previous request's shared prefix; default
                                 true. Off: every prompt is decoded in full, so a greedy answer equals
                                 a fresh `hypura run` bit for bit whatever came before (see README). */
+    hy_engine *draft;        /* speculative decoding (serve --draft, hy_spec.h): this resident draft's tokens
+                                are verified by the model; NULL: none. Needs parallel 1: each request then
+                                runs whole, without the prompt cache. */
+    hy_spec_params spec;     /* draft_max, adaptive; spec.session is set to the server's session */
 } hy_server_params;
 
 hy_server_params hy_server_default_params(void);

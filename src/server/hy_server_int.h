@@ -54,6 +54,8 @@ typedef struct hy_job {
     double t_start, t_end;
     int    slot;               /* the sequence slot it ran in (-1: none), and how many */
     int    n_busy;             /* slots were busy when it joined, itself included */
+    bool   has_spec;           /* drafted (serve --draft): spec holds its figures */
+    hy_spec_stats spec;
 
     /* worker only */
     double full_since;         /* its channel has been full since (0: it has room) */
@@ -89,7 +91,13 @@ typedef struct hy_queue {
     /* what /api/ps shows, refreshed by the worker after each step (under mu) */
     int n_slots, n_ctx_slot, busy;
     hy_batch_slot_info *snap;
+    /* serve --draft: requests run whole through hy_spec_generate (hy_batcher_set_runner) */
+    hy_engine *draft;
+    hy_spec_params spec;
 } hy_queue;
+
+/* Speculative decoding for the queue's requests (one slot only); after hy_queue_start. */
+int  hy_queue_set_draft(hy_queue *q, hy_engine *draft, const hy_spec_params *pp, char *err, size_t errlen);
 
 /* Starts the worker with n_slots sequences of n_ctx_slot tokens each (0: the
  * context's share). prompt_cache: a finished request's tokens stay for reuse. */

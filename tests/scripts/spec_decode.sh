@@ -127,6 +127,40 @@ grep -q '"off_by_plan": true' "$WORK/sx2.json" || bad "MoE: --stats-json lacks t
 cmp -s "$WORK/ox0" "$WORK/ox2" || bad "MoE, drafting off: text differs"
 echo "MoE plan: $(grep -o 'speculative: drafting off.*' "$WORK/ex2" | cut -c1-160)"
 
+# serve --draft: one sequence; the answer equals run's, the final objects carry the figures
+"$H" serve "$T" --port 0 -c 256 -t 2 --mode stream --parallel 2 --draft "$D" -q >/dev/null 2>"$WORK/es-par" \
+  && bad "serve --draft --parallel 2 was accepted"
+grep -q -- "--draft needs --parallel 1" "$WORK/es-par" || bad "serve --draft --parallel 2: no clear refusal: $(tail -1 "$WORK/es-par")"
+"$H" serve "$T" --port 0 -c 256 -t 2 --mode stream --draft "$D" --draft-fixed --draft-max 4 -q >/dev/null 2>"$WORK/es" &
+SPID=$!
+port=""
+for _ in $(seq 1 150); do
+  port=$(sed -n 's/^listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/es"); [[ -n $port ]] && break
+  kill -0 $SPID 2>/dev/null || break; sleep 0.2
+done
+if [[ -z $port ]]; then bad "serve --draft did not start: $(tail -2 "$WORK/es")"
+else
+  python3 - "$port" "$WORK/o0" "$P" <<'PY' || fail=1
+import json, sys, urllib.request
+port, ref, prompt = sys.argv[1], open(sys.argv[2]).read(), sys.argv[3]
+def post(path, body):
+    r = urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}{path}", json.dumps(body).encode(),
+                                                      {"Content-Type": "application/json"}), timeout=120)
+    return r.read().decode()
+o = json.loads(post("/api/generate", {"model": "target", "prompt": prompt, "raw": True, "stream": False,
+                                       "options": {"temperature": 0, "num_predict": 48}}))
+assert ref.startswith(o["response"]) and len(o["response"]) > 10, (o["response"], ref)
+s = o["speculative"]; assert s["drafted"] > 0 and s["target_passes"] > 0 and 0 <= s["acceptance"] <= 1, s
+lines = [json.loads(l) for l in post("/api/generate", {"model": "target", "prompt": prompt, "raw": True,
+                                                          "options": {"temperature": 0, "num_predict": 48}}).splitlines() if l.strip()]
+assert "".join(l.get("response", "") for l in lines) == o["response"] and "speculative" in lines[-1], lines[-1]
+c = json.loads(post("/v1/completions", {"model": "target", "prompt": prompt, "temperature": 0, "max_tokens": 48}))
+assert c["choices"][0]["text"] == o["response"] and c["speculative"]["drafted"] > 0, c
+print(f"serve --draft: equal to run, acceptance {100*s['acceptance']:.1f}%, {s['tokens_per_pass']:.2f} tokens per pass")
+PY
+fi
+kill $SPID 2>/dev/null; wait $SPID 2>/dev/null
+
 echo "refusals: $(tail -1 "$WORK/e-voc" | cut -c1-120)"
 echo "          $(tail -1 "$WORK/e-bud" | cut -c1-160)"
 exit $fail
