@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,6 +207,9 @@ int hy_rpc_connect(hy_rpc *r, double timeout_s, bool keep_going, char *err, size
     if (!add)
         return hy_fail(err, errlen, "--rpc: this build of llama.cpp (libggml) has no RPC backend; build it with "
                                     "-DGGML_RPC=ON (scripts/setup.sh does)");
+    /* ggml-rpc writes to its sockets without MSG_NOSIGNAL: a server that died would end this
+     * process with SIGPIPE before its failure can be reported; the write fails with EPIPE instead */
+    signal(SIGPIPE, SIG_IGN);
     int kept = 0;
     for (int i = 0; i < r->n; i++) {
         hy_rpc_endpoint *e = &r->ep[i];

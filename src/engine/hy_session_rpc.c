@@ -15,7 +15,7 @@
  * server serves one client at a time: endpoints are connected and measured
  * once, whatever number of plans the caller makes (serve plans several) */
 static hy_rpc g_rpc;
-static bool g_rpc_ready;
+static bool g_rpc_ready, g_rpc_dropped;
 static char g_rpc_list[1024];
 
 const char *hy_session_rpc_list(const hy_session_params *p) {
@@ -71,6 +71,7 @@ int hy_session_rpc_plan(hy_session *s, const hy_session_params *p, char *err, si
                 return hy_fail(err, errlen, "RPC endpoints cannot change within a process (%s, then %s)", g_rpc_list, list);
             hy_rpc r;
             if (hy_rpc_parse(list, &r, err, errlen)) return -1;
+            int given = r.n;
             /* a re-executed serve: the endpoints it lost stay out */
             const char *lostl = p->rpc_keep_going ? hy_rpc_lost_endpoints() : NULL;
             if (lostl) {
@@ -86,6 +87,7 @@ int hy_session_rpc_plan(hy_session *s, const hy_session_params *p, char *err, si
                 r.n = k;
             }
             if (hy_rpc_connect(&r, 5.0, p->rpc_keep_going, err, errlen)) return -1;
+            g_rpc_dropped = r.n != given;
             int threads = p->engine.n_threads > 0 ? p->engine.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
             if (r.n && hy_rpc_measure(&r, threads, err, errlen)) return -1;
             g_rpc = r;
@@ -108,6 +110,11 @@ int hy_session_rpc_plan(hy_session *s, const hy_session_params *p, char *err, si
     /* HYPURA_RPC_LAYERS=N,N,...: the layers each endpoint takes, set by hand (as llama.cpp's -ts) */
     int force[HY_RPC_MAX_DEVICES] = {0}, *forcep = NULL;
     const char *fl = getenv("HYPURA_RPC_LAYERS");
+    x->dropped = g_rpc_dropped;
+    if (fl && *fl && x->dropped && !x->assumed) {
+        fprintf(stderr, "hypura: HYPURA_RPC_LAYERS is ignored: an endpoint it counts is gone; the plan splits\n");
+        fl = NULL;
+    }
     if (fl && *fl) {
         char buf[256];
         snprintf(buf, sizeof buf, "%s", fl);

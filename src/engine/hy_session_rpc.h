@@ -29,6 +29,7 @@ typedef struct hy_session_rpc {
     float split[HY_RPC_MAX_DEVICES];
     struct llama_model_tensor_buft_override *ovr;
     int n_own;                        /* patterns of ours at the head of ovr */
+    bool dropped;                     /* some endpoint given was left out (lost, or unreachable in serve) */
 } hy_session_rpc;
 
 /* the endpoints asked for: params, else HYPURA_RPC; NULL for none */

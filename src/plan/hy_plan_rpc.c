@@ -204,7 +204,7 @@ int hy_plan_rpc_make(const hy_model_desc *d, const hy_plan_params *p, const hy_r
         int used = 0;
         for (int k = 0; k < n_order; k++) used += s.n[order[k]];
         order[n_order++] = dv;
-        int best_n = have_best ? 0 : -1;
+        int best_n = have_best ? 0 : -1, max_fit = 0;
         char why[HY_ERRLEN];
         for (int n = 1; n <= d->n_layer - 1 - used; n++) { /* one layer at least stays local */
             s.n[dv] = n;
@@ -212,6 +212,7 @@ int hy_plan_rpc_make(const hy_model_desc *d, const hy_plan_params *p, const hy_r
             uint64_t held, rd, kv, cb;
             lay_out(d, order, n_order, &s);
             if (!device_fits(d, p, &dev[dv], s.first[dv], n, &held, &rd, &kv, &cb)) break;
+            max_fit = n;
             if (evaluate(d, p, dev, n_dev, link, order, n_order, &s, &cand_rp, &cand_local, why, sizeof why)) {
                 if (!first_err[0]) snprintf(first_err, sizeof first_err, "%s", why);
                 continue; /* the local part does not fit yet: more layers away may */
@@ -224,7 +225,8 @@ int hy_plan_rpc_make(const hy_model_desc *d, const hy_plan_params *p, const hy_r
                 best_n = n;
             } else hy_plan_free(&cand_local);
         }
-        s.n[dv] = best_n > 0 ? best_n : 0;
+        /* nothing fits yet: this device takes all it can, and the next ones may make it fit */
+        s.n[dv] = best_n > 0 ? best_n : best_n < 0 ? max_fit : 0;
     }
     if (!have_best) return hy_fail(err, errlen, "%s", first_err[0] ? first_err : "no placement fits");
     *rp = best_rp;
