@@ -1,5 +1,6 @@
 /* hypura profile: this machine as the planner sees it (cached; see hy_profile.h) */
 #include "cli/cli.h"
+#include "engine/hy_rpc.h"
 #include "profile/hy_profile.h"
 #include "util/hy_util.h"
 
@@ -7,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <jansson.h>
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -18,7 +21,10 @@ static void usage(FILE *f) {
             "  --json        print the profile as JSON\n"
             "  --path DIR    measure the storage of DIR's filesystem (default: the cache dir)\n"
             "  --quick       small, short measurements (rough figures; for tests)\n"
-            "  --no-storage  skip the storage sweep\n");
+            "  --no-storage  skip the storage sweep\n"
+            "  --rpc HOST:PORT,...  also list these ggml-rpc-server endpoints' devices (name, free/total\n"
+            "                memory) and measure the link to each (round trip, upload bandwidth) and its\n"
+            "                compute (a Q8_0 matrix-vector product there and here); env HYPURA_RPC\n");
 }
 
 static void print_human(const hy_profile *p) {
@@ -54,6 +60,7 @@ static void print_human(const hy_profile *p) {
 int hy_cmd_profile(int argc, char **argv) {
     hy_profile_params pp = hy_profile_default_params();
     bool json = false;
+    const char *rpc = getenv("HYPURA_RPC");
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
@@ -64,6 +71,8 @@ int hy_cmd_profile(int argc, char **argv) {
         else if (!strcmp(argv[i], "--no-storage")) pp.storage = false;
         else if (!strcmp(argv[i], "--path") && i + 1 < argc) pp.storage_path = argv[++i];
         else if (!strncmp(argv[i], "--path=", 7)) pp.storage_path = argv[i] + 7;
+        else if (!strcmp(argv[i], "--rpc") && i + 1 < argc) rpc = argv[++i];
+        else if (!strncmp(argv[i], "--rpc=", 6)) rpc = argv[i] + 6;
         else {
             fprintf(stderr, "hypura profile: unknown argument '%s'\n", argv[i]);
             usage(stderr);
@@ -81,6 +90,14 @@ int hy_cmd_profile(int argc, char **argv) {
         fprintf(stderr, "hypura profile: %s\n", err);
         return 1;
     }
+    hy_rpc r = {0};
+    if (rpc && *rpc) {
+        if (hy_rpc_parse(rpc, &r, err, sizeof err) || hy_rpc_connect(&r, 5.0, false, err, sizeof err) ||
+            hy_rpc_measure(&r, 0, err, sizeof err)) {
+            fprintf(stderr, "hypura profile: %s\n", err);
+            return 1;
+        }
+    }
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     double age = now.tv_sec + now.tv_nsec * 1e-9 - p.created;
@@ -97,12 +114,22 @@ int hy_cmd_profile(int argc, char **argv) {
             fprintf(stderr, "hypura profile: cannot write JSON\n");
             return 1;
         }
+        if (r.n) { /* the profile's JSON with the remote devices added */
+            json_t *o = json_loads(js, 0, NULL);
+            if (o) {
+                json_object_set_new(o, "remote", hy_rpc_json(&r));
+                free(js);
+                js = json_dumps(o, JSON_INDENT(2));
+                json_decref(o);
+            }
+        }
         printf("%s\n", js);
         free(js);
     } else {
         if (p.from_cache) printf("profile  from cache (measured %.0f s ago)\n", age);
         else printf("profile  measured now in %.1f s%s\n", p.elapsed_s, p.quick ? " (quick)" : "");
         print_human(&p);
+        hy_rpc_print(stdout, &r);
     }
     return 0;
 }

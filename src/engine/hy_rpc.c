@@ -16,6 +16,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "ggml-alloc.h"
 #include "ggml-cpu.h"
 #include "ggml.h"
@@ -576,4 +578,38 @@ double hy_rpc_timeout_s(void) {
 const char *hy_rpc_lost_endpoints(void) {
     const char *v = getenv("HYPURA_RPC_LOST");
     return v && *v ? v : NULL;
+}
+
+/* ---------------------------------------------------------------- reporting */
+
+void hy_rpc_print(FILE *f, const hy_rpc *r) {
+    char a[32], b[32];
+    for (int i = 0; i < r->n; i++) {
+        const hy_rpc_endpoint *e = &r->ep[i];
+        fprintf(f, "remote   %s (%s, %s%s): %s total, %s free\n", e->endpoint, e->dev_name, e->addr,
+                e->loopback ? ", loopback" : e->private_net ? ", private network" : ", PUBLIC network: no authentication",
+                hy_fmt_bytes(e->mem_total, a, sizeof a), hy_fmt_bytes(e->mem_free, b, sizeof b));
+        fprintf(f, "         link: round trip %.3f ms, upload %.2f GB/s; Q8_0 product %.1f GB/s there (%.1f on this CPU)\n",
+                e->rtt_s * 1e3, e->up_gbps, e->matvec_gbps, r->local_matvec_gbps);
+    }
+}
+
+json_t *hy_rpc_json(const hy_rpc *r) {
+    json_t *arr = json_array();
+    for (int i = 0; i < r->n; i++) {
+        const hy_rpc_endpoint *e = &r->ep[i];
+        json_t *o = json_object();
+        json_object_set_new(o, "endpoint", json_string(e->endpoint));
+        json_object_set_new(o, "address", json_string(e->addr));
+        json_object_set_new(o, "network", json_string(e->loopback ? "loopback" : e->private_net ? "private" : "public"));
+        json_object_set_new(o, "device", json_string(e->dev_name));
+        json_object_set_new(o, "mem_total", json_integer((json_int_t)e->mem_total));
+        json_object_set_new(o, "mem_free", json_integer((json_int_t)e->mem_free));
+        json_object_set_new(o, "rtt_s", json_real(e->rtt_s));
+        json_object_set_new(o, "upload_gbps", json_real(e->up_gbps));
+        json_object_set_new(o, "matvec_gbps", json_real(e->matvec_gbps));
+        json_object_set_new(o, "local_matvec_gbps", json_real(r->local_matvec_gbps));
+        json_array_append_new(arr, o);
+    }
+    return arr;
 }

@@ -32,6 +32,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "ggml-backend.h"
@@ -90,6 +91,10 @@ hy_rpc_link hy_rpc_link_of(const hy_rpc *r);
  * process with HYPURA_RPC_LOST naming the endpoint (serve), else exit. */
 void hy_rpc_guard_start(const hy_rpc *r, double timeout_s, bool reexec);
 void hy_rpc_guard_stop(void);
+
+/* `profile --rpc`: each endpoint, its device and memory, the link and the product speed */
+void hy_rpc_print(FILE *f, const hy_rpc *r);
+struct json_t *hy_rpc_json(const hy_rpc *r);
 
 /* HYPURA_RPC_TIMEOUT or the default, in seconds (0: no watchdog) */
 double hy_rpc_timeout_s(void);

@@ -76,6 +76,15 @@ print(f"  {len(eps)} devices, rtt {r['link_rtt_s']*1e3:.3f} ms, {r['link_gbps']:
 PY
 then ok "estimate --json lists both devices, the measured link and the prediction"
 else bad "estimate --json"; cat "$WORK/est.err"; fi
+# profile lists each remote device and measures the link
+if timeout 60 "$HY_BIN/hypura" profile --no-storage --quick --json --rpc "$A,$B" 2>/dev/null | python3 -c '
+import json, sys
+r = json.load(sys.stdin)["remote"]
+assert len(r) == 2 and all(d["network"] == "loopback" and d["mem_total"] > 0 and d["mem_free"] > 0 and d["rtt_s"] > 0
+                           and d["upload_gbps"] > 0 and d["matvec_gbps"] > 0 for d in r), r
+for d in r: print("  %s %s: rtt %.3f ms, %.2f GB/s up" % (d["endpoint"], d["device"], d["rtt_s"] * 1e3, d["upload_gbps"]))'
+then ok "profile --rpc lists both devices with the link's figures"
+else bad "profile --rpc"; fi
 # what-ifs on paper: a slower link predicts less
 for l in 1gbe 10gbe 25gbe; do
   HYPURA_RPC_LAYERS=3 timeout 60 "$HY_BIN/hypura" estimate "$WORK/dense.gguf" -c 256 --rpc-assume 1G --rpc-link $l --json 2>/dev/null |
