@@ -1,6 +1,6 @@
 # The two README commands. Both do all set-up (packages, pinned llama.cpp, build)
 # and are idempotent.
-.PHONY: all setup build demo test test-sanitize bench clean
+.PHONY: all setup build demo demo-rpc test test-sanitize bench clean
 
 all: build
 
@@ -9,6 +9,11 @@ setup build:
 
 demo: build
 	./scripts/demo.sh
+
+# remote tiers: a ggml-rpc-server on 127.0.0.1 in its own memory cgroup holds part of a
+# model larger than either memory (scripts/demo-rpc.sh)
+demo-rpc: build
+	./scripts/demo-rpc.sh
 
 test: build
 	./scripts/test.sh

@@ -98,9 +98,9 @@ int hy_session_rpc_plan(hy_session *s, const hy_session_params *p, char *err, si
         n_dev = x->r.n;
         for (int i = 0; i < n_dev; i++) {
             const hy_rpc_endpoint *e = &x->r.ep[i];
-            /* the product's speed there against here, on the scale the local prediction uses (memcpy) */
-            double ratio = x->r.local_matvec_gbps > 0 ? e->matvec_gbps / x->r.local_matvec_gbps : 1.0;
-            dev[i] = (hy_rpc_dev_figures){.budget = e->budget, .compute_gbps = mem_gbps * ratio, .compute_assumed = false};
+            /* the rate its backend reads weights at in a product, measured there (a ratio to this
+             * machine's product would carry the noise of two measurements on a shared machine) */
+            dev[i] = (hy_rpc_dev_figures){.budget = e->budget, .compute_gbps = e->matvec_gbps, .compute_assumed = false};
         }
         if (!p->rpc_link) link = hy_rpc_link_of(&x->r);
     }
