@@ -50,6 +50,7 @@ typedef struct {
     double draft_accept;     /* the acceptance the plan expects of the draft when deciding whether drafting pays
                                 (hy_spec.h's model); 0: HY_SPEC_ACCEPT_PRIOR */
     bool   draft_always;     /* keep the draft whatever the model predicts (--draft-fixed) */
+    int    draft_max;        /* most tokens drafted per round, as the model may choose (0: 8, --draft-max) */
     /* remote tiers (hy_session_rpc.h): endpoints "HOST:PORT[@SIZE],..." (NULL: HYPURA_RPC), an assumed
      * link for the plan ("1gbe", "10gbe", "25gbe", "RTT_US,GBPS"), devices on paper for estimate
      * ("SIZE,..."), and whether a lost endpoint is dropped (serve) rather than fatal */

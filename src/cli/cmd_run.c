@@ -363,6 +363,7 @@ int hy_cmd_run(int argc, char **argv) {
     }
     sess.draft_path = draft_path;
     sess.draft_always = !xp.adaptive;
+    sess.draft_max = xp.draft_max;
 
     char err[HY_ERRLEN];
     hy_session *ss = NULL;

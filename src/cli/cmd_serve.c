@@ -222,6 +222,7 @@ int hy_cmd_serve(int argc, char **argv) {
         sp.parallel = 1;
         sess.draft_path = draft_path;
         sess.draft_always = !xp.adaptive;
+        sess.draft_max = xp.draft_max;
     }
 
     char err[HY_ERRLEN];

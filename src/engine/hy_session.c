@@ -107,8 +107,9 @@ static int decide_draft(hy_session *s, const hy_session_params *p, double draft_
     memset(&plain, 0, sizeof plain);
     if (hy_plan_make(s->desc, &whole, &plain, why, sizeof why)) return -1;
     s->spec_model = calloc(1, sizeof *s->spec_model);
-    if (!s->spec_model || hy_spec_model_make(s->desc, &s->plan_params, &s->plan, &plain, draft_tok_s, HY_SPEC_KMAX,
-                                             s->spec_model)) {
+    int kmax = p->draft_max > 0 ? p->draft_max : hy_spec_default_params().draft_max;
+    if (!s->spec_model ||
+        hy_spec_model_make(s->desc, &s->plan_params, &s->plan, &plain, draft_tok_s, kmax, s->spec_model)) {
         hy_plan_free(&plain);
         return -1;
     }
@@ -117,14 +118,20 @@ static int decide_draft(hy_session *s, const hy_session_params *p, double draft_
     if (given) m->accept = p->draft_accept > 1 ? 1 : p->draft_accept;
     double gain;
     int k = hy_spec_model_best_k(m, m->accept, true, &gain);
-    double be = hy_spec_model_breakeven(m, k, true);
+    /* the least acceptance at which any k pays, and that k */
+    int kbe = 1;
+    double be = hy_spec_model_breakeven(m, 1, true);
+    for (int j = 2; j <= m->kmax; j++) {
+        double b = hy_spec_model_breakeven(m, j, true);
+        if (b < be) be = b, kbe = j;
+    }
     char moe[160] = "";
     if (m->moe)
         snprintf(moe, sizeof moe, "; %d tokens route to %.1f experts per layer where one routes to %d (%.1f not cached)",
                  k + 1, m->union_x[k + 1], m->top_k, m->miss_x[k + 1]);
     char bes[48];
     if (be > 1) snprintf(bes, sizeof bes, "not even at 100%%");
-    else snprintf(bes, sizeof bes, "above %.0f%%", 100 * be);
+    else snprintf(bes, sizeof bes, "above %.0f%% (k %d)", 100 * be, kbe);
     s->draft_off = gain < 1 && !p->draft_always;
     snprintf(s->draft_why, sizeof s->draft_why,
              "%s: predicted %.2fx plain decoding at k %d and %.0f%% acceptance (%s); pays %s acceptance; verify pass "

@@ -516,10 +516,7 @@ int hy_spec_generate(hy_engine *te, hy_engine *de, const char *prompt, const hy_
     /* plain passes left while drafting is off; the next cool-off; k after it. The
      * first pass is plain when adapting: the time of a plain pass is what drafting
      * has to beat */
-    if (model) { /* the first rounds draft what the model finds best for the expected acceptance */
-        int kb = hy_spec_model_best_k(model, model->accept, false, NULL);
-        if (kb < k) k = kb;
-    }
+    if (model && k > HY_SPEC_PROBE_K) k = HY_SPEC_PROBE_K; /* a probe: acceptance and costs are not measured yet */
     int off_left = pp->adaptive && kmax > 0 ? 1 : 0, cool = 8, k_after = k;
     /* one expert's slices in one layer, averaged over the layers whose experts stream */
     double x_slice = 0;
@@ -539,7 +536,8 @@ int hy_spec_generate(hy_engine *te, hy_engine *de, const char *prompt, const hy_
         x_slice = ss->x_layers ? sum / ss->x_layers : 0;
     }
     int spec_rounds = 0;
-    double e_tokens = 0, e_round_s = 0, e_plain_s = 0, e_verify_s = 0;
+    double e_tokens = 0, e_round_s = 0, e_plain_s = 0, e_verify_s = 0, e_row_s = 0;
+    bool have_row = false;
     bool have_plain = false;
     llama_token drafted[65];
 
@@ -674,9 +672,18 @@ int hy_spec_generate(hy_engine *te, hy_engine *de, const char *prompt, const hy_
                     double scale = mm.pass_s[0] > 0 ? plain / mm.pass_s[0] : 0; /* measured / predicted */
                     if (scale > 0) {
                         for (int j = 0; j <= mm.kmax; j++) mm.pass_s[j] *= scale;
+                        /* what the model leaves out, the CPU time of each extra row of a verify
+                         * pass, from the measured ones (only once a plain pass was measured) */
+                        int kv = kk <= mm.kmax ? kk : mm.kmax;
+                        if (have_plain && kv > 0) {
+                            double row = (r2 - r1 - mm.pass_s[kv]) / kv;
+                            e_row_s = ema(e_row_s, row > 0 ? row : 0, !have_row);
+                            have_row = true;
+                        }
+                        for (int j = 0; j <= mm.kmax; j++) mm.pass_s[j] += e_row_s * j;
                         mm.draft_tok_s = ss->drafted ? ss->t_draft_s / (double)ss->drafted : mm.draft_tok_s;
                         kb = hy_spec_model_best_k(&mm, acc, false, &mgain);
-                        if (k > kb) k = kb;
+                        k = kb < kmax ? kb : kmax; /* the model's k for the acceptance measured so far */
                     }
                 }
                 bool slow = spec_rounds >= 2 && e_tokens / e_round_s < 0.95 / plain;
@@ -693,7 +700,7 @@ int hy_spec_generate(hy_engine *te, hy_engine *de, const char *prompt, const hy_
                                  "acceptance",
                                  cool, (unsigned long long)st->n_gen, mgain, kb, 100 * acc);
                     off_left = cool;
-                    k_after = kmax < 2 ? kmax : 2; /* try again, small */
+                    k_after = kmax < HY_SPEC_PROBE_K ? kmax : HY_SPEC_PROBE_K; /* try again, small */
                     cool = cool * 2 > 256 ? 256 : cool * 2;
                     spec_rounds = 0;
                 } else if (spec_rounds >= 2) {

@@ -19,8 +19,12 @@
  *    temperature: the output is distributed as the target's.
  *  - After each round both KV caches hold exactly the kept tokens: the K/V of
  *    rejected tokens are removed (llama_memory_seq_rm) in both contexts.
- *  - k adapts: up after a fully accepted round, down after a rejection, and 0
- *    (plain decoding, re-tried later) while drafting measures slower than plain
+ *  - k adapts. With the session's cost model (hy_spec_model, the usual case):
+ *    a probe of HY_SPEC_PROBE_K first, then each round the k the model, fed the
+ *    acceptance measured so far and the measured plain pass, drafted token and
+ *    verify row, predicts best; 0 (plain decoding, probed again later) while
+ *    it predicts no k pays. Without it: up after a fully accepted round, down
+ *    after a rejection. Either way 0 while drafting measures slower than plain
  *    passes.
  *  - The draft must have the target's vocabulary, token for token; anything
  *    else is refused with the first difference named. */
@@ -50,6 +54,11 @@
  * its weight, in drafted tokens, against the measured count at run time */
 #define HY_SPEC_ACCEPT_PRIOR 0.5
 #define HY_SPEC_ACCEPT_PRIOR_N 4
+/* k of a probe: the first drafted round, and the first after drafting was off,
+ * when acceptance and the cost of a verify row are not measured (yet): its cost
+ * is bounded whatever the draft; with the model the next rounds draft the k it
+ * finds best for what was measured */
+#define HY_SPEC_PROBE_K 2
 typedef struct hy_spec_model {
     int    kmax;
     bool   moe;                          /* the pass cost grows with the batch's expert union */
