@@ -58,6 +58,13 @@ struct hy_stream {
     uint64_t pool_bytes, committed;
     int cur;                   /* group in use, -1 before the first */
     double pass_stall;         /* stall in the current pass */
+    /* recycled pages (hy_stream.c, "recycled pages"): released tensors' pages parked for the next read */
+    bool recycle;
+    uint8_t *park_map, *park_base; /* the parking range (address space), 2 MiB aligned base */
+    size_t park_len, park_used;
+    struct park { uint8_t *addr; uint64_t span; bool full; } *parks;
+    int n_parks, cap_parks;
+    uint64_t parked;           /* bytes parked (committed memory, within pool_bytes with `committed`) */
     /* buffer types: the NVMe tier (streamed) and the RAM tier (resident, huge pages) */
     struct ggml_backend_buffer_type buft;
     struct ggml_backend_buffer_type ram_buft;
