@@ -47,7 +47,10 @@ peak() { [[ -n $1 ]] && echo "$(( $(cat "$1/memory.max_usage_in_bytes") >> 20 ))
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 SCG=$(cgroup server "$REMOTE_MIB")
-in_cg "$SCG" "$SERVER" -H 127.0.0.1 -p "$PORT" >"$CACHE/rpc-server.log" 2>&1 &
+# OMP_WAIT_POLICY=passive: on one machine, a server spinning after its part of a token
+# would take the cores this process computes its own part on
+OMP_WAIT_POLICY=passive sh -c '[ -n "$1" ] && echo $$ > "$1/cgroup.procs"; shift; exec "$@"' _ "$SCG" \
+  "$SERVER" -H 127.0.0.1 -p "$PORT" >"$CACHE/rpc-server.log" 2>&1 &
 SPID=$!
 for _ in $(seq 100); do ss -ltn | grep -q "127.0.0.1:$PORT " && break; sleep 0.1; done
 echo "== ggml-rpc-server on 127.0.0.1:$PORT${SCG:+ (cgroup capped at ${REMOTE_MIB} MiB)}"

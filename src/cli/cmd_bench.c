@@ -230,13 +230,26 @@ int hy_cmd_bench(int argc, char **argv) {
     }
     const char *model = argv[optind];
     char err[HY_ERRLEN];
+    /* remote tiers are the hypura run's alone: this process must not connect (a ggml-rpc-server
+     * serves one client at a time) and the baseline (llama.cpp's defaults) uses none */
+    const char *rpc_env = getenv("HYPURA_RPC");
+    if (rpc_env && *rpc_env && !sp.rpc && n_sched < 30) {
+        sched_args[n_sched++] = "--rpc";
+        sched_args[n_sched++] = strdup(rpc_env);
+    }
+    unsetenv("HYPURA_RPC");
+    hy_session_params sp_plan = sp;
+    sp_plan.rpc = sp_plan.rpc_link = sp_plan.rpc_assume = NULL;
 
     /* does the baseline fit? the whole model resident, plus fixed costs */
     sp.model_path = model;
     sp.engine.n_ctx = n_ctx;
     if (cap && !sp.mem_budget) sp.mem_budget = cap;
     hy_session *plan = NULL;
-    if (hy_session_plan(&sp, &plan, err, sizeof err)) {
+    sp_plan.mem_budget = sp.mem_budget;
+    sp_plan.model_path = sp.model_path;
+    sp_plan.engine.n_ctx = sp.engine.n_ctx;
+    if (hy_session_plan(&sp_plan, &plan, err, sizeof err)) {
         fprintf(stderr, "hypura bench: %s\n", err);
         return 1;
     }

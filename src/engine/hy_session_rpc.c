@@ -3,8 +3,11 @@
  * and the overrides that put each remote layer's weights on its device. */
 #include "engine/hy_session_rpc.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -191,9 +194,45 @@ int hy_session_rpc_engine(hy_session *s, hy_engine_params *ep, char *err, size_t
     return 0;
 }
 
+/* libllama's loader reads a remote layer's weights through its mapping of the file to send
+ * them: those pages stay mapped (counted in this process's memory, and in its cgroup's)
+ * though nothing here reads them again. Unmapped from the process and dropped from the
+ * page cache, so that the local budget holds what the plan says. Best effort. */
+static void drop_remote_pages(const hy_session *s, const hy_session_rpc *x) {
+    const hy_model_desc *d = s->desc;
+    FILE *f = fopen("/proc/self/maps", "r");
+    int fd = open(d->path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    bool have = fd >= 0 && fstat(fd, &st) == 0;
+    char line[4600];
+    const uint64_t pg = 4096;
+    while (f && have && fgets(line, sizeof line, f)) {
+        unsigned long lo, hi, off, ino;
+        char perms[8], dev[16];
+        int n = 0;
+        if (sscanf(line, "%lx-%lx %7s %lx %15s %lu %n", &lo, &hi, perms, &off, dev, &ino, &n) < 6 || ino != st.st_ino)
+            continue;
+        for (int64_t i = 0; i < d->n_tensors; i++) {
+            const hy_tensor_info *t = &d->tensors[i];
+            if (t->layer < x->plan.n_local_layers) continue;
+            uint64_t a = (t->offset + pg - 1) / pg * pg, b = (t->offset + t->size) / pg * pg;
+            if (b <= a || a < off || b > off + (hi - lo)) continue;
+            madvise((void *)(lo + (a - off)), b - a, MADV_DONTNEED);
+        }
+    }
+    for (int64_t i = 0; have && i < d->n_tensors; i++) {
+        const hy_tensor_info *t = &d->tensors[i];
+        if (t->layer >= x->plan.n_local_layers)
+            posix_fadvise(fd, (off_t)t->offset, (off_t)t->size, POSIX_FADV_DONTNEED);
+    }
+    if (fd >= 0) close(fd);
+    if (f) fclose(f);
+}
+
 void hy_session_rpc_loaded(hy_session *s, const hy_session_params *p) {
     hy_session_rpc *x = s->rpc;
     if (!x || !x->used) return;
+    drop_remote_pages(s, x);
     hy_rpc_guard_start(&x->r, hy_rpc_timeout_s(), p->rpc_keep_going);
 }
 
@@ -235,8 +274,9 @@ void hy_session_rpc_print(FILE *f, const hy_session *s) {
         else fprintf(f, "    no layer\n");
     }
     fprintf(f, "  predicted with remote tiers: %.2f tok/s = 1 / (local %.3f s + remote %.3f s + link %.4f s per token; "
-               "%d layers here, %d boundaries)\n",
-            rp->pred_tok_s, rp->pred_local_s, rp->pred_remote_s, rp->pred_link_s, rp->n_local_layers, rp->n_segments);
+               "%d layers here, %d boundaries); sending the remote weights at load: %.1f s\n",
+            rp->pred_tok_s, rp->pred_local_s, rp->pred_remote_s, rp->pred_link_s, rp->n_local_layers, rp->n_segments,
+            rp->pred_upload_s);
 }
 
 json_t *hy_session_rpc_json(const hy_session *s) {
@@ -255,6 +295,7 @@ json_t *hy_session_rpc_json(const hy_session *s) {
     json_object_set_new(o, "pred_local_s", json_real(rp->pred_local_s));
     json_object_set_new(o, "pred_remote_s", json_real(rp->pred_remote_s));
     json_object_set_new(o, "pred_link_s", json_real(rp->pred_link_s));
+    json_object_set_new(o, "pred_upload_s", json_real(rp->pred_upload_s));
     json_t *arr = json_array();
     for (int i = 0; i < x->n_dev; i++) {
         json_t *d = json_object();

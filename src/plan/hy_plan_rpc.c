@@ -137,6 +137,9 @@ static int evaluate(const hy_model_desc *d, const hy_plan_params *p, const hy_rp
     rp->pred_local_s = local->pred_tok_s > 0 ? 1.0 / local->pred_tok_s : 0;
     rp->pred_remote_s = remote_s;
     rp->pred_link_s = per * rp->n_segments;
+    uint64_t up = 0;
+    for (int dv = 0; dv < n_dev; dv++) up += rp->weight_bytes[dv];
+    rp->pred_upload_s = (double)up / (link->gbps > 0 ? link->gbps * 1e9 : 1e9);
     double t = rp->pred_local_s + rp->pred_remote_s + rp->pred_link_s;
     rp->pred_tok_s = t > 0 ? 1.0 / t : 0;
     return 0;

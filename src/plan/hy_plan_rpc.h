@@ -65,6 +65,7 @@ typedef struct {
     int      n_segments;                      /* devices used: boundaries crossed per token, each way */
     uint64_t link_bytes_per_boundary;         /* bytes a token sends and receives per boundary */
     double   pred_local_s, pred_remote_s, pred_link_s; /* per token */
+    double   pred_upload_s;                   /* at load: the remote weights over the link */
     double   pred_tok_s;                      /* all of it */
     double   pred_tok_s_local_only;           /* the local plan alone (no device), 0 if it cannot fit */
     char     why[256];

@@ -27,7 +27,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 start_rpc() {
   local i
   RPC_PORT=$(free_port)
-  "$RPC_SERVER" -H 127.0.0.1 -p "$RPC_PORT" -t 1 >"$WORK/rpc-$RPC_PORT.log" 2>&1 &
+  OMP_WAIT_POLICY=passive "$RPC_SERVER" -H 127.0.0.1 -p "$RPC_PORT" -t 1 >"$WORK/rpc-$RPC_PORT.log" 2>&1 &
   RPC_PID=$!
   RPC_PIDS+=("$RPC_PID")
   for ((i = 0; i < 100; i++)); do
