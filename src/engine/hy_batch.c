@@ -41,10 +41,11 @@ struct hy_batcher {
     int n_gc, n_reset;      /* times the grave was freed for room; times the cache was cleared */
     bool want_room;         /* a request waits for room that only an idle, cleared cache gives */
     bool prompt_cache;
-    bool trace;             /* HYPURA_BATCH_TRACE: a line per step on stderr */
+    bool trace;             /* HYPURA_BATCH_TRACE: the grave's frees on stderr (the server logs each step) */
     slot_t *slots;
     struct llama_batch batch;
     uint64_t clock;
+    hy_batch_step_info last; /* the last step (hy_batcher_last_step) */
     hy_batch_runner runner; /* one slot: requests run whole by it (hy_batcher_set_runner) */
     void *runner_ud;
 };
@@ -414,7 +415,10 @@ static int run_whole(hy_batcher *b, char *err, size_t errlen) {
     return st.n_prompt_eval + st.n_gen > 0 ? st.n_prompt_eval + st.n_gen : 1;
 }
 
+void hy_batcher_last_step(const hy_batcher *b, hy_batch_step_info *out) { *out = b->last; }
+
 int hy_batcher_step(hy_batcher *b, char *err, size_t errlen) {
+    memset(&b->last, 0, sizeof b->last);
     if (b->runner) return run_whole(b, err, errlen);
     b->batch.n_tokens = 0;
     int *prompt_rows = calloc((size_t)b->n_slots, sizeof *prompt_rows);
@@ -476,14 +480,15 @@ int hy_batcher_step(hy_batcher *b, char *err, size_t errlen) {
     }
     double t_dec = hy_now();
     int r = llama_decode(b->ctx, b->batch);
-    if (b->trace)
-        fprintf(stderr, "[batch] step: %d rows (%d generating, %d prompt), %.3f s\n", b->batch.n_tokens, n_gen,
-                n_tok - n_gen, hy_now() - t_dec);
+    b->last.n_gen = n_gen;
+    b->last.n_prompt = n_tok - n_gen;
+    b->last.n_rows = b->batch.n_tokens;
     if (r == 1 && b->n_grave > 0) {
         /* no run of free cells for the step: give back the grave's and try again */
         grave_free(b);
         r = llama_decode(b->ctx, b->batch);
     }
+    b->last.decode_s = hy_now() - t_dec;
     if (r != 0) {
         char why[HY_ERRLEN];
         hy_engine_last_error(why, sizeof why);

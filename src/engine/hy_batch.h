@@ -127,4 +127,14 @@ typedef struct {
 } hy_batch_slot_info;
 void hy_batcher_slot_info(const hy_batcher *b, int slot, hy_batch_slot_info *out);
 
+/* What the last hy_batcher_step decoded, for the server's per-step figures
+ * (all 0 when it decoded nothing, or ran a runner's request). */
+typedef struct {
+    int    n_gen;         /* generating sequences' rows */
+    int    n_prompt;      /* prompt rows */
+    int    n_rows;        /* rows in the decode (with a padding row, see hy_batcher_step) */
+    double decode_s;      /* seconds llama_decode took */
+} hy_batch_step_info;
+void hy_batcher_last_step(const hy_batcher *b, hy_batch_step_info *out);
+
 #endif

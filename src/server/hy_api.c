@@ -243,6 +243,9 @@ int hy_api_ps(hy_server *s, hy_http_req *r) {
     json_object_set_new(e, "context_length", json_integer(s->n_ctx_slot));
     /* hypura's own: the sequence slots generated together and what each holds */
     json_t *slots = json_array();
+    /* decode steps by how many sequences they generated for (hy_step_stats): "generating"
+     * 0 is every step that read prompt rows */
+    json_t *steps = json_array();
     pthread_mutex_lock(&s->queue.mu);
     int busy = s->queue.busy, queued = s->queue.n;
     for (int i = 0; i < s->queue.n_slots && s->queue.snap; i++) {
@@ -251,9 +254,19 @@ int hy_api_ps(hy_server *s, hy_http_req *r) {
                                                !si->busy ? "idle" : si->prompt ? "prompt" : "generating", "tokens",
                                                si->n_tokens, "n_ctx", si->n_ctx, "generated", si->n_gen));
     }
+    for (int k = 0; k <= s->queue.n_slots && s->queue.steps; k++) {
+        const hy_step_stats *st = &s->queue.steps[k];
+        if (!st->steps) continue;
+        json_t *o = json_pack("{s:i,s:I,s:I,s:f,s:f,s:I}", "generating", k, "steps", (json_int_t)st->steps, "rows",
+                              (json_int_t)st->rows, "seconds", st->decode_s, "stall_seconds", st->stall_s, "read_bytes",
+                              (json_int_t)st->read_bytes);
+        if (s->queue.x_layers > 0)
+            json_object_set_new(o, "expert_union_per_layer", json_real(st->x_union / (double)st->steps / s->queue.x_layers));
+        json_array_append_new(steps, o);
+    }
     pthread_mutex_unlock(&s->queue.mu);
-    json_object_set_new(e, "parallel", json_pack("{s:i,s:i,s:i,s:i,s:o}", "slots", s->n_slots, "busy", busy, "queued",
-                                                 queued, "context_total", s->n_ctx, "slot", slots));
+    json_object_set_new(e, "parallel", json_pack("{s:i,s:i,s:i,s:i,s:o,s:o}", "slots", s->n_slots, "busy", busy, "queued",
+                                                 queued, "context_total", s->n_ctx, "slot", slots, "steps", steps));
     return hy_http_json(r, 200, json_pack("{s:[o]}", "models", e));
 }
 

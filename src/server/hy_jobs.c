@@ -294,6 +294,34 @@ static void publish(hy_queue *q) {
     pthread_mutex_unlock(&q->mu);
 }
 
+/* The step just decoded, into q->steps (see hy_step_stats), from the stream's
+ * figures before (x0) and after it (x1); a line on stderr with HYPURA_BATCH_TRACE. */
+static void count_step(hy_queue *q, const hy_stream_stats *x0, const hy_stream_stats *x1) {
+    hy_batch_step_info si;
+    hy_batcher_last_step(q->batcher, &si);
+    if (si.n_rows == 0) return;
+    int k = si.n_prompt > 0 ? 0 : si.n_gen;
+    if (k > q->n_slots) k = q->n_slots;
+    double stall = x1->stall_s - x0->stall_s;
+    uint64_t read = x1->bytes_read - x0->bytes_read;
+    /* each (layer, expert) the step's routers chose adds its slices to x_routed_bytes once */
+    double xu = q->x_slice > 0 ? (double)(x1->x_routed_bytes - x0->x_routed_bytes) / q->x_slice : 0;
+    pthread_mutex_lock(&q->mu);
+    hy_step_stats *st = &q->steps[k];
+    st->steps++;
+    st->rows += (uint64_t)si.n_rows;
+    st->decode_s += si.decode_s;
+    st->stall_s += stall;
+    st->read_bytes += read;
+    st->x_union += xu;
+    pthread_mutex_unlock(&q->mu);
+    if (!q->trace) return;
+    fprintf(stderr, "[batch] step: %d rows (%d generating, %d prompt), %.3f s, read %.1f MiB, stalls %.3f s", si.n_rows,
+            si.n_gen, si.n_prompt, si.decode_s, read / 1048576.0, stall);
+    if (q->x_layers > 0) fprintf(stderr, ", routed experts %.1f per layer", xu / q->x_layers);
+    fputc('\n', stderr);
+}
+
 /* The worker: admits queued jobs into free slots (first come, first served),
  * ends the ones whose client left, and runs decode steps while any slot is busy. */
 static void *worker_main(void *arg) {
@@ -352,7 +380,13 @@ static void *worker_main(void *arg) {
             if (job_should_stop(j)) hy_batcher_cancel(q->batcher, i);
         }
         char err[HY_ERRLEN];
+        hy_stream_stats x0, x1;
+        if (q->session->stream) hy_stream_get_stats(q->session->stream, &x0);
         int r = hy_batcher_step(q->batcher, err, sizeof err);
+        if (r > 0 && q->session->stream) {
+            hy_stream_get_stats(q->session->stream, &x1);
+            count_step(q, &x0, &x1);
+        }
         if (r < 0) hy_stream_clear_error(q->session->stream);
         publish(q);
         if (r == 0 && hy_batcher_busy(q->batcher) > 0) {
@@ -380,7 +414,25 @@ int hy_queue_start(hy_queue *q, hy_session *session, int max_queue, int n_slots,
     q->n_ctx_slot = hy_batcher_n_ctx_slot(q->batcher);
     q->running = calloc((size_t)q->n_slots, sizeof *q->running);
     q->snap = calloc((size_t)q->n_slots, sizeof *q->snap);
-    if (!q->running || !q->snap) return hy_fail(err, errlen, "out of memory");
+    q->steps = calloc((size_t)q->n_slots + 1, sizeof *q->steps);
+    if (!q->running || !q->snap || !q->steps) return hy_fail(err, errlen, "out of memory");
+    q->trace = getenv("HYPURA_BATCH_TRACE") != NULL;
+    /* one expert's slices in one layer, averaged over the layers whose experts stream */
+    if (session->desc && session->plan.mode == HY_MODE_EXPERT) {
+        const hy_model_desc *d = session->desc;
+        bool *has = calloc((size_t)(d->n_layer > 0 ? d->n_layer : 1), sizeof *has);
+        double sum = 0;
+        for (int64_t i = 0; has && i < d->n_tensors; i++) {
+            const hy_tensor_info *t = &d->tensors[i];
+            if (session->plan.tier[i] != HY_TIER_NVME || t->role != HY_ROLE_EXPERT || t->layer < 0 || t->layer >= d->n_layer)
+                continue;
+            sum += (double)t->expert_stride;
+            if (!has[t->layer]) q->x_layers++;
+            has[t->layer] = true;
+        }
+        free(has);
+        q->x_slice = q->x_layers ? sum / q->x_layers : 0;
+    }
     for (int i = 0; i < q->n_slots; i++) hy_batcher_slot_info(q->batcher, i, &q->snap[i]);
     int rc = pthread_create(&q->thread, NULL, worker_main, q);
     if (rc) return hy_fail(err, errlen, "cannot start the worker thread: %s", strerror(rc));
@@ -444,6 +496,7 @@ void hy_queue_stop(hy_queue *q) {
     q->batcher = NULL;
     free(q->running);
     free(q->snap);
+    free(q->steps);
     q->running = NULL;
     q->snap = NULL;
     if (q->session) { /* initialised by hy_queue_start */

@@ -75,6 +75,18 @@ enum hy_job_state hy_job_wait_start(hy_job *j, int timeout_ms);
  * and every piece was taken, -1 when nothing came within timeout_ms. */
 int hy_job_next(hy_job *j, char **text, size_t *len, int timeout_ms);
 
+/* Decode steps of one kind, summed: the steps that generated for n sequences and
+ * read no prompt (hy_queue.steps[n]), or every step that read prompt rows
+ * (steps[0]). What a step costs as the batch grows: its time, its reads from
+ * storage and stalls on them, and for a MoE whose experts stream the union of
+ * the routed experts it read (each (layer, expert) once per step). */
+typedef struct {
+    uint64_t steps, rows;
+    double   decode_s, stall_s;
+    uint64_t read_bytes;
+    double   x_union;          /* unique routed experts, summed over the steps' layers */
+} hy_step_stats;
+
 typedef struct hy_queue {
     pthread_mutex_t mu;
     pthread_cond_t  cv;
@@ -91,6 +103,10 @@ typedef struct hy_queue {
     /* what /api/ps shows, refreshed by the worker after each step (under mu) */
     int n_slots, n_ctx_slot, busy;
     hy_batch_slot_info *snap;
+    hy_step_stats *steps;      /* n_slots + 1 (see hy_step_stats), under mu */
+    double x_slice;            /* one expert's streamed slices in one layer (bytes; 0: none stream) */
+    int    x_layers;           /* layers whose experts stream */
+    bool   trace;              /* HYPURA_BATCH_TRACE: a line per step on stderr */
     /* serve --draft: requests run whole through hy_spec_generate (hy_batcher_set_runner) */
     hy_engine *draft;
     hy_spec_params spec;
