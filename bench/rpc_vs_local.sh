@@ -7,7 +7,8 @@
 # before each run:
 #   - hypura alone: streaming from local storage (dense-FFN or expert-streaming);
 #   - hypura --rpc: the plan's own split (remote budget = the server's cap less
-#     SERVER_OVERHEAD_MIB), the rest resident or streamed here;
+#     SERVER_OVERHEAD_MIB), the rest resident or streamed here; where the plan
+#     keeps every layer here, also a split set by hand (HYPURA_RPC_LAYERS);
 #   - llama.cpp's own --rpc (llama-completion, mmap, -fit off, -nr: repacking would copy
 #     every CPU layer into anonymous memory, OOM-killed under the cap) with -ngl set by
 #     hand to a few layer counts around what the server's cap holds; the best
@@ -99,6 +100,11 @@ print(len(by), max(by.values()) / 2**20)')
   hy alone
   start_server
   hy rpc --rpc "127.0.0.1:$PORT@$((REMOTE_MIB - OVER))M"
+  # where the plan keeps every layer here, what a split would have given: set by hand
+  if grep -q "no remote layer" "$W/e-$kind-rpc"; then
+    start_server
+    HYPURA_RPC_LAYERS=$((FIT - 1)) hy "rpc, $((FIT - 1)) layers set by hand" --rpc "127.0.0.1:$PORT@$((REMOTE_MIB - OVER))M"
+  fi
   stop_server
   best=0 best_ngl=
   for ngl in $((FIT - 2)) $FIT $((FIT + 2)); do

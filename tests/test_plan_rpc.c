@@ -174,6 +174,21 @@ int main(void) {
     CHECK(hy_plan_rpc_make(m, &pp, dev, 2, &lan, NULL, &rp, &local, err, sizeof err) == 0, "%s", err);
     check_layout(m, &rp, dev, 2, &pp);
     hy_plan_free(&local);
+    /* measured routing reaches the local plan (its layers' rows): with a skewed one the local
+     * part predicts the same hit rate as a plan of the local layers alone would */
+    double *freq = calloc(8 * 8, sizeof *freq);
+    for (int l = 0; l < 8; l++) freq[l * 8 + 0] = 0.6, freq[l * 8 + 1] = 0.4;
+    pp.expert_freq = freq;
+    pp.expert_freq_n = 8 * 8;
+    pp.mem_budget = 400ull << 20;
+    int f2[2] = {2, 0};
+    CHECK(hy_plan_rpc_make(m, &pp, dev, 2, &lan, f2, &rp, &local, err, sizeof err) == 0, "%s", err);
+    CHECK(local.mode == HY_MODE_EXPERT && local.pred_hit_measured, "the local plan did not use the measured routing (%s, %d)",
+          hy_mode_name(local.mode), local.pred_hit_measured);
+    hy_plan_free(&local);
+    free(freq);
+    pp.expert_freq = NULL;
+    pp.expert_freq_n = 0;
     free_desc(m);
     free_desc(d);
     return check_done("plan_rpc_unit");

@@ -125,7 +125,11 @@ static int evaluate(const hy_model_desc *d, const hy_plan_params *p, const hy_rp
     hy_model_desc *ld = hy_plan_rpc_local_desc(d, n_local);
     if (!ld) return hy_fail(err, errlen, "out of memory");
     memset(local, 0, sizeof *local);
-    int rc = hy_plan_make(ld, p, local, err, errlen);
+    /* measured routing is per layer, [layer * n_expert + e]: the local layers' rows are its prefix */
+    hy_plan_params lp = *p;
+    if (p->expert_freq && d->n_expert > 0 && p->expert_freq_n == (int64_t)d->n_layer * d->n_expert)
+        lp.expert_freq_n = (int64_t)n_local * d->n_expert;
+    int rc = hy_plan_make(ld, &lp, local, err, errlen);
     hy_model_desc_free(ld);
     if (rc) {
         hy_plan_free(local);
