@@ -48,12 +48,16 @@
  * the draft's resident weights read once. With acceptance a, a round of k
  * drafts yields (1 - a^(k+1)) / (1 - a) tokens. Not modelled: the CPU time of
  * each extra row (on a 2-core machine a dense verify pass of 9 rows was
- * measured ~1.7x a plain one; the runtime's measured fallback covers it). */
+ * measured ~1.7x a plain one): at run time it is fitted from the measured
+ * verify passes, and the measured-speed fallback covers the rest. */
 #define HY_SPEC_KMAX 64
 /* acceptance expected before any is measured (--draft-accept gives one), and
- * its weight, in drafted tokens, against the measured count at run time */
+ * its weight, in drafted tokens, against the measured count at run time: one,
+ * so that a probe's measurement outweighs it at once (with 4, an unrelated
+ * draft's 0 of 11 still read 13 %, which the model found worth drafting one
+ * token for, and rounds went on that measured nothing but loss) */
 #define HY_SPEC_ACCEPT_PRIOR 0.5
-#define HY_SPEC_ACCEPT_PRIOR_N 4
+#define HY_SPEC_ACCEPT_PRIOR_N 1
 /* k of a probe: the first drafted round, and the first after drafting was off,
  * when acceptance and the cost of a verify row are not measured (yet): its cost
  * is bounded whatever the draft; with the model the next rounds draft the k it
