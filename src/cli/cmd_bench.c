@@ -232,10 +232,12 @@ int hy_cmd_bench(int argc, char **argv) {
     char err[HY_ERRLEN];
     /* remote tiers are the hypura run's alone: this process must not connect (a ggml-rpc-server
      * serves one client at a time) and the baseline (llama.cpp's defaults) uses none */
-    const char *rpc_env = getenv("HYPURA_RPC");
-    if (rpc_env && *rpc_env && !sp.rpc && n_sched < 30) {
+    static char rpc_env[2048];
+    const char *re = getenv("HYPURA_RPC");
+    if (re && *re && !sp.rpc && n_sched < 30) {
+        snprintf(rpc_env, sizeof rpc_env, "%s", re);
         sched_args[n_sched++] = "--rpc";
-        sched_args[n_sched++] = strdup(rpc_env);
+        sched_args[n_sched++] = rpc_env;
     }
     unsetenv("HYPURA_RPC");
     hy_session_params sp_plan = sp;

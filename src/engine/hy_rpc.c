@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -198,6 +199,13 @@ int hy_rpc_probe(const hy_rpc_endpoint *e, double timeout_s, char *err, size_t e
 
 typedef ggml_backend_reg_t (*add_server_fn)(const char *endpoint);
 
+/* the registries and buffer types libggml made for each server: ggml-rpc keeps them in
+ * static maps that are destroyed at exit before LeakSanitizer looks, so they are kept
+ * reachable here */
+static ggml_backend_reg_t g_server_regs[HY_RPC_MAX_ENDPOINTS * 4];
+static ggml_backend_buffer_type_t g_server_bufts[HY_RPC_MAX_ENDPOINTS * 4];
+static int g_n_server_regs;
+
 bool hy_rpc_available(void) {
     ggml_backend_reg_t reg = ggml_backend_reg_by_name("RPC");
     return reg && ggml_backend_reg_get_proc_address(reg, "ggml_backend_rpc_add_server");
@@ -231,6 +239,10 @@ int hy_rpc_connect(hy_rpc *r, double timeout_s, bool keep_going, char *err, size
             continue;
         }
         e->dev = ggml_backend_reg_dev_get(sreg, 0);
+        if (g_n_server_regs < (int)(sizeof g_server_regs / sizeof g_server_regs[0])) {
+            g_server_bufts[g_n_server_regs] = ggml_backend_dev_buffer_type(e->dev);
+            g_server_regs[g_n_server_regs++] = sreg;
+        }
         snprintf(e->dev_name, sizeof e->dev_name, "%s", ggml_backend_dev_name(e->dev));
         ggml_backend_dev_memory(e->dev, &e->mem_free, &e->mem_total);
         if (!e->budget) {
@@ -241,6 +253,8 @@ int hy_rpc_connect(hy_rpc *r, double timeout_s, bool keep_going, char *err, size
         r->ep[kept++] = *e;
     }
     r->n = kept;
+    /* from here on libggml talks to the servers: a lost or silent one is named, not a hang */
+    if (kept) hy_rpc_guard_start(r, hy_rpc_timeout_s(), keep_going);
     return 0;
 }
 
@@ -481,8 +495,9 @@ static void on_ggml_abort(const char *msg) {
     lost(idx, full);
 }
 
-/* whether some thread of this process is blocked reading fd (recvfrom or read: ggml-rpc waits for an
- * answer there; between requests its thread waits on a queue instead) */
+/* whether some thread of this process is blocked on fd: reading (ggml-rpc waits for an answer
+ * there) or writing (a server that stopped reading fills the socket's buffers); between
+ * requests its thread waits on a queue instead */
 static bool thread_reading(int fd) {
     DIR *d = opendir("/proc/self/task");
     if (!d) return false;
@@ -497,7 +512,8 @@ static bool thread_reading(int fd) {
         if (fgets(line, sizeof line, f)) {
             long nr = -1;
             unsigned long arg0 = 0;
-            if (sscanf(line, "%ld 0x%lx", &nr, &arg0) == 2 && (nr == 45 || nr == 0) && (long)arg0 == fd) found = true;
+            if (sscanf(line, "%ld 0x%lx", &nr, &arg0) == 2 && (nr == SYS_recvfrom || nr == SYS_read || nr == SYS_sendto || nr == SYS_write) &&
+                (long)arg0 == fd) found = true;
         }
         fclose(f);
     }
@@ -508,8 +524,8 @@ static bool thread_reading(int fd) {
 static void *watchdog_main(void *arg) {
     (void)arg;
     struct {
-        uint64_t rx;
-        double t_block; /* since when a thread waits for an answer on it, with nothing received; 0: not waiting */
+        uint64_t rx, acked;
+        double t_block; /* since when a thread waits on it with nothing received or acknowledged; 0: not waiting */
         int fd;
     } st[HY_RPC_MAX_ENDPOINTS][4];
     memset(st, 0, sizeof st);
@@ -525,14 +541,16 @@ static void *watchdog_main(void *arg) {
                 memset(&ti, 0, sizeof ti);
                 if (getsockopt(fds[k], IPPROTO_TCP, TCP_INFO, &ti, &sl)) continue;
                 bool reading = thread_reading(fds[k]);
-                if (st[i][k].fd != fds[k] || ti.tcpi_bytes_received != st[i][k].rx || !reading) {
+                if (st[i][k].fd != fds[k] || ti.tcpi_bytes_received != st[i][k].rx ||
+                    ti.tcpi_bytes_acked != st[i][k].acked || !reading) {
                     st[i][k].fd = fds[k];
                     st[i][k].rx = ti.tcpi_bytes_received;
+                    st[i][k].acked = ti.tcpi_bytes_acked;
                     st[i][k].t_block = reading ? t : 0;
                     continue;
                 }
                 if (st[i][k].t_block == 0) st[i][k].t_block = t;
-                /* waiting for an answer, and no byte came back for the timeout */
+                /* waiting on the server, and no byte moved either way for the timeout */
                 if (t - st[i][k].t_block > G.timeout_s) {
                     G.stalled_for = t - st[i][k].t_block;
                     G.stalled = i + 1;
@@ -548,6 +566,7 @@ static void *watchdog_main(void *arg) {
 }
 
 void hy_rpc_guard_start(const hy_rpc *r, double timeout_s, bool reexec) {
+    if (G.active) return; /* once per process: the endpoints do not change */
     G.r = *r;
     G.reexec = reexec;
     G.timeout_s = timeout_s;

@@ -16,11 +16,12 @@
  * is warned about. hypura never starts a server itself except in the demo,
  * bench and tests, and those bind 127.0.0.1.
  *
- * Faults: hy_rpc_guard_start installs ggml's abort callback and a watchdog.
+ * Faults: hy_rpc_connect starts hy_rpc_guard_start: ggml's abort callback and a watchdog.
  * A server that closes the connection (it died) makes ggml-rpc abort: the
  * callback names the endpoint and ends the process with HY_RPC_EXIT_LOST
  * instead of a core dump. A server that stops answering (a request sent, no
- * byte back for `timeout_s` seconds, seen in the socket's TCP counters) is cut
+ * byte moving either way for `timeout_s` seconds while a thread waits on its socket —
+ * an answer, or room to send — seen in the socket's TCP counters) is cut
  * off by the watchdog (shutdown of that socket), which leads to the same
  * message. `serve` sets re-exec: the process starts again without the lost
  * device (hy_rpc_lost_endpoints) and keeps answering.

@@ -233,7 +233,7 @@ void hy_session_rpc_loaded(hy_session *s, const hy_session_params *p) {
     hy_session_rpc *x = s->rpc;
     if (!x || !x->used) return;
     drop_remote_pages(s, x);
-    hy_rpc_guard_start(&x->r, hy_rpc_timeout_s(), p->rpc_keep_going);
+    (void)p; /* fault handling started at the connection (hy_rpc_connect) */
 }
 
 void hy_session_rpc_free(hy_session *s) {

@@ -26,7 +26,8 @@ mid_run() {
   HYPURA_RPC_TIMEOUT=2 HYPURA_RPC_LAYERS=3 timeout 90 "$HY_BIN/hypura" run "$M" -p "$P" -n 1900 -c 2048 --temp 0 -t 2 \
     --rpc "$ep" >"$WORK/mid.out" 2>"$WORK/mid.err" &
   local run=$!
-  sleep 2
+  for _ in $(seq 600); do [[ -s $WORK/mid.out ]] && break; kill -0 $run 2>/dev/null || break; sleep 0.1; done
+  sleep 0.5
   kill -0 $run 2>/dev/null || { bad "$sig: the run ended before the fault"; tail -3 "$WORK/mid.err"; return; }
   t0=$(date +%s.%N)
   kill -"$sig" "$pid"
