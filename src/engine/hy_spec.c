@@ -441,6 +441,7 @@ int hy_spec_generate(hy_engine *te, hy_engine *de, const char *prompt, const hy_
     const hy_session *ts = pp->session;
     const hy_spec_model *smodel = ts ? ts->spec_model : NULL, *model = pp->adaptive ? smodel : NULL;
     hy_stream *xs = ts && ts->stream && ts->plan.mode == HY_MODE_EXPERT ? ts->stream : NULL;
+    const bool trace = getenv("HYPURA_SPEC_TRACE") != NULL; /* a line per drafted round: what the model saw */
 
     int32_t *ptoks = NULL;
     int n = 0;
@@ -683,6 +684,14 @@ int hy_spec_generate(hy_engine *te, hy_engine *de, const char *prompt, const hy_
                         for (int j = 0; j <= mm.kmax; j++) mm.pass_s[j] += e_row_s * j;
                         mm.draft_tok_s = ss->drafted ? ss->t_draft_s / (double)ss->drafted : mm.draft_tok_s;
                         kb = hy_spec_model_best_k(&mm, acc, false, &mgain);
+                        if (trace) {
+                            fprintf(stderr, "[spec] round k %d: %d accepted, %.3f s verify; acceptance %.2f, plain %.3f s "
+                                            "(x%.2f the model), row %.3f s, draft %.4f s; gain",
+                                    kk, a, r2 - r1, acc, plain, scale, e_row_s, mm.draft_tok_s);
+                            for (int j = 1; j <= mm.kmax && j <= 16; j++)
+                                fprintf(stderr, " %d:%.2f", j, hy_spec_model_gain(&mm, acc, j, false));
+                            fputc('\n', stderr);
+                        }
                         k = kb < kmax ? kb : kmax; /* the model's k for the acceptance measured so far */
                     }
                 }
