@@ -541,6 +541,13 @@ static void *watchdog_main(void *arg) {
                 memset(&ti, 0, sizeof ti);
                 if (getsockopt(fds[k], IPPROTO_TCP, TCP_INFO, &ti, &sl)) continue;
                 bool reading = thread_reading(fds[k]);
+                /* the server closed the connection (it died or was stopped) while nothing waits on it:
+                 * handled now (serve restarts without it before the next request needs it), not when
+                 * the next request fails on it. 8: TCP_CLOSE_WAIT */
+                if (ti.tcpi_state == 8 && !reading) {
+                    G.stalled = 0;
+                    lost(i, "the server closed the connection (it died or was stopped) while idle");
+                }
                 if (st[i][k].fd != fds[k] || ti.tcpi_bytes_received != st[i][k].rx ||
                     ti.tcpi_bytes_acked != st[i][k].acked || !reading) {
                     st[i][k].fd = fds[k];

@@ -7,8 +7,8 @@
 #  - bad endpoints refused before libggml sees them: malformed, unresolvable,
 #    refused, a port that is not an RPC server, a server busy with another
 #    client; an endpoint off loopback/private networks is warned about;
-#  - serve: a server killed under a request; serve starts again without it and
-#    answers the next requests.
+#  - serve: a server killed under a request, and one killed while serve is idle;
+#    serve starts again without it and answers the next requests.
 # Every command runs under `timeout`: a hang is a failure, never a stuck ctest.
 set -uo pipefail
 HY_BIN=$1 LLAMA_BIN=$2 WORK=$3/rpc_faults
@@ -23,6 +23,7 @@ mid_run() {
   local sig=$1 t0 rc
   start_rpc
   local ep=127.0.0.1:$RPC_PORT pid=$RPC_PID
+  rm -f "$WORK/mid.out" "$WORK/mid.err" # an earlier run's text must not pass for this one's
   HYPURA_RPC_TIMEOUT=2 HYPURA_RPC_LAYERS=3 timeout 90 "$HY_BIN/hypura" run "$M" -p "$P" -n 1900 -c 2048 --temp 0 -t 2 \
     --rpc "$ep" >"$WORK/mid.out" 2>"$WORK/mid.err" &
   local run=$!
@@ -121,5 +122,28 @@ else
 fi
 grep -q "lost the RPC server at $ep" "$WORK/serve.log" && grep -q "RPC endpoint $ep was lost: serving without it" "$WORK/serve.log" &&
   ok "serve's log names the endpoint and says it goes on without it" || { bad "serve's log"; tail -12 "$WORK/serve.log"; }
+kill $srv 2>/dev/null; wait $srv 2>/dev/null
+
+# serve: a server killed while serve is idle: noticed at once, serve restarts without it, and
+# the next request is answered (it does not have to fail first)
+start_rpc
+ep=127.0.0.1:$RPC_PORT victim=$RPC_PID
+sport=$(free_port)
+: >"$WORK/serve2.log"
+HYPURA_RPC_LAYERS=3 timeout 120 "$HY_BIN/hypura" serve "$M" --port "$sport" -c 2048 --parallel 1 -t 2 \
+  --rpc "$ep" >"$WORK/serve2.log" 2>&1 &
+srv=$!
+for _ in $(seq 300); do up && break; sleep 0.1; done
+r1=$(gen 4)
+echo "$r1" | grep -q '"response"' || { bad "serve (idle case): first request: $r1"; tail -5 "$WORK/serve2.log"; }
+kill -9 "$victim"
+for _ in $(seq 100); do grep -q "serving without it" "$WORK/serve2.log" && break; sleep 0.1; done
+for _ in $(seq 300); do up && break; sleep 0.1; done
+r2=$(gen 4)
+if echo "$r2" | grep -q '"response"' && grep -q "lost the RPC server at $ep: .*while idle" "$WORK/serve2.log"; then
+  ok "serve noticed the idle loss of $ep, restarted without it and answered the next request"
+else
+  bad "serve, idle loss: $r2"; tail -8 "$WORK/serve2.log"
+fi
 kill $srv 2>/dev/null; wait $srv 2>/dev/null
 exit $fail
