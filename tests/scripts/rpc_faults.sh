@@ -3,7 +3,8 @@
 # any connection failure and waits forever on a silent server; hypura must turn
 # each case into a clear error naming the endpoint, in bounded time:
 #  - a server killed mid-run: exit 3, "lost the RPC server at HOST:PORT";
-#  - a server stopped mid-run (SIGSTOP): cut off after HYPURA_RPC_TIMEOUT, exit 3;
+#  - a server stopped mid-run (SIGSTOP): cut off after HYPURA_RPC_TIMEOUT, exit 3; stopped
+#    while the run starts: a named error (exit 1 or 3), never a hang;
 #  - bad endpoints refused before libggml sees them: malformed, unresolvable,
 #    refused, a port that is not an RPC server, a server busy with another
 #    client; an endpoint off loopback/private networks is warned about;
@@ -46,6 +47,24 @@ mid_run() {
 }
 mid_run KILL
 mid_run STOP
+
+# a server stopped while the run starts (its handshake, the link's measurement or the
+# weights being sent, whichever the moment hits): a named error in bounded time, never a hang
+start_rpc
+ep=127.0.0.1:$RPC_PORT
+t0=$(date +%s)
+HYPURA_RPC_TIMEOUT=2 HYPURA_RPC_LAYERS=4 timeout 90 "$HY_BIN/hypura" run "$M" -p "$P" -n 8 -c 256 -t 2 --rpc "$ep" \
+  >/dev/null 2>"$WORK/early.err" &
+early=$!
+sleep 0.3
+kill -STOP "$RPC_PID"
+wait $early; rc=$?
+kill -CONT "$RPC_PID"; kill -9 "$RPC_PID"
+if [[ $rc == 3 || $rc == 1 ]] && grep -q "$ep" "$WORK/early.err" && [[ $(( $(date +%s) - t0 )) -lt 30 ]]; then
+  ok "stopped at the start: exit $rc in $(( $(date +%s) - t0 )) s: $(grep "$ep" "$WORK/early.err" | tail -1 | cut -c1-100)"
+else
+  bad "stopped at the start: exit $rc"; tail -3 "$WORK/early.err"
+fi
 
 # refused: refuse EXPECT ENDPOINT [what]
 refuse() {
