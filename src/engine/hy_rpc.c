@@ -378,6 +378,9 @@ static struct {
     volatile int stop;
     volatile int stalled; /* index + 1 of the endpoint cut off for stalling */
     double stalled_for;
+    /* the sockets last seen connected to each endpoint: a connection the server reset no longer
+     * has a peer address to match, but its descriptor is still open when ggml aborts */
+    volatile int known_fd[HY_RPC_MAX_ENDPOINTS][4];
 } G;
 
 /* sockets of this process connected to endpoint e */
@@ -448,11 +451,30 @@ static void lost(int idx, const char *what) {
 
 /* which endpoint failed: the one the watchdog cut off, else one whose connection the
  * server closed (CLOSE_WAIT) or that refuses new connections */
+static void remember_fds(void) {
+    for (int i = 0; i < G.r.n; i++) {
+        int fds[4];
+        int n = endpoint_fds(&G.r.ep[i], fds, 4);
+        if (n == 0) continue; /* none matches now (a reset one has no peer): keep the last seen */
+        for (int k = 0; k < 4; k++) G.known_fd[i][k] = k < n ? fds[k] : -1;
+    }
+}
+
 static int find_failed(const char **what) {
     if (G.stalled) {
         *what = "no answer to a request (stalled); cut off by the timeout (HYPURA_RPC_TIMEOUT)";
         return G.stalled - 1;
     }
+    for (int i = 0; i < G.r.n; i++)
+        for (int k = 0; k < 4; k++) {
+            int fd = G.known_fd[i][k];
+            struct tcp_info ti;
+            socklen_t sl = sizeof ti;
+            if (fd > 2 && !getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &sl) && ti.tcpi_state != 1 /* TCP_ESTABLISHED */) {
+                *what = "the server closed or reset the connection (it died or was stopped)";
+                return i;
+            }
+        }
     for (int i = 0; i < G.r.n; i++) {
         int fds[8];
         int n = endpoint_fds(&G.r.ep[i], fds, 8);
@@ -465,12 +487,16 @@ static int find_failed(const char **what) {
             }
         }
     }
-    for (int i = 0; i < G.r.n; i++) {
-        char why[HY_ERRLEN];
-        if (hy_rpc_probe(&G.r.ep[i], 1.0, why, sizeof why) && strstr(why, "cannot connect")) {
-            *what = "the connection failed and the server no longer accepts connections";
-            return i;
+    /* a server killed a moment ago may still be closing its listening socket: ask a few times */
+    for (int tries = 0; tries < 10; tries++) {
+        for (int i = 0; i < G.r.n; i++) {
+            char why[HY_ERRLEN];
+            if (hy_rpc_probe(&G.r.ep[i], 0.2, why, sizeof why) && strstr(why, "cannot connect")) {
+                *what = "the connection failed and the server no longer accepts connections";
+                return i;
+            }
         }
+        usleep(100 * 1000);
     }
     *what = "the connection failed";
     return -1;
@@ -531,6 +557,7 @@ static void *watchdog_main(void *arg) {
     memset(st, 0, sizeof st);
     while (!G.stop) {
         usleep(200 * 1000);
+        remember_fds();
         double t = now_s();
         for (int i = 0; i < G.r.n; i++) {
             int fds[4];
@@ -579,6 +606,8 @@ void hy_rpc_guard_start(const hy_rpc *r, double timeout_s, bool reexec) {
     G.timeout_s = timeout_s;
     G.active = true;
     G.stop = 0;
+    memset((void *)G.known_fd, 0xff, sizeof G.known_fd); /* -1: none yet */
+    remember_fds();
     ggml_set_abort_callback(on_ggml_abort);
     if (timeout_s > 0 && !G.watchdog_on) G.watchdog_on = pthread_create(&G.watchdog, NULL, watchdog_main, NULL) == 0;
 }

@@ -83,7 +83,9 @@ refuse "not a size" "127.0.0.1:5@lots"
 refuse "cannot resolve" "no-such-host.invalid:50052"
 port=$(free_port)
 refuse "127.0.0.1:$port .*cannot connect: Connection refused" "127.0.0.1:$port"
-# a port that accepts and never answers (not an RPC server)
+# a port that accepts and never answers (not an RPC server); the port files start empty (an
+# earlier run's would pass for this one's)
+rm -f "$WORK/silent.port" "$WORK/http.port"
 python3 -c '
 import socket, sys, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
