@@ -280,7 +280,9 @@ int hy_batcher_add(hy_batcher *b, const char *prompt, const hy_sample_params *sp
      * and this one's prompt and tokens. Short of it, the request waits until the batch
      * is idle and the cache is cleared. */
     if (b->grave >= 0 && hy_batcher_busy(b) > 0) {
-        int need = n - pick_keep + (sp->n_predict >= 0 && sp->n_predict < n_ctx ? sp->n_predict : n_ctx) + b->n_slots;
+        /* its cells in all: prompt and tokens, within its context (as slot_need counts them) */
+        int cap = sp->n_predict >= 0 && sp->n_predict < n_ctx - n ? n + sp->n_predict : n_ctx;
+        int need = cap - pick_keep + b->n_slots;
         for (int i = 0; i < b->n_slots; i++)
             if (b->slots[i].st != SLOT_FREE) need += slot_need(&b->slots[i]);
         if (cells_used(b) + need > b->n_cells) {
