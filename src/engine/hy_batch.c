@@ -286,6 +286,23 @@ int hy_batcher_add(hy_batcher *b, const char *prompt, const hy_sample_params *sp
         for (int i = 0; i < b->n_slots; i++)
             if (b->slots[i].st != SLOT_FREE) need += slot_need(&b->slots[i]);
         if (cells_used(b) + need > b->n_cells) {
+            /* The running requests hold no cells yet (admitted together, as a burst of
+             * requests is, none onto a kept prefix): no running sequence has cells that
+             * new ones could be placed below, so the kept prompts and the grave go now,
+             * as when the batch is idle, rather than the request waiting for that. */
+            bool held = false;
+            for (int i = 0; i < b->n_slots; i++) held |= b->slots[i].st != SLOT_FREE && b->slots[i].n_cached > 0;
+            if (!held && cells_used(b) > 0) {
+                llama_memory_clear(llama_get_memory(b->ctx), true);
+                for (int i = 0; i < b->n_slots; i++) b->slots[i].n_cached = 0;
+                b->n_grave = 0;
+                b->n_reset++;
+                need += pick_keep;
+                pick_keep = 0;
+                if (b->trace) fprintf(stderr, "[batch] cache cleared for room: the running requests held no cells yet\n");
+            }
+        }
+        if (cells_used(b) + need > b->n_cells) {
             free(toks);
             b->want_room = true;
             hy_fail(err, errlen, "no room in the KV cache until the running requests end");
