@@ -59,6 +59,13 @@ row = {"label": label, "exit": int(rc), "gen_tps": float(tps), "predicted_tps": 
        "routed_per_pass_mib": st.get("expert_routed_bytes", 0) / passes / 2**20,
        "prefetches": st.get("expert_prefetches"), "prefetch_used": st.get("expert_prefetch_hits"),
        "prefetch_wasted": st.get("expert_prefetch_wasted"), "prefetch_off": st.get("expert_prefetch_off")}
+# generation alone (the prompt's reads taken off): what the prediction is of
+g = d.get("generation") or {}
+gh, gm = g.get("expert_hits", 0), g.get("expert_misses", 0)
+row["gen_hit_rate"] = gh / (gh + gm) if gh + gm else None
+row["gen_read_per_token_mib"] = g.get("bytes_read", 0) / max(d.get("gen_tokens", 0), 1) / 2**20 if g else None
+row["plan_predicted_tps"] = pr.get("plan_tok_s") or d.get("predicted_tok_s", 0)
+row["measured_over_predicted"] = float(tps) / row["predicted_tps"] if row["predicted_tps"] else None
 # the hot set that fits: the share of the kept selections the N most frequent experts
 # of each layer cover, N = the cache's slots per layer (what an ideal frequency cache hits)
 files = [f for f in glob.glob(os.path.join(data, "hypura", "coact", "*.json")) if not f.endswith(".policy.json")]

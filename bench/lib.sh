@@ -56,9 +56,12 @@ p, m, t = d.get("prediction", {}), d.get("gen_tps", 0), d.get("predicted_tok_s",
 assumed = p.get("bound") == "io" and not p.get("storage_measured", True)
 s = f"predicted {t:.2f} tok/s (bound by {p.get('bound', '?')}{', storage assumed' if assumed else ''}), measured {m:.2f} tok/s"
 if t > 0 and m > 0: s += f" ({m / t:.2f}x the prediction)"
+if p.get("plan_tok_s"): s += f"; the plan's before the run {p['plan_tok_s']:.2f}"
+if p.get("compute_scale_runs"): s += f"; compute x{p['compute_scale']:.2f} from {p['compute_scale_runs']} earlier runs ({p['compute_scale_source']})"
 x = p.get("expert_cache")
 if x:
-    st = d.get("stream", {}); h, mi = st.get("expert_hits", 0), st.get("expert_misses", 0)
+    # the prediction is of generation: its hits, without the prompt's, where the run reported them
+    st = d.get("generation") or d.get("stream", {}); h, mi = st.get("expert_hits", 0), st.get("expert_misses", 0)
     s += f"; cache hits predicted {100 * x['hit_rate']:.1f}% ({x['hit_rate_source']}), measured "
     s += f"{100 * h / (h + mi):.1f}%" if h + mi else "n/a"
 print(s)

@@ -17,6 +17,7 @@
 #include "engine/hy_engine.h"
 #include "gguf/hy_gguf.h"
 #include "plan/hy_plan.h"
+#include "profile/hy_calib.h"
 #include "profile/hy_profile.h"
 #include "stream/hy_stream.h"
 
@@ -84,6 +85,11 @@ typedef struct {
     uint64_t expert_stats_tokens;   /* tokens those statistics recorded */
     char     expert_stats_path[4096]; /* where they are (or would be) kept; "" when not looked for */
     char     expert_stats_error[256]; /* why a file there was not used; "" when it was, or is absent */
+    /* expert-streaming: the prediction made again when generation starts (hy_session_predict_generation) */
+    double   pred_tok_s_plan;         /* the plan's, before the run (0: not made again) */
+    hy_calib calib;                   /* earlier runs' compute ratio the plan used (plan_params.compute_scale) */
+    int      n_threads;               /* threads the engine will use (the calibration's key) */
+    uint64_t pred_gen_tokens;         /* tokens of routing behind the one at generation start */
     int      cache_policy;            /* expert cache: the policy in use (0 LFU, 1 LRU) */
     char     cache_policy_why[256];   /* given, or measured, or the default */
     uint64_t draft_bytes;             /* memory the draft model is charged (0: none), off mem_budget already */
@@ -113,6 +119,10 @@ char *hy_session_plan_json(const hy_session *s, bool tensors);
 /* The plan's prediction as a JSON object (tok/s, its bound, bytes and bandwidths,
  * expert-streaming's cache slots and hit rate with their source); a new reference. */
 struct json_t *hy_session_prediction_json(const hy_session *s);
+/* Expert-streaming, when generation starts: the prediction again, from the routing
+ * seen so far (the kept statistics and this run's prompt) instead of the prior or
+ * the statistics alone; the plan's own figure stays in pred_tok_s_plan. */
+void hy_session_predict_generation(hy_session *s);
 /* One line after a run: predicted against measured generation tok/s (and, when
  * expert-streaming, predicted against measured cache hit rate). */
 void hy_session_print_predicted(FILE *f, const hy_session *s, double gen_tps);

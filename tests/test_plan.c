@@ -175,13 +175,30 @@ static void test_predictions(void) {
           "measured hit %.4f, want %.4f (uniform %.4f, %llu slots)", p.pred_hit_rate, want, uniform_hit,
           (unsigned long long)slots);
     CHECK(p.pred_io_bytes < uniform_io && p.cache_slots == slots, "skewed routing reads less");
-    /* few tokens behind the shares: shrunk toward uniform; many: as measured */
+    /* the counts behind the shares: 4 tokens (8 selections per layer) counted 3, 3, 1, 1 of the 8
+     * experts. Two experts seen once: Good-Turing puts 2/8 of the next selections on experts not
+     * seen yet, so one slot per layer (the minimum budget's) hits 3/8 * 6/8; a million tokens with
+     * the same shares leave nothing unseen to guess, and hit 3/8 */
+    for (int l = 0; l < L; l++)
+        for (int e = 0; e < E; e++) freq[l * E + e] = e < 2 ? 3.0 / 8 : e < 4 ? 1.0 / 8 : 0;
+    CHECK(slots == (uint64_t)L, "the minimum budget holds one slot per layer (%llu)", (unsigned long long)slots);
     mp.expert_freq_tokens = 4;
-    CHECK(hy_plan_predict(d, &mp, &p) == 0 && p.pred_hit_rate < want - 0.05 && p.pred_hit_rate > uniform_hit,
-          "4 tokens of statistics: hit %.4f between uniform %.4f and %.4f", p.pred_hit_rate, uniform_hit, want);
+    CHECK(hy_plan_predict(d, &mp, &p) == 0 && fabs(p.pred_hit_rate - 3.0 / 8 * 6 / 8) < 1e-9,
+          "4 tokens of statistics: hit %.4f, want %.4f", p.pred_hit_rate, 3.0 / 8 * 6 / 8);
     mp.expert_freq_tokens = 1000000;
-    CHECK(hy_plan_predict(d, &mp, &p) == 0 && fabs(p.pred_hit_rate - want) < 1e-4, "a million tokens: %.4f",
+    CHECK(hy_plan_predict(d, &mp, &p) == 0 && fabs(p.pred_hit_rate - 3.0 / 8) < 1e-9, "a million tokens: %.4f",
           p.pred_hit_rate);
+    /* one token: every expert seen once; the unseen ones take what the prior gives the ranks beyond
+     * the two seen, the seen share the rest */
+    for (int l = 0; l < L; l++)
+        for (int e = 0; e < E; e++) freq[l * E + e] = e < 2 ? 0.5 : 0;
+    mp.expert_freq_tokens = 1;
+    double h = 0, h_beyond = 0;
+    for (int r = 1; r <= E; r++) h += pow(r, -HY_PLAN_ROUTING_PRIOR), h_beyond += r > 2 ? pow(r, -HY_PLAN_ROUTING_PRIOR) : 0;
+    CHECK(hy_plan_predict(d, &mp, &p) == 0 && fabs(p.pred_hit_rate - 0.5 * (1 - h_beyond / h)) < 1e-9,
+          "one token: hit %.4f, want %.4f", p.pred_hit_rate, 0.5 * (1 - h_beyond / h));
+    for (int l = 0; l < L; l++)
+        for (int e = 0; e < E; e++) freq[l * E + e] = e < 2 ? 0.45 : 0.1 / (E - 2);
     mp.expert_freq_tokens = 0;
     /* a layer without data counts as uniform; a wrong-sized array is ignored */
     for (int e = 0; e < E; e++) freq[e] = 0;

@@ -60,6 +60,10 @@ struct logit_dump {
     FILE *f;
     bool failed;
     hy_stream *live; /* --verbose on a streamed run: a line per token */
+    hy_stream *stream; /* a streamed run: the stats when generation starts (gen0) */
+    hy_session *ss;    /* ... and its prediction made again then */
+    bool have_gen0;
+    hy_stream_stats gen0;
     hy_stream_stats last;
     double t_last;
     int n;
@@ -67,6 +71,11 @@ struct logit_dump {
 
 static void dump_logits(const float *logits, int n_vocab, void *ud) {
     struct logit_dump *d = ud;
+    if (d->stream && !d->have_gen0) { /* the first logits: the prompt is done, generation starts */
+        hy_stream_get_stats(d->stream, &d->gen0);
+        d->have_gen0 = true;
+        if (d->ss) hy_session_predict_generation(d->ss);
+    }
     if (d->live) {
         hy_stream_stats now;
         hy_stream_get_stats(d->live, &now);
@@ -85,9 +94,56 @@ static void dump_logits(const float *logits, int n_vocab, void *ud) {
     if (fwrite(logits, sizeof(float), (size_t)n_vocab, d->f) != (size_t)n_vocab) d->failed = true;
 }
 
+/* What generation alone cost a streamed run (the prompt's reads and stalls taken off): the
+ * prediction is of generation, so this is what it is compared with. false: nothing to show. */
+static bool gen_phase(const struct logit_dump *d, hy_stream_stats *g) {
+    if (!d->stream || !d->have_gen0) return false;
+    hy_stream_get_stats(d->stream, g);
+    g->bytes_read -= d->gen0.bytes_read;
+    g->io_busy_s -= d->gen0.io_busy_s;
+    g->stall_s -= d->gen0.stall_s;
+    g->passes -= d->gen0.passes;
+    g->x_hits -= d->gen0.x_hits;
+    g->x_misses -= d->gen0.x_misses;
+    g->x_prefetches -= d->gen0.x_prefetches;
+    g->x_prefetch_hits -= d->gen0.x_prefetch_hits;
+    g->x_prefetch_wasted -= d->gen0.x_prefetch_wasted;
+    return true;
+}
+
+static void print_gen_phase(const hy_stream_stats *g, const hy_gen_stats *st) {
+    if (st->n_gen <= 0) return;
+    double n = st->n_gen;
+    fprintf(stderr, "[hypura] generation alone: %.1f MiB read per token, stalls %.3f s of %.3f s per token",
+            g->bytes_read / n / 1048576.0, g->stall_s / n, st->t_gen_s / n);
+    uint64_t acc = g->x_hits + g->x_misses;
+    if (g->experts && acc)
+        fprintf(stderr, "; expert cache hits %.1f%% (%llu of them prefetched), %llu misses", 100.0 * g->x_hits / acc,
+                (unsigned long long)g->x_prefetch_hits, (unsigned long long)g->x_misses);
+    fputc('\n', stderr);
+}
+
+/* Measured against predicted compute time per token, kept for the next plans (hy_calib.h):
+ * generation time less the stalls waiting for storage, over at least 8 tokens. */
+static void calibrate(const hy_session *ss, const hy_gen_stats *st, const hy_stream_stats *gen) {
+    const hy_plan *pl = &ss->plan;
+    if (st->n_gen < 8 || st->t_gen_s <= 0 || pl->pred_compute_s <= 0 || getenv("HYPURA_NO_CALIBRATION")) return;
+    double measured = (st->t_gen_s - (gen ? gen->stall_s : 0)) / st->n_gen;
+    double raw = pl->pred_compute_s / pl->pred_compute_scale;
+    char err[HY_ERRLEN];
+    if (measured <= 0 || hy_calib_record(NULL, ss->desc->header_hash, ss->n_threads, measured, raw, err, sizeof err)) {
+        if (measured > 0) fprintf(stderr, "hypura: warning: compute calibration not kept: %s\n", err);
+        return;
+    }
+    fprintf(stderr,
+            "[hypura] compute: %.4f s per token measured (generation less stalls), %.4f predicted from memory "
+            "bandwidth alone (x%.2f); kept for the next plans of this model\n",
+            measured, raw, measured / raw);
+}
+
 /* the figures of a run for scripts: what print_stats and the session print, as JSON */
 static int write_stats_json(const char *path, const hy_session *ss, const hy_gen_stats *st, double load_s,
-                            const hy_spec_stats *sx) {
+                            const hy_spec_stats *sx, const hy_stream_stats *gen) {
     json_t *o = json_object();
     if (sx) json_object_set_new(o, "speculative", hy_spec_stats_json(sx, ss));
     else if (ss && ss->draft_why[0]) { /* the plan turned drafting off: the decision */
@@ -145,6 +201,21 @@ static int write_stats_json(const char *path, const hy_session *ss, const hy_gen
             json_object_set_new(t, "expert_cache_capacity", json_integer((json_int_t)x.x_cache_capacity));
         }
         json_object_set_new(o, "stream", t);
+    }
+    if (gen) { /* generation alone (gen_phase) */
+        json_t *t = json_object();
+        json_object_set_new(t, "bytes_read", json_integer((json_int_t)gen->bytes_read));
+        json_object_set_new(t, "stall_s", json_real(gen->stall_s));
+        json_object_set_new(t, "io_busy_s", json_real(gen->io_busy_s));
+        json_object_set_new(t, "passes", json_integer((json_int_t)gen->passes));
+        if (gen->experts) {
+            json_object_set_new(t, "expert_hits", json_integer((json_int_t)gen->x_hits));
+            json_object_set_new(t, "expert_misses", json_integer((json_int_t)gen->x_misses));
+            json_object_set_new(t, "expert_prefetches", json_integer((json_int_t)gen->x_prefetches));
+            json_object_set_new(t, "expert_prefetch_hits", json_integer((json_int_t)gen->x_prefetch_hits));
+            json_object_set_new(t, "expert_prefetch_wasted", json_integer((json_int_t)gen->x_prefetch_wasted));
+        }
+        json_object_set_new(o, "generation", t);
     }
     int rc = json_dump_file(o, path, JSON_INDENT(1));
     json_decref(o);
@@ -427,10 +498,11 @@ int hy_cmd_run(int argc, char **argv) {
         }
         hy_gen_stats st;
         if (ep.verbose && !naive && ss->stream) dump.live = ss->stream;
+        if (!naive && ss->stream) dump.stream = ss->stream, dump.ss = ss;
         hy_spec_stats xs;
         int gr = draft ? hy_spec_generate(e, draft, prompt, &sp, &xp, print_piece, NULL,
-                                          dump.f || dump.live ? dump_logits : NULL, &dump, &st, &xs, err, sizeof err)
-                       : hy_engine_generate(e, prompt, &sp, print_piece, NULL, dump.f || dump.live ? dump_logits : NULL,
+                                          dump.f || dump.stream ? dump_logits : NULL, &dump, &st, &xs, err, sizeof err)
+                       : hy_engine_generate(e, prompt, &sp, print_piece, NULL, dump.f || dump.stream ? dump_logits : NULL,
                                             &dump, &st, err, sizeof err);
         if (gr) {
             const char *why = hy_stream_error(ss->stream);
@@ -440,12 +512,16 @@ int hy_cmd_run(int argc, char **argv) {
             fputc('\n', stdout);
             print_stats(&st, hy_engine_load_seconds(e));
             if (draft) print_spec_stats(&xs);
+            hy_stream_stats gen;
+            bool have_gen = gen_phase(&dump, &gen);
             if (!naive) {
+                if (have_gen) print_gen_phase(&gen, &st);
+                if (!draft) calibrate(ss, &st, have_gen ? &gen : NULL);
                 hy_session_print_predicted(stderr, ss, st.t_gen_s > 0 ? st.n_gen / st.t_gen_s : 0);
                 hy_session_print_stats(stderr, ss, st.t_prompt_s + st.t_gen_s);
             }
             if (stats_json && write_stats_json(stats_json, naive ? NULL : ss, &st, hy_engine_load_seconds(e),
-                                           draft ? &xs : NULL)) {
+                                           draft ? &xs : NULL, have_gen ? &gen : NULL)) {
                 fprintf(stderr, "hypura run: cannot write %s\n", stats_json);
                 rc = 1;
             }

@@ -201,6 +201,12 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
     s->n_seq = p->n_seq > 1 ? p->n_seq : 1;
     q->seq_read_gbps = s->profile.seq_read_gbps;
     q->mem_bw_gbps = s->profile.mem_bw_gbps;
+    /* compute time as earlier runs measured it on this machine (hy_calib.h) */
+    s->n_threads = p->engine.n_threads > 0 ? p->engine.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (s->n_threads < 1) s->n_threads = 1;
+    s->calib = getenv("HYPURA_NO_CALIBRATION") ? (hy_calib){.scale = 1}
+                                               : hy_calib_get(NULL, s->desc->header_hash, s->n_threads);
+    q->compute_scale = s->calib.scale;
     q->lookahead = p->lookahead;
     q->force_mode = p->mode;
     bool persist = !p->no_persist_stats && !getenv("HYPURA_NO_PERSIST_STATS");
@@ -472,9 +478,13 @@ void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
     if (pl->pred_io_bytes)
         fprintf(f, " (%s at %.2f GB/s %s)", hy_fmt_bytes(pl->pred_io_bytes, a, sizeof a), pl->pred_read_gbps,
                 pl->pred_read_assumed ? "assumed, not measured: no storage profile" : "measured");
-    fprintf(f, " | memory %.3f s per token (%s at %.1f GB/s %s)\n", pl->pred_compute_s,
+    fprintf(f, " | memory %.3f s per token (%s at %.1f GB/s %s", pl->pred_compute_s,
             hy_fmt_bytes(pl->pred_compute_bytes, b, sizeof b), pl->pred_mem_gbps,
             pl->pred_mem_assumed ? "assumed, not measured" : "measured");
+    if (s->calib.runs)
+        fprintf(f, ", x%.2f as %d earlier run%s of %s measured", pl->pred_compute_scale, s->calib.runs,
+                s->calib.runs > 1 ? "s" : "", s->calib.per_model ? "this model" : "other models here");
+    fprintf(f, ")\n");
     hy_session_rpc_print(f, s);
     if (tensors) {
         for (int64_t i = 0; i < s->desc->n_tensors; i++) {
@@ -498,6 +508,11 @@ json_t *hy_session_prediction_json(const hy_session *s) {
     json_object_set_new(o, "storage_measured", json_boolean(!pl->pred_read_assumed));
     json_object_set_new(o, "memory_gbps", json_real(pl->pred_mem_gbps));
     json_object_set_new(o, "memory_measured", json_boolean(!pl->pred_mem_assumed));
+    json_object_set_new(o, "compute_scale", json_real(pl->pred_compute_scale));
+    json_object_set_new(o, "compute_scale_runs", json_integer(s->calib.runs));
+    json_object_set_new(o, "compute_scale_source", json_string(!s->calib.runs        ? "none"
+                                                               : s->calib.per_model ? "model"
+                                                                                    : "machine"));
     if (pl->mode == HY_MODE_EXPERT) {
         json_t *x = json_object();
         json_object_set_new(x, "slots", json_integer((json_int_t)pl->cache_slots));
@@ -507,11 +522,33 @@ json_t *hy_session_prediction_json(const hy_session *s) {
         json_object_set_new(x, "hit_rate", json_real(pl->pred_hit_rate));
         json_object_set_new(x, "hit_rate_source", json_string(pl->pred_hit_measured ? "statistics" : "prior"));
         json_object_set_new(x, "stats_tokens", json_integer((json_int_t)s->expert_stats_tokens));
+        if (s->pred_gen_tokens) { /* made again when generation started */
+            json_object_set_new(x, "generation_start_tokens", json_integer((json_int_t)s->pred_gen_tokens));
+            json_object_set_new(o, "plan_tok_s", json_real(s->pred_tok_s_plan));
+        }
         json_object_set_new(x, "stats_path", json_string(s->expert_stats_path));
         if (s->expert_stats_error[0]) json_object_set_new(x, "stats_error", json_string(s->expert_stats_error));
         json_object_set_new(o, "expert_cache", x);
     }
     return o;
+}
+
+void hy_session_predict_generation(hy_session *s) {
+    const hy_model_desc *d = s->desc;
+    if (s->plan.mode != HY_MODE_EXPERT || !s->stream || d->n_expert < 2 || d->n_layer < 1) return;
+    size_t n = (size_t)d->n_layer * (size_t)d->n_expert;
+    double *freq = malloc(n * sizeof *freq);
+    uint64_t tokens = freq ? hy_stream_routing(s->stream, freq, n) : 0;
+    hy_plan_params q = s->plan_params;
+    q.expert_freq = freq;
+    q.expert_freq_n = (int64_t)n;
+    q.expert_freq_tokens = tokens;
+    double before = s->pred_tok_s_plan > 0 ? s->pred_tok_s_plan : s->plan.pred_tok_s;
+    if (tokens && hy_plan_predict(d, &q, &s->plan) == 0) {
+        s->pred_tok_s_plan = before;
+        s->pred_gen_tokens = tokens;
+    }
+    free(freq);
 }
 
 void hy_session_print_predicted(FILE *f, const hy_session *s, double gen_tps) {
@@ -520,6 +557,10 @@ void hy_session_print_predicted(FILE *f, const hy_session *s, double gen_tps) {
             pl->pred_io_bound ? "I/O" : "memory",
             (pl->pred_io_bound ? pl->pred_read_assumed : pl->pred_mem_assumed) ? ", bandwidth assumed" : "", gen_tps);
     if (pl->pred_tok_s > 0 && gen_tps > 0) fprintf(f, " (%.2fx the prediction)", gen_tps / pl->pred_tok_s);
+    if (s->pred_gen_tokens)
+        fprintf(f, "; predicted when generation started, from the routing of %llu tokens (kept and this prompt's); "
+                   "the plan's before the run: %.2f tok/s",
+                (unsigned long long)s->pred_gen_tokens, s->pred_tok_s_plan);
     if (pl->mode == HY_MODE_EXPERT && s->stream) {
         hy_stream_stats st;
         hy_stream_get_stats(s->stream, &st);

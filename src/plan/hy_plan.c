@@ -589,9 +589,15 @@ static int predict_expert_cache(const hy_model_desc *d, const hy_plan_params *p,
         free(raw);
         return -1;
     }
-    /* per token a layer reads k slices of raw/E bytes: expert e's with probability k * share(e);
-     * measured shares of S = tokens * k selections become (share * S + 1) / (S + E) */
+    /* per token a layer reads k slices of raw/E bytes: expert e's with probability k * share(e).
+     * Measured shares of S = tokens * k selections are counts c(e) = share * S; what they do not
+     * say is the chance that a selection goes to an expert not seen yet: Good-Turing's estimate of
+     * that mass is N1 / S, N1 the experts seen exactly once (at most the mass the prior gives the
+     * ranks beyond those seen). The seen experts share the rest as counted, the unseen ones the
+     * prior's shape (hy_plan.h: HY_PLAN_ROUTING_PRIOR). S unknown (tokens 0): shares as given. */
     double sel = (double)p->expert_freq_tokens * k;
+    double h_all = 0;
+    for (int r = 1; per_expert && r <= E; r++) h_all += pow(r, -HY_PLAN_ROUTING_PRIOR);
     double routed = 0;
     size_t n = 0;
     bool any_data = false;
@@ -603,20 +609,39 @@ static int predict_expert_cache(const hy_model_desc *d, const hy_plan_params *p,
         double sum = 0;
         for (int e = 0; f && e < E; e++)
             if (f[e] > 0 && f[e] <= 1) sum += f[e]; /* NaN, negative or above 1: no evidence */
-        if (sum > 0) {
+        int seen = 0, once = 0;
+        double seen_mass = 0;
+        for (int e = 0; sum > 0 && e < E; e++) {
+            double c = f[e] > 0 && f[e] <= 1 ? f[e] / sum * sel : 0;
+            if (sel > 0 ? c >= 0.5 : f[e] > 0 && f[e] <= 1) {
+                seen++;
+                seen_mass += f[e] / sum;
+                once += c < 1.5;
+            }
+        }
+        if (seen > 0) {
             any_data = true;
+            double m0 = 0, h_unseen = 0;
+            if (sel > 0 && seen < E) {
+                for (int r = seen + 1; r <= E; r++) h_unseen += pow(r, -HY_PLAN_ROUTING_PRIOR);
+                m0 = once / sel;
+                if (m0 > h_unseen / h_all) m0 = h_unseen / h_all;
+            }
+            int r = seen;
             for (int e = 0; e < E; e++) {
-                double share = f[e] > 0 && f[e] <= 1 ? f[e] / sum : 0;
-                if (sel > 0) share = (share * sel + 1) / (sel + E);
+                double c = f[e] > 0 && f[e] <= 1 ? f[e] / sum * sel : 0;
+                double share;
+                if (sel > 0 ? c >= 0.5 : f[e] > 0 && f[e] <= 1)
+                    share = (f[e] / sum) / seen_mass * (1 - m0);
+                else /* an unseen expert: the prior's share of the unseen mass, by rank after the seen ones */
+                    share = m0 > 0 ? m0 * pow(++r, -HY_PLAN_ROUTING_PRIOR) / h_unseen : 0;
                 it[n++] = (struct slot_gain){.gain = k * share * slice, .count = 1};
             }
         } else if (!per_expert) {
             it[n++] = (struct slot_gain){.gain = k * slice / E, .count = (uint64_t)E};
-        } else { /* no data for this layer: the prior (hy_plan.h: HY_PLAN_ROUTING_PRIOR) */
-            double h = 0;
-            for (int r = 1; r <= E; r++) h += pow(r, -HY_PLAN_ROUTING_PRIOR);
+        } else { /* no data for this layer: the prior */
             for (int r = 1; r <= E; r++)
-                it[n++] = (struct slot_gain){.gain = k * slice * pow(r, -HY_PLAN_ROUTING_PRIOR) / h, .count = 1};
+                it[n++] = (struct slot_gain){.gain = k * slice * pow(r, -HY_PLAN_ROUTING_PRIOR) / h_all, .count = 1};
         }
     }
     qsort(it, n, sizeof *it, by_gain);
@@ -650,6 +675,11 @@ int hy_plan_predict(const hy_model_desc *d, const hy_plan_params *p, hy_plan *ou
      * magnitude faster); of a MoE's expert tensors only the routed k of E, wherever they live */
     const bool moe = d->n_expert > 1;
     const int k = moe ? experts_used(d) : 1;
+    /* an unknown bandwidth is assumed, and flagged, never taken as infinite */
+    out->pred_read_assumed = !(p->seq_read_gbps > 0 && p->seq_read_gbps < 1e6);
+    out->pred_mem_assumed = !(p->mem_bw_gbps > 0 && p->mem_bw_gbps < 1e6);
+    out->pred_read_gbps = out->pred_read_assumed ? HY_PLAN_ASSUMED_READ_GBPS : p->seq_read_gbps;
+    out->pred_mem_gbps = out->pred_mem_assumed ? HY_PLAN_ASSUMED_MEM_GBPS : p->mem_bw_gbps;
     uint64_t touched = 0;
     for (int64_t i = 0; i < d->n_tensors; i++) {
         const hy_tensor_info *t = &d->tensors[i];
@@ -661,16 +691,18 @@ int hy_plan_predict(const hy_model_desc *d, const hy_plan_params *p, hy_plan *ou
     }
     out->pred_compute_bytes = touched;
     if (out->mode == HY_MODE_EXPERT && moe && predict_expert_cache(d, p, out)) return -1;
-    /* an unknown bandwidth is assumed, and flagged, never taken as infinite */
-    out->pred_read_assumed = !(p->seq_read_gbps > 0 && p->seq_read_gbps < 1e6);
-    out->pred_mem_assumed = !(p->mem_bw_gbps > 0 && p->mem_bw_gbps < 1e6);
-    out->pred_read_gbps = out->pred_read_assumed ? HY_PLAN_ASSUMED_READ_GBPS : p->seq_read_gbps;
-    out->pred_mem_gbps = out->pred_mem_assumed ? HY_PLAN_ASSUMED_MEM_GBPS : p->mem_bw_gbps;
-    /* decode is bound by the slower of the two (reads overlap compute through lookahead and prefetch) */
+    /* Streaming whole groups, decode is bound by the slower of the two: a group's read is issued
+     * layers ahead of its use (lookahead) and overlaps compute. Expert-streaming pays both: a miss
+     * is known only once the layer's router has chosen, and the layer waits for it (pre-gating
+     * prefetches some a layer early; that gain is not counted) */
     out->pred_io_s = (double)out->pred_io_bytes / (out->pred_read_gbps * 1e9);
-    out->pred_compute_s = (double)touched / (out->pred_mem_gbps * 1e9);
+    /* earlier runs' measured over predicted compute time, where kept (hy_calib.h) */
+    out->pred_compute_scale = p->compute_scale > 0.01 && p->compute_scale < 100 ? p->compute_scale : 1;
+    out->pred_compute_s = (double)touched / (out->pred_mem_gbps * 1e9) * out->pred_compute_scale;
     out->pred_io_bound = out->pred_io_s > out->pred_compute_s;
-    double t = out->pred_io_bound ? out->pred_io_s : out->pred_compute_s;
+    double t = out->mode == HY_MODE_EXPERT      ? out->pred_io_s + out->pred_compute_s
+               : out->pred_io_bound ? out->pred_io_s
+                                    : out->pred_compute_s;
     out->pred_tok_s = t > 0 ? 1.0 / t : 0;
     return 0;
 }

@@ -33,8 +33,11 @@
  * chosen by the plan). GPU fixed costs (compute buffer, K/V of GPU layers) are
  * charged to the GPU budget; the CUDA runtime's host memory to the RAM budget.
  *
- * Predicted speed (hy_plan_predict): decode is bound by the slower of storage
- * and memory, each charged only what one token touches. Memory: every weight
+ * Predicted speed (hy_plan_predict): streaming whole groups, decode is bound by
+ * the slower of storage and memory (reads run ahead of compute); expert-
+ * streaming pays both (a miss is read once the router has chosen it), each
+ * charged only what one token touches. Memory (times compute_scale, what
+ * earlier runs measured against it: hy_calib.h): every weight
  * not on the GPU (HBM reads it an order of magnitude faster), except that of
  * a MoE's expert tensors only top-k of E — wherever they live, RAM tier
  * included. Storage: a layer-streaming mode reads its streamed groups whole;
@@ -43,8 +46,11 @@
  * seeded from persisted statistics), so its hit rate is the share of
  * selections that the slots it holds cover: from measured routing
  * frequencies when the caller gives them (expert_freq), else a prior: expert
- * popularity falling as rank^-HY_PLAN_ROUTING_PRIOR within each layer. An unknown bandwidth is never 0 s:
- * the HY_PLAN_ASSUMED_* figure is used and flagged as assumed.
+ * popularity falling as rank^-HY_PLAN_ROUTING_PRIOR within each layer.
+ * Measured shares of S selections leave Good-Turing's N1/S (N1: experts seen
+ * once) to the experts not seen yet, spread by the prior's shape. An unknown
+ * bandwidth is never 0 s: the HY_PLAN_ASSUMED_* figure is used and flagged as
+ * assumed.
  *
  * Invariants (unit-tested):
  *  - resident + pool + KV + compute + overhead <= memory budget, or an error
@@ -117,6 +123,7 @@ typedef struct {
     int      n_batch;        /* prompt batch */
     double   seq_read_gbps;  /* storage bandwidth (profile); 0 = unknown */
     double   mem_bw_gbps;    /* memory bandwidth (profile); 0 = unknown */
+    double   compute_scale;  /* measured over predicted compute time of earlier runs (hy_calib); 0 or 1: none */
     int      lookahead;      /* groups in flight ahead of compute; < 0 = automatic */
     int      force_mode;     /* < 0 = automatic, else a hy_mode to force (streams even when it fits) */
     /* Measured routing, optional, read only by the prediction: expert_freq[l * n_expert + e] is the
@@ -168,6 +175,7 @@ typedef struct {
     uint64_t cache_slots;          /* expert-streaming: expert slots (one expert's slices in one layer) it holds */
     double   cache_slots_per_layer; /* cache_slots over the layers whose experts stream */
     double   pred_read_gbps, pred_mem_gbps; /* the bandwidths used */
+    double   pred_compute_scale;   /* compute_scale as applied (1: none) */
     bool     pred_read_assumed, pred_mem_assumed; /* HY_PLAN_ASSUMED_* used: the profile had none */
     bool     pred_io_bound;        /* storage is the slower side (else memory) */
     double   pred_io_s, pred_compute_s, pred_tok_s;

@@ -717,3 +717,10 @@ void hy_experts_stats(const hy_stream *s, hy_stream_stats *st) {
     }
     st->stall_s = s->st.stall_s;
 }
+
+uint64_t hy_stream_routing(const hy_stream *s, double *freq, size_t n) {
+    if (!s || !s->coact || !freq || n != (size_t)s->n_layer * (size_t)s->n_expert) return 0;
+    for (int l = 0; l < s->n_layer; l++)
+        for (int e = 0; e < s->n_expert; e++) freq[(size_t)l * s->n_expert + e] = hy_coact_freq(s->coact, l, e);
+    return hy_coact_tokens(s->coact);
+}

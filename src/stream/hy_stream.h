@@ -107,5 +107,9 @@ const char *hy_stream_error(const hy_stream *s);
  * decode reads again (a server's next request). Failed reads were never kept. */
 void hy_stream_clear_error(hy_stream *s);
 void hy_stream_get_stats(const hy_stream *s, hy_stream_stats *st);
+/* Expert-streaming: the routing seen so far (the kept statistics merged with this
+ * run's), as shares freq[l * n_expert + e] (hy_coact_freq); returns the tokens they
+ * count, 0 when there are none or n is not n_layer * n_expert. */
+uint64_t hy_stream_routing(const hy_stream *s, double *freq, size_t n);
 
 #endif

@@ -37,3 +37,9 @@ set_tests_properties(io_read io_fault io_buffered profile_api profile_cli profil
   TIMEOUT 180 LABELS "profile;io")
 # the profile tests measure storage: keep them from competing with each other
 set_tests_properties(profile_api profile_cli profile_cgroup PROPERTIES RESOURCE_LOCK hypura_storage_bench)
+
+# hy_calib: the kept compute ratio per model / thread count / machine, moved halfway per run,
+# out-of-range and unreadable input refused or ignored
+add_executable(test_calib ${CMAKE_SOURCE_DIR}/tests/test_calib.c)
+target_link_libraries(test_calib PRIVATE hypura_core)
+add_test(NAME calib COMMAND test_calib ${HY_PROF_WORK})

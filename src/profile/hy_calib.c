@@ -1,0 +1,115 @@
+/* hy_calib: measured against predicted compute time per token, kept per model
+ * and per machine (hy_calib.h). */
+#include "profile/hy_calib.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util/hy_util.h"
+
+#define CALIB_VERSION 1
+#define RATIO_MIN (1.0 / 20)
+#define RATIO_MAX 20.0
+
+int hy_calib_default_path(char *buf, size_t len) {
+    char dir[4096];
+    if (hy_cache_dir(dir, sizeof dir)) return -1;
+    int n = snprintf(buf, len, "%s/calibration.json", dir);
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+static void model_key(char *k, size_t n, uint64_t hash, int threads) {
+    snprintf(k, n, "%016llx/t%d", (unsigned long long)hash, threads);
+}
+
+/* one entry {"scale": s, "runs": n}: false when absent or unusable */
+static bool read_entry(json_t *e, hy_calib *c) {
+    json_t *s = json_object_get(e, "scale"), *r = json_object_get(e, "runs");
+    if (!json_is_number(s) || !json_is_integer(r)) return false;
+    double v = json_number_value(s);
+    json_int_t n = json_integer_value(r);
+    if (!(v >= RATIO_MIN && v <= RATIO_MAX) || n < 1 || n > 1000000000) return false;
+    c->scale = v;
+    c->runs = (int)n;
+    return true;
+}
+
+static json_t *load(const char *path) {
+    json_error_t je;
+    json_t *o = json_load_file(path, 0, &je);
+    if (!o) return NULL;
+    json_t *v = json_object_get(o, "version");
+    if (!json_is_object(o) || !json_is_integer(v) || json_integer_value(v) != CALIB_VERSION) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+hy_calib hy_calib_get(const char *path, uint64_t model_hash, int threads) {
+    hy_calib c = {.scale = 1, .runs = 0, .per_model = false};
+    char def[4096];
+    if (!path) {
+        if (hy_calib_default_path(def, sizeof def)) return c;
+        path = def;
+    }
+    json_t *o = load(path);
+    if (!o) return c;
+    char k[64];
+    model_key(k, sizeof k, model_hash, threads);
+    if (read_entry(json_object_get(json_object_get(o, "models"), k), &c)) c.per_model = true;
+    else if (!read_entry(json_object_get(o, "machine"), &c)) c = (hy_calib){.scale = 1};
+    json_decref(o);
+    return c;
+}
+
+/* the kept entry moved halfway toward ratio, in log space */
+static json_t *moved(json_t *old, double ratio) {
+    hy_calib c = {0};
+    double s = ratio;
+    int runs = 1;
+    if (old && read_entry(old, &c)) {
+        s = exp(0.5 * (log(c.scale) + log(ratio)));
+        runs = c.runs < 1000000000 ? c.runs + 1 : c.runs;
+    }
+    return json_pack("{s:f, s:i}", "scale", s, "runs", runs);
+}
+
+int hy_calib_record(const char *path, uint64_t model_hash, int threads, double measured_s, double predicted_s,
+                    char *err, size_t errlen) {
+    double ratio = predicted_s > 0 ? measured_s / predicted_s : 0;
+    if (!(ratio >= RATIO_MIN && ratio <= RATIO_MAX))
+        return hy_fail(err, errlen, "a compute ratio of %g is not kept (outside %g..%g)", ratio, RATIO_MIN, RATIO_MAX);
+    char def[4096];
+    if (!path) {
+        if (hy_calib_default_path(def, sizeof def)) return hy_fail(err, errlen, "no cache directory");
+        path = def;
+    }
+    json_t *o = load(path);
+    if (!o) o = json_pack("{s:i, s:{}}", "version", CALIB_VERSION, "models");
+    json_t *models = json_object_get(o, "models");
+    if (!json_is_object(models)) {
+        models = json_object();
+        json_object_set_new(o, "models", models);
+    }
+    char k[64];
+    model_key(k, sizeof k, model_hash, threads);
+    json_object_set_new(models, k, moved(json_object_get(models, k), ratio));
+    if (predicted_s >= HY_CALIB_MACHINE_MIN_S)
+        json_object_set_new(o, "machine", moved(json_object_get(o, "machine"), ratio));
+    /* written whole to a temporary name, then renamed over: a reader sees the old or the new file */
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
+    int rc = json_dump_file(o, tmp, JSON_INDENT(1));
+    json_decref(o);
+    if (rc || rename(tmp, path)) {
+        int e = errno;
+        unlink(tmp);
+        return hy_fail(err, errlen, "cannot write %s: %s", path, rc ? "write failed" : strerror(e));
+    }
+    return 0;
+}

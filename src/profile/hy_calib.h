@@ -1,0 +1,49 @@
+/* hy_calib: how fast decoding really computes here, kept from earlier runs.
+ *
+ * The plan predicts a token's compute time from the bytes it reads over the
+ * profile's memcpy bandwidth (hy_plan_predict). What a decode reaches differs by
+ * machine and model: the kernels of a weight type, the graph's hundreds of small
+ * nodes and their thread barriers, memcpy's own run-to-run spread (12.9 to 20
+ * GB/s between two profiles of this 2-core machine; on the H200 machine's 16
+ * threads a resident MoE decoded at about half the speed memcpy predicted). A run measures its
+ * compute time per token (generation time less the stalls waiting for storage)
+ * and hy_calib keeps the ratio of that to the raw prediction, per model and
+ * thread count and for the machine as a whole, in hy_cache_dir()/calibration.json
+ * (the cache is the machine's, like profile.json). The next plan of that model
+ * multiplies its compute time by the model's ratio, or by the machine's when the
+ * model has none: compute_scale in hy_plan_params.
+ *
+ * Each new ratio moves the kept one halfway (in log space), so the figure
+ * follows a machine that changes and one odd run moves it by at most sqrt(r).
+ * Ratios outside [1/20, 20] are not kept (a suspended process, a broken clock).
+ * An entry's key is the model's header hash and the thread count.
+ * A file that cannot be read is ignored, and rewritten by the next record. */
+#ifndef HY_CALIB_H
+#define HY_CALIB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    double scale;   /* what to multiply the predicted compute time with (1: nothing kept) */
+    int runs;       /* runs behind it */
+    bool per_model; /* this model's own (else the machine's, or nothing) */
+} hy_calib;
+
+/* The ratio kept for this model (header hash) at this thread count, else the
+ * machine's; scale 1 and runs 0 when there is none. Path NULL: the default file. */
+hy_calib hy_calib_get(const char *path, uint64_t model_hash, int threads);
+/* Runs whose raw prediction is below this many seconds of compute per token
+ * (tiny models, where fixed per-token costs dominate) are kept for their model
+ * only, not for the machine's figure that other models fall back on. */
+#define HY_CALIB_MACHINE_MIN_S 0.002
+/* Keeps measured / predicted compute seconds per token of one run (predicted:
+ * the raw figure, before any scale). 0, or < 0 with err (the ratio out of
+ * range, the file not writable). Two runs recording at once may lose one. */
+int hy_calib_record(const char *path, uint64_t model_hash, int threads, double measured_s, double predicted_s,
+                    char *err, size_t errlen);
+/* hy_cache_dir()/calibration.json; 0 or < 0. */
+int hy_calib_default_path(char *buf, size_t len);
+
+#endif
