@@ -205,7 +205,7 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
     s->n_threads = p->engine.n_threads > 0 ? p->engine.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (s->n_threads < 1) s->n_threads = 1;
     s->calib = getenv("HYPURA_NO_CALIBRATION") ? (hy_calib){.scale = 1}
-                                               : hy_calib_get(NULL, s->desc->header_hash, s->n_threads);
+                                               : hy_calib_get(NULL, s->desc->header_hash, s->n_threads, q->gpu_budget);
     q->compute_scale = s->calib.scale;
     q->lookahead = p->lookahead;
     q->force_mode = p->mode;

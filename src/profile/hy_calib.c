@@ -22,8 +22,8 @@ int hy_calib_default_path(char *buf, size_t len) {
     return n < 0 || (size_t)n >= len ? -1 : 0;
 }
 
-static void model_key(char *k, size_t n, uint64_t hash, int threads) {
-    snprintf(k, n, "%016llx/t%d", (unsigned long long)hash, threads);
+static void model_key(char *k, size_t n, uint64_t hash, int threads, uint64_t gpu_budget) {
+    snprintf(k, n, "%016llx/t%d/gpu%lluG", (unsigned long long)hash, threads, (unsigned long long)(gpu_budget >> 30));
 }
 
 /* one entry {"scale": s, "runs": n}: false when absent or unusable */
@@ -50,7 +50,7 @@ static json_t *load(const char *path) {
     return o;
 }
 
-hy_calib hy_calib_get(const char *path, uint64_t model_hash, int threads) {
+hy_calib hy_calib_get(const char *path, uint64_t model_hash, int threads, uint64_t gpu_budget) {
     hy_calib c = {.scale = 1, .runs = 0, .per_model = false};
     char def[4096];
     if (!path) {
@@ -60,7 +60,7 @@ hy_calib hy_calib_get(const char *path, uint64_t model_hash, int threads) {
     json_t *o = load(path);
     if (!o) return c;
     char k[64];
-    model_key(k, sizeof k, model_hash, threads);
+    model_key(k, sizeof k, model_hash, threads, gpu_budget);
     if (read_entry(json_object_get(json_object_get(o, "models"), k), &c)) c.per_model = true;
     else if (!read_entry(json_object_get(o, "machine"), &c)) c = (hy_calib){.scale = 1};
     json_decref(o);
@@ -79,8 +79,8 @@ static json_t *moved(json_t *old, double ratio) {
     return json_pack("{s:f, s:i}", "scale", s, "runs", runs);
 }
 
-int hy_calib_record(const char *path, uint64_t model_hash, int threads, double measured_s, double predicted_s,
-                    char *err, size_t errlen) {
+int hy_calib_record(const char *path, uint64_t model_hash, int threads, uint64_t gpu_budget, double measured_s,
+                    double predicted_s, char *err, size_t errlen) {
     double ratio = predicted_s > 0 ? measured_s / predicted_s : 0;
     if (!(ratio >= RATIO_MIN && ratio <= RATIO_MAX))
         return hy_fail(err, errlen, "a compute ratio of %g is not kept (outside %g..%g)", ratio, RATIO_MIN, RATIO_MAX);
@@ -97,7 +97,7 @@ int hy_calib_record(const char *path, uint64_t model_hash, int threads, double m
         json_object_set_new(o, "models", models);
     }
     char k[64];
-    model_key(k, sizeof k, model_hash, threads);
+    model_key(k, sizeof k, model_hash, threads, gpu_budget);
     json_object_set_new(models, k, moved(json_object_get(models, k), ratio));
     if (predicted_s >= HY_CALIB_MACHINE_MIN_S)
         json_object_set_new(o, "machine", moved(json_object_get(o, "machine"), ratio));
