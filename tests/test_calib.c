@@ -38,7 +38,12 @@ int main(int argc, char **argv) {
     c = hy_calib_get(path, A, 4, 0);
     CHECK(!c.per_model, "threads are part of the key");
     c = hy_calib_get(path, A, 2, (uint64_t)4 << 30);
-    CHECK(!c.per_model, "so is the GPU budget");
+    CHECK(!c.per_model && c.runs == 0, "so is the GPU budget, also for the machine's figure");
+    CHECK(hy_calib_record(path, B, 2, (uint64_t)4 << 30, 0.010, 0.020, err, sizeof err) == 0, "%s", err);
+    c = hy_calib_get(path, A, 2, (uint64_t)4 << 30);
+    CHECK(!c.per_model && c.runs == 1 && fabs(c.scale - 0.5) < 1e-9, "machine at 4 GiB: %g", c.scale);
+    c = hy_calib_get(path, 0x4444, 2, 0);
+    CHECK(c.runs == 2 && fabs(c.scale - sqrt(1.5 * 0.75)) < 1e-9, "machine without a GPU unchanged: %g", c.scale);
 
     /* a tiny model is kept for itself, not for the machine */
     CHECK(hy_calib_record(path, B, 2, 0, 0.005, 0.0005, err, sizeof err) == 0, "%s", err);
@@ -57,7 +62,7 @@ int main(int argc, char **argv) {
 
     /* garbage in the file: ignored (scale 1), and the next record writes a good one */
     FILE *f = fopen(path, "w");
-    fputs("{\"version\": 1, \"models\": {\"0000000000001111/t2\": {\"scale\": -4, \"runs\": 3}}, \"machine\": 7}", f);
+    fputs("{\"version\": 1, \"models\": {\"0000000000001111/t2/gpu0G\": {\"scale\": -4, \"runs\": 3}}, \"machine\": 7}", f);
     fclose(f);
     c = hy_calib_get(path, A, 2, 0);
     CHECK(c.scale == 1 && c.runs == 0, "bad entries ignored: %g %d", c.scale, c.runs);

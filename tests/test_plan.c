@@ -144,6 +144,8 @@ static void test_predictions(void) {
                   (unsigned long long)want);
             CHECK(p.pred_hit_rate >= prev_hit, "hit rate fell from %.4f to %.4f", prev_hit, p.pred_hit_rate);
             CHECK(fabs(p.pred_io_s - (double)p.pred_io_bytes / 2e9) < 1e-12, "I/O time from the expected bytes");
+            /* a miss is read once the router has chosen it: I/O and compute add up */
+            CHECK(fabs(p.pred_tok_s * (p.pred_io_s + p.pred_compute_s) - 1) < 1e-9, "expert-streaming: 1 / (io + compute)");
             prev_hit = p.pred_hit_rate;
         } else {
             n_res += p.mode == HY_MODE_RESIDENT;
@@ -207,6 +209,17 @@ static void test_predictions(void) {
     CHECK(hy_plan_predict(d, &mp, &p) == 0 && !p.pred_hit_measured && fabs(p.pred_hit_rate - uniform_hit) < 1e-12,
           "a wrong-sized frequency array is ignored");
     free(freq);
+
+    /* earlier runs' compute ratio (hy_calib) multiplies the compute time, nothing else */
+    mp = pp;
+    CHECK(hy_plan_predict(d, &mp, &p) == 0, "predict");
+    double c1 = p.pred_compute_s, io1 = p.pred_io_s;
+    mp.compute_scale = 2;
+    CHECK(hy_plan_predict(d, &mp, &p) == 0 && fabs(p.pred_compute_s - 2 * c1) < 1e-12 && p.pred_io_s == io1 &&
+              p.pred_compute_scale == 2,
+          "compute x2: %g s from %g s", p.pred_compute_s, c1);
+    mp.compute_scale = -3; /* nonsense: none */
+    CHECK(hy_plan_predict(d, &mp, &p) == 0 && p.pred_compute_s == c1 && p.pred_compute_scale == 1, "bad scale ignored");
 
     /* unknown bandwidths: an assumed figure, flagged, never 0 s of I/O */
     mp = pp;
@@ -321,6 +334,9 @@ int main(void) {
         else CHECK(p.mode == HY_MODE_DENSE_FFN, "budget %llu below fit but mode %s", (unsigned long long)b,
                    hy_mode_name(p.mode));
         n_stream += p.mode != HY_MODE_RESIDENT;
+        /* whole groups are read ahead of their use: the slower side bounds a token */
+        CHECK(fabs(p.pred_tok_s * fmax(p.pred_io_s, p.pred_compute_s) - 1) < 1e-9, "%s: 1 / max(io, compute)",
+              hy_mode_name(p.mode));
         /* FFN streams before attention does */
         bool attn_streams = false, ffn_resident = false;
         for (int i = 0; i < d->n_tensors; i++) {

@@ -26,6 +26,11 @@ static void model_key(char *k, size_t n, uint64_t hash, int threads, uint64_t gp
     snprintf(k, n, "%016llx/t%d/gpu%lluG", (unsigned long long)hash, threads, (unsigned long long)(gpu_budget >> 30));
 }
 
+/* the machine's figure, for models without their own: per thread count and GPU budget as well */
+static void machine_key(char *k, size_t n, int threads, uint64_t gpu_budget) {
+    snprintf(k, n, "t%d/gpu%lluG", threads, (unsigned long long)(gpu_budget >> 30));
+}
+
 /* one entry {"scale": s, "runs": n}: false when absent or unusable */
 static bool read_entry(json_t *e, hy_calib *c) {
     json_t *s = json_object_get(e, "scale"), *r = json_object_get(e, "runs");
@@ -61,8 +66,10 @@ hy_calib hy_calib_get(const char *path, uint64_t model_hash, int threads, uint64
     if (!o) return c;
     char k[64];
     model_key(k, sizeof k, model_hash, threads, gpu_budget);
+    char mk[64];
+    machine_key(mk, sizeof mk, threads, gpu_budget);
     if (read_entry(json_object_get(json_object_get(o, "models"), k), &c)) c.per_model = true;
-    else if (!read_entry(json_object_get(o, "machine"), &c)) c = (hy_calib){.scale = 1};
+    else if (!read_entry(json_object_get(json_object_get(o, "machine"), mk), &c)) c = (hy_calib){.scale = 1};
     json_decref(o);
     return c;
 }
@@ -99,8 +106,14 @@ int hy_calib_record(const char *path, uint64_t model_hash, int threads, uint64_t
     char k[64];
     model_key(k, sizeof k, model_hash, threads, gpu_budget);
     json_object_set_new(models, k, moved(json_object_get(models, k), ratio));
-    if (predicted_s >= HY_CALIB_MACHINE_MIN_S)
-        json_object_set_new(o, "machine", moved(json_object_get(o, "machine"), ratio));
+    json_t *machine = json_object_get(o, "machine");
+    if (!json_is_object(machine)) {
+        machine = json_object();
+        json_object_set_new(o, "machine", machine);
+    }
+    char mk[64];
+    machine_key(mk, sizeof mk, threads, gpu_budget);
+    if (predicted_s >= HY_CALIB_MACHINE_MIN_S) json_object_set_new(machine, mk, moved(json_object_get(machine, mk), ratio));
     /* written whole to a temporary name, then renamed over: a reader sees the old or the new file */
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());

@@ -17,7 +17,8 @@
  * follows a machine that changes and one odd run moves it by at most sqrt(r).
  * Ratios outside [1/20, 20] are not kept (a suspended process, a broken clock).
  * An entry's key is the model's header hash, the thread count and the GPU
- * budget in whole GiB (the GPU's share of the work changes what a token's compute is).
+ * budget in whole GiB (the GPU's share of the work changes what a token's
+ * compute is); the machine's figure is kept per thread count and GPU budget.
  * A file that cannot be read is ignored, and rewritten by the next record. */
 #ifndef HY_CALIB_H
 #define HY_CALIB_H
