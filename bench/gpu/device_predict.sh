@@ -3,7 +3,8 @@
 # meant to run detached on a `device` machine (started and followed by
 # bench/gpu/device_poll.sh with DEVICE_JOB=bench/gpu/device_predict.sh):
 #  1. a Qwen3-30B-A3B-shaped qwen3moe (3.7 GB), resident, with GPU budgets of
-#     none / 2 GiB / 4 GiB (PRED_GPU), 3 runs each: predicted against measured
+#     none / 4 GiB / 2 GiB (PRED_GPU), 3 runs each, and expert-streaming under a
+#     2 GiB budget without a GPU (cold), 3 runs: predicted against measured
 #     generation tok/s, and the compute ratio the runs keep for the next ones
 #     (hy_calib: the first run of a budget has none, or the machine's);
 #  2. bench/gpu/managed_probe.cu: cudaMemPrefetchAsync per slice size, GPU page
@@ -28,7 +29,7 @@ M=/tmp/q3.gguf
   --experts 128 --top-k 8 --expert-ff 768 --type q4_k --routing zipf --target-size 3.7G --quiet
 P="The history of the printing press begins in"
 echo "== 1. predictions, resident, $(date -u +%T)"
-for g in ${PRED_GPU:-none 2G 4G}; do
+for g in ${PRED_GPU:-none 4G 2G}; do
   for r in 1 2 3; do
     $B/hypura run $M -p "$P" -n 64 --temp 0 -c 1024 --gpu-budget $g --stats-json $L/s.json >/dev/null 2>$L/e
     python3 - "$L/s.json" "$g" "$r" <<'PY'
@@ -41,6 +42,22 @@ print(f"gpu {sys.argv[2]} run {sys.argv[3]}: mode {d.get('mode')}, predicted {t:
 PY
     grep -E "compute:|tiers:" $L/e | sed 's/^/    /'
   done
+done
+echo "== 1b. predictions, expert-streaming under a 2 GiB budget, no GPU, cold $(date -u +%T)"
+for r in 1 2 3; do
+  sync; echo 3 > /proc/sys/vm/drop_caches
+  $B/hypura run $M -p "$P" -n 64 --temp 0 -c 1024 --gpu-budget none --memory-budget 2G --stats-json $L/s.json >/dev/null 2>$L/e
+  python3 - "$L/s.json" "$r" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); p = d.get("prediction", {}); g = d.get("generation", {})
+m, t = d.get("gen_tps", 0), d.get("predicted_tok_s", 0)
+h, mi = g.get("expert_hits", 0), g.get("expert_misses", 0)
+print(f"stream run {sys.argv[2]}: mode {d.get('mode')}, predicted {t:.1f} tok/s (plan {p.get('plan_tok_s', t):.1f}), "
+      f"measured {m:.1f} ({m / t if t else 0:.2f}x); compute x{p.get('compute_scale', 1):.2f} "
+      f"({p.get('compute_scale_source')}); hits predicted {100 * (p.get('expert_cache') or {}).get('hit_rate', 0):.1f}%, "
+      f"measured {100 * h / (h + mi) if h + mi else 0:.1f}%")
+PY
+  grep -E "compute:|generation alone" $L/e | sed 's/^/    /'
 done
 echo "== 2. managed memory probe $(date -u +%T)"
 if command -v nvcc >/dev/null || [[ -x /usr/local/cuda/bin/nvcc ]]; then
