@@ -20,62 +20,64 @@ int main(int argc, char **argv) {
     unlink(path);
     const uint64_t A = 0x1111, B = 0x2222;
 
-    hy_calib c = hy_calib_get(path, A, 2, 0);
+    hy_calib c = hy_calib_get(path, A, 2, 0, "x");
     CHECK(c.scale == 1 && c.runs == 0 && !c.per_model, "no file: scale %g runs %d", c.scale, c.runs);
 
-    CHECK(hy_calib_record(path, A, 2, 0, 0.030, 0.020, err, sizeof err) == 0, "%s", err);
-    c = hy_calib_get(path, A, 2, 0);
+    CHECK(hy_calib_record(path, A, 2, 0, "x", 0.030, 0.020, err, sizeof err) == 0, "%s", err);
+    c = hy_calib_get(path, A, 2, 0, "x");
     CHECK(c.per_model && c.runs == 1 && fabs(c.scale - 1.5) < 1e-9, "first run: %g (%d)", c.scale, c.runs);
     /* the next run moves it halfway in log space: sqrt(1.5 * 0.75) */
-    CHECK(hy_calib_record(path, A, 2, 0, 0.015, 0.020, err, sizeof err) == 0, "%s", err);
-    c = hy_calib_get(path, A, 2, 0);
+    CHECK(hy_calib_record(path, A, 2, 0, "x", 0.015, 0.020, err, sizeof err) == 0, "%s", err);
+    c = hy_calib_get(path, A, 2, 0, "x");
     CHECK(c.runs == 2 && fabs(c.scale - sqrt(1.5 * 0.75)) < 1e-9, "second run: %g", c.scale);
 
     /* another model, another thread count: the machine's figure, not model A's */
-    c = hy_calib_get(path, B, 2, 0);
+    c = hy_calib_get(path, B, 2, 0, "x");
     CHECK(!c.per_model && c.runs == 2 && fabs(c.scale - sqrt(1.5 * 0.75)) < 1e-9, "machine: %g (%d)", c.scale,
           c.runs);
-    c = hy_calib_get(path, A, 4, 0);
+    c = hy_calib_get(path, A, 4, 0, "x");
     CHECK(!c.per_model, "threads are part of the key");
-    c = hy_calib_get(path, A, 2, (uint64_t)4 << 30);
+    c = hy_calib_get(path, A, 2, (uint64_t)4 << 30, "x");
     CHECK(!c.per_model && c.runs == 0, "so is the GPU budget, also for the machine's figure");
-    CHECK(hy_calib_record(path, B, 2, (uint64_t)4 << 30, 0.010, 0.020, err, sizeof err) == 0, "%s", err);
-    c = hy_calib_get(path, A, 2, (uint64_t)4 << 30);
+    c = hy_calib_get(path, A, 2, 0, "y");
+    CHECK(!c.per_model && c.runs == 0, "and the mode");
+    CHECK(hy_calib_record(path, B, 2, (uint64_t)4 << 30, "x", 0.010, 0.020, err, sizeof err) == 0, "%s", err);
+    c = hy_calib_get(path, A, 2, (uint64_t)4 << 30, "x");
     CHECK(!c.per_model && c.runs == 1 && fabs(c.scale - 0.5) < 1e-9, "machine at 4 GiB: %g", c.scale);
-    c = hy_calib_get(path, 0x4444, 2, 0);
+    c = hy_calib_get(path, 0x4444, 2, 0, "x");
     CHECK(c.runs == 2 && fabs(c.scale - sqrt(1.5 * 0.75)) < 1e-9, "machine without a GPU unchanged: %g", c.scale);
 
     /* a tiny model is kept for itself, not for the machine */
-    CHECK(hy_calib_record(path, B, 2, 0, 0.005, 0.0005, err, sizeof err) == 0, "%s", err);
-    c = hy_calib_get(path, B, 2, 0);
+    CHECK(hy_calib_record(path, B, 2, 0, "x", 0.005, 0.0005, err, sizeof err) == 0, "%s", err);
+    c = hy_calib_get(path, B, 2, 0, "x");
     CHECK(c.per_model && fabs(c.scale - 10) < 1e-9, "tiny model: %g", c.scale);
-    c = hy_calib_get(path, 0x3333, 2, 0);
+    c = hy_calib_get(path, 0x3333, 2, 0, "x");
     CHECK(c.runs == 2 && fabs(c.scale - sqrt(1.5 * 0.75)) < 1e-9, "machine unchanged by the tiny model: %g",
           c.scale);
 
     /* absurd ratios are refused and change nothing */
-    CHECK(hy_calib_record(path, A, 2, 0, 10.0, 0.020, err, sizeof err) < 0 && strstr(err, "not kept"), "500x: %s", err);
-    CHECK(hy_calib_record(path, A, 2, 0, 0.001, 0.0, err, sizeof err) < 0, "no prediction");
-    CHECK(hy_calib_record(path, A, 2, 0, NAN, 0.02, err, sizeof err) < 0, "NaN");
-    c = hy_calib_get(path, A, 2, 0);
+    CHECK(hy_calib_record(path, A, 2, 0, "x", 10.0, 0.020, err, sizeof err) < 0 && strstr(err, "not kept"), "500x: %s", err);
+    CHECK(hy_calib_record(path, A, 2, 0, "x", 0.001, 0.0, err, sizeof err) < 0, "no prediction");
+    CHECK(hy_calib_record(path, A, 2, 0, "x", NAN, 0.02, err, sizeof err) < 0, "NaN");
+    c = hy_calib_get(path, A, 2, 0, "x");
     CHECK(c.runs == 2, "refused records leave it: %d", c.runs);
 
     /* garbage in the file: ignored (scale 1), and the next record writes a good one */
     FILE *f = fopen(path, "w");
-    fputs("{\"version\": 1, \"models\": {\"0000000000001111/t2/gpu0G\": {\"scale\": -4, \"runs\": 3}}, \"machine\": 7}", f);
+    fputs("{\"version\": 1, \"models\": {\"0000000000001111/t2/gpu0G/x\": {\"scale\": -4, \"runs\": 3}}, \"machine\": 7}", f);
     fclose(f);
-    c = hy_calib_get(path, A, 2, 0);
+    c = hy_calib_get(path, A, 2, 0, "x");
     CHECK(c.scale == 1 && c.runs == 0, "bad entries ignored: %g %d", c.scale, c.runs);
     f = fopen(path, "w");
     fputs("not json", f);
     fclose(f);
-    c = hy_calib_get(path, A, 2, 0);
+    c = hy_calib_get(path, A, 2, 0, "x");
     CHECK(c.scale == 1 && c.runs == 0, "unreadable file ignored");
-    CHECK(hy_calib_record(path, A, 2, 0, 0.02, 0.01, err, sizeof err) == 0, "%s", err);
-    c = hy_calib_get(path, A, 2, 0);
+    CHECK(hy_calib_record(path, A, 2, 0, "x", 0.02, 0.01, err, sizeof err) == 0, "%s", err);
+    c = hy_calib_get(path, A, 2, 0, "x");
     CHECK(c.per_model && c.runs == 1 && fabs(c.scale - 2) < 1e-9, "rewritten: %g", c.scale);
     /* a directory that cannot be written: an error naming the file */
-    CHECK(hy_calib_record("/proc/hypura-no/calibration.json", A, 2, 0, 0.02, 0.01, err, sizeof err) < 0 &&
+    CHECK(hy_calib_record("/proc/hypura-no/calibration.json", A, 2, 0, "x", 0.02, 0.01, err, sizeof err) < 0 &&
               strstr(err, "/proc/hypura-no/calibration.json"),
           "unwritable: %s", err);
     unlink(path);

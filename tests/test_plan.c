@@ -214,11 +214,13 @@ static void test_predictions(void) {
     mp = pp;
     CHECK(hy_plan_predict(d, &mp, &p) == 0, "predict");
     double c1 = p.pred_compute_s, io1 = p.pred_io_s;
-    mp.compute_scale = 2;
+    mp.compute_scale[HY_MODE_DENSE_FFN] = 3; /* another mode's: not this plan's */
+    CHECK(hy_plan_predict(d, &mp, &p) == 0 && p.pred_compute_s == c1, "another mode's scale is not used");
+    mp.compute_scale[p.mode] = 2;
     CHECK(hy_plan_predict(d, &mp, &p) == 0 && fabs(p.pred_compute_s - 2 * c1) < 1e-12 && p.pred_io_s == io1 &&
               p.pred_compute_scale == 2,
           "compute x2: %g s from %g s", p.pred_compute_s, c1);
-    mp.compute_scale = -3; /* nonsense: none */
+    mp.compute_scale[p.mode] = -3; /* nonsense: none */
     CHECK(hy_plan_predict(d, &mp, &p) == 0 && p.pred_compute_s == c1 && p.pred_compute_scale == 1, "bad scale ignored");
 
     /* unknown bandwidths: an assumed figure, flagged, never 0 s of I/O */

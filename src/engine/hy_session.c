@@ -204,9 +204,12 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
     /* compute time as earlier runs measured it on this machine (hy_calib.h) */
     s->n_threads = p->engine.n_threads > 0 ? p->engine.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (s->n_threads < 1) s->n_threads = 1;
-    s->calib = getenv("HYPURA_NO_CALIBRATION") ? (hy_calib){.scale = 1}
-                                               : hy_calib_get(NULL, s->desc->header_hash, s->n_threads, q->gpu_budget);
-    q->compute_scale = s->calib.scale;
+    for (int m = 0; m < HY_MODE_COUNT; m++) {
+        s->calib[m] = getenv("HYPURA_NO_CALIBRATION")
+                          ? (hy_calib){.scale = 1}
+                          : hy_calib_get(NULL, s->desc->header_hash, s->n_threads, q->gpu_budget, hy_mode_name(m));
+        q->compute_scale[m] = s->calib[m].scale;
+    }
     q->lookahead = p->lookahead;
     q->force_mode = p->mode;
     bool persist = !p->no_persist_stats && !getenv("HYPURA_NO_PERSIST_STATS");
@@ -481,9 +484,10 @@ void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
     fprintf(f, " | memory %.3f s per token (%s at %.1f GB/s %s", pl->pred_compute_s,
             hy_fmt_bytes(pl->pred_compute_bytes, b, sizeof b), pl->pred_mem_gbps,
             pl->pred_mem_assumed ? "assumed, not measured" : "measured");
-    if (s->calib.runs)
-        fprintf(f, ", x%.2f as %d earlier run%s of %s measured", pl->pred_compute_scale, s->calib.runs,
-                s->calib.runs > 1 ? "s" : "", s->calib.per_model ? "this model" : "other models here");
+    const hy_calib *cb = &s->calib[pl->mode];
+    if (cb->runs)
+        fprintf(f, ", x%.2f as %d earlier %s run%s of %s measured", pl->pred_compute_scale, cb->runs,
+                hy_mode_name(pl->mode), cb->runs > 1 ? "s" : "", cb->per_model ? "this model" : "other models here");
     fprintf(f, ")\n");
     hy_session_rpc_print(f, s);
     if (tensors) {
@@ -509,10 +513,11 @@ json_t *hy_session_prediction_json(const hy_session *s) {
     json_object_set_new(o, "memory_gbps", json_real(pl->pred_mem_gbps));
     json_object_set_new(o, "memory_measured", json_boolean(!pl->pred_mem_assumed));
     json_object_set_new(o, "compute_scale", json_real(pl->pred_compute_scale));
-    json_object_set_new(o, "compute_scale_runs", json_integer(s->calib.runs));
-    json_object_set_new(o, "compute_scale_source", json_string(!s->calib.runs        ? "none"
-                                                               : s->calib.per_model ? "model"
-                                                                                    : "machine"));
+    const hy_calib *cb = &s->calib[pl->mode];
+    json_object_set_new(o, "compute_scale_runs", json_integer(cb->runs));
+    json_object_set_new(o, "compute_scale_source", json_string(!cb->runs        ? "none"
+                                                               : cb->per_model ? "model"
+                                                                               : "machine"));
     if (pl->mode == HY_MODE_EXPERT) {
         json_t *x = json_object();
         json_object_set_new(x, "slots", json_integer((json_int_t)pl->cache_slots));

@@ -697,7 +697,8 @@ int hy_plan_predict(const hy_model_desc *d, const hy_plan_params *p, hy_plan *ou
      * prefetches some a layer early; that gain is not counted) */
     out->pred_io_s = (double)out->pred_io_bytes / (out->pred_read_gbps * 1e9);
     /* earlier runs' measured over predicted compute time, where kept (hy_calib.h) */
-    out->pred_compute_scale = p->compute_scale > 0.01 && p->compute_scale < 100 ? p->compute_scale : 1;
+    double cs = out->mode >= 0 && out->mode < HY_MODE_COUNT ? p->compute_scale[out->mode] : 0;
+    out->pred_compute_scale = cs > 0.01 && cs < 100 ? cs : 1;
     out->pred_compute_s = (double)touched / (out->pred_mem_gbps * 1e9) * out->pred_compute_scale;
     out->pred_io_bound = out->pred_io_s > out->pred_compute_s;
     double t = out->mode == HY_MODE_EXPERT      ? out->pred_io_s + out->pred_compute_s

@@ -36,7 +36,7 @@
  * Predicted speed (hy_plan_predict): streaming whole groups, decode is bound by
  * the slower of storage and memory (reads run ahead of compute); expert-
  * streaming pays both (a miss is read once the router has chosen it), each
- * charged only what one token touches. Memory (times compute_scale, what
+ * charged only what one token touches. Memory (times compute_scale[mode], what
  * earlier runs measured against it: hy_calib.h): every weight
  * not on the GPU (HBM reads it an order of magnitude faster), except that of
  * a MoE's expert tensors only top-k of E — wherever they live, RAM tier
@@ -123,7 +123,10 @@ typedef struct {
     int      n_batch;        /* prompt batch */
     double   seq_read_gbps;  /* storage bandwidth (profile); 0 = unknown */
     double   mem_bw_gbps;    /* memory bandwidth (profile); 0 = unknown */
-    double   compute_scale;  /* measured over predicted compute time of earlier runs (hy_calib); 0 or 1: none */
+    /* measured over predicted compute time of earlier runs (hy_calib), per mode (a streamed pass
+     * is cut at the nodes the eval callback serves, which costs more where threads are many);
+     * 0 or 1: none */
+    double   compute_scale[HY_MODE_COUNT];
     int      lookahead;      /* groups in flight ahead of compute; < 0 = automatic */
     int      force_mode;     /* < 0 = automatic, else a hy_mode to force (streams even when it fits) */
     /* Measured routing, optional, read only by the prediction: expert_freq[l * n_expert + e] is the
@@ -175,7 +178,7 @@ typedef struct {
     uint64_t cache_slots;          /* expert-streaming: expert slots (one expert's slices in one layer) it holds */
     double   cache_slots_per_layer; /* cache_slots over the layers whose experts stream */
     double   pred_read_gbps, pred_mem_gbps; /* the bandwidths used */
-    double   pred_compute_scale;   /* compute_scale as applied (1: none) */
+    double   pred_compute_scale;   /* compute_scale[mode] as applied (1: none) */
     bool     pred_read_assumed, pred_mem_assumed; /* HY_PLAN_ASSUMED_* used: the profile had none */
     bool     pred_io_bound;        /* storage is the slower side (else memory) */
     double   pred_io_s, pred_compute_s, pred_tok_s;

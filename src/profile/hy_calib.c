@@ -22,13 +22,14 @@ int hy_calib_default_path(char *buf, size_t len) {
     return n < 0 || (size_t)n >= len ? -1 : 0;
 }
 
-static void model_key(char *k, size_t n, uint64_t hash, int threads, uint64_t gpu_budget) {
-    snprintf(k, n, "%016llx/t%d/gpu%lluG", (unsigned long long)hash, threads, (unsigned long long)(gpu_budget >> 30));
+static void model_key(char *k, size_t n, uint64_t hash, int threads, uint64_t gpu_budget, const char *mode) {
+    snprintf(k, n, "%016llx/t%d/gpu%lluG/%.32s", (unsigned long long)hash, threads,
+             (unsigned long long)(gpu_budget >> 30), mode ? mode : "");
 }
 
 /* the machine's figure, for models without their own: per thread count and GPU budget as well */
-static void machine_key(char *k, size_t n, int threads, uint64_t gpu_budget) {
-    snprintf(k, n, "t%d/gpu%lluG", threads, (unsigned long long)(gpu_budget >> 30));
+static void machine_key(char *k, size_t n, int threads, uint64_t gpu_budget, const char *mode) {
+    snprintf(k, n, "t%d/gpu%lluG/%.32s", threads, (unsigned long long)(gpu_budget >> 30), mode ? mode : "");
 }
 
 /* one entry {"scale": s, "runs": n}: false when absent or unusable */
@@ -55,7 +56,7 @@ static json_t *load(const char *path) {
     return o;
 }
 
-hy_calib hy_calib_get(const char *path, uint64_t model_hash, int threads, uint64_t gpu_budget) {
+hy_calib hy_calib_get(const char *path, uint64_t model_hash, int threads, uint64_t gpu_budget, const char *mode) {
     hy_calib c = {.scale = 1, .runs = 0, .per_model = false};
     char def[4096];
     if (!path) {
@@ -65,9 +66,9 @@ hy_calib hy_calib_get(const char *path, uint64_t model_hash, int threads, uint64
     json_t *o = load(path);
     if (!o) return c;
     char k[64];
-    model_key(k, sizeof k, model_hash, threads, gpu_budget);
+    model_key(k, sizeof k, model_hash, threads, gpu_budget, mode);
     char mk[64];
-    machine_key(mk, sizeof mk, threads, gpu_budget);
+    machine_key(mk, sizeof mk, threads, gpu_budget, mode);
     if (read_entry(json_object_get(json_object_get(o, "models"), k), &c)) c.per_model = true;
     else if (!read_entry(json_object_get(json_object_get(o, "machine"), mk), &c)) c = (hy_calib){.scale = 1};
     json_decref(o);
@@ -86,8 +87,8 @@ static json_t *moved(json_t *old, double ratio) {
     return json_pack("{s:f, s:i}", "scale", s, "runs", runs);
 }
 
-int hy_calib_record(const char *path, uint64_t model_hash, int threads, uint64_t gpu_budget, double measured_s,
-                    double predicted_s, char *err, size_t errlen) {
+int hy_calib_record(const char *path, uint64_t model_hash, int threads, uint64_t gpu_budget, const char *mode,
+                    double measured_s, double predicted_s, char *err, size_t errlen) {
     double ratio = predicted_s > 0 ? measured_s / predicted_s : 0;
     if (!(ratio >= RATIO_MIN && ratio <= RATIO_MAX))
         return hy_fail(err, errlen, "a compute ratio of %g is not kept (outside %g..%g)", ratio, RATIO_MIN, RATIO_MAX);
@@ -104,7 +105,7 @@ int hy_calib_record(const char *path, uint64_t model_hash, int threads, uint64_t
         json_object_set_new(o, "models", models);
     }
     char k[64];
-    model_key(k, sizeof k, model_hash, threads, gpu_budget);
+    model_key(k, sizeof k, model_hash, threads, gpu_budget, mode);
     json_object_set_new(models, k, moved(json_object_get(models, k), ratio));
     json_t *machine = json_object_get(o, "machine");
     if (!json_is_object(machine)) {
@@ -112,7 +113,7 @@ int hy_calib_record(const char *path, uint64_t model_hash, int threads, uint64_t
         json_object_set_new(o, "machine", machine);
     }
     char mk[64];
-    machine_key(mk, sizeof mk, threads, gpu_budget);
+    machine_key(mk, sizeof mk, threads, gpu_budget, mode);
     if (predicted_s >= HY_CALIB_MACHINE_MIN_S) json_object_set_new(machine, mk, moved(json_object_get(machine, mk), ratio));
     /* written whole to a temporary name, then renamed over: a reader sees the old or the new file */
     char tmp[4200];
