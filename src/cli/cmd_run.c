@@ -102,6 +102,8 @@ static bool gen_phase(const struct logit_dump *d, hy_stream_stats *g) {
     g->bytes_read -= d->gen0.bytes_read;
     g->io_busy_s -= d->gen0.io_busy_s;
     g->stall_s -= d->gen0.stall_s;
+    g->cb_s -= d->gen0.cb_s;
+    g->cb_pieces -= d->gen0.cb_pieces;
     g->passes -= d->gen0.passes;
     g->x_hits -= d->gen0.x_hits;
     g->x_misses -= d->gen0.x_misses;
@@ -114,8 +116,11 @@ static bool gen_phase(const struct logit_dump *d, hy_stream_stats *g) {
 static void print_gen_phase(const hy_stream_stats *g, const hy_gen_stats *st) {
     if (st->n_gen <= 0) return;
     double n = st->n_gen;
-    fprintf(stderr, "[hypura] generation alone: %.1f MiB read per token, stalls %.3f s of %.3f s per token",
-            g->bytes_read / n / 1048576.0, g->stall_s / n, st->t_gen_s / n);
+    fprintf(stderr,
+            "[hypura] generation alone: %.1f MiB read per token, stalls %.3f s of %.3f s per token, eval callback "
+            "%.3f s besides them in %.0f pieces of the graph per token",
+            g->bytes_read / n / 1048576.0, g->stall_s / n, st->t_gen_s / n, (g->cb_s - g->stall_s) / n,
+            g->cb_pieces / n);
     uint64_t acc = g->x_hits + g->x_misses;
     if (g->experts && acc)
         fprintf(stderr, "; expert cache hits %.1f%% (%llu of them prefetched), %llu misses", 100.0 * g->x_hits / acc,
@@ -209,6 +214,8 @@ static int write_stats_json(const char *path, const hy_session *ss, const hy_gen
         json_object_set_new(t, "bytes_read", json_integer((json_int_t)gen->bytes_read));
         json_object_set_new(t, "stall_s", json_real(gen->stall_s));
         json_object_set_new(t, "io_busy_s", json_real(gen->io_busy_s));
+        json_object_set_new(t, "callback_s", json_real(gen->cb_s));
+        json_object_set_new(t, "graph_pieces", json_integer((json_int_t)gen->cb_pieces));
         json_object_set_new(t, "passes", json_integer((json_int_t)gen->passes));
         if (gen->experts) {
             json_object_set_new(t, "expert_hits", json_integer((json_int_t)gen->x_hits));

@@ -501,7 +501,19 @@ struct entry *hy_stream_entry_of(hy_stream *s, struct ggml_tensor *t) {
  * skip the rest of the graph and report success, so libllama would hand out the
  * previous (or zero) logits as if computed. Instead the next node is asked for,
  * and the abort callback stops the graph right after it: llama_decode fails. */
+static bool eval_cb(struct ggml_tensor *t, bool ask, void *ud);
+
+/* the callback, timed: what it costs a pass besides the graph's compute */
 bool hy_stream_eval_cb(struct ggml_tensor *t, bool ask, void *ud) {
+    hy_stream *s = ud;
+    double t0 = hy_now();
+    bool r = eval_cb(t, ask, ud);
+    s->st.cb_s += hy_now() - t0;
+    if (ask && r) s->st.cb_pieces++;
+    return r;
+}
+
+static bool eval_cb(struct ggml_tensor *t, bool ask, void *ud) {
     hy_stream *s = ud;
     if (s->failed) return true;
     if (s->expert_mode) {

@@ -58,6 +58,8 @@ typedef struct {
     uint64_t bytes_read;
     double   io_busy_s;       /* time with reads in flight */
     double   stall_s;         /* compute waited for I/O */
+    double   cb_s;            /* time in the eval callback, stalls included */
+    uint64_t cb_pieces;       /* nodes the callback asked to see: libllama computes the graph in pieces ending there */
     uint64_t group_loads;
     uint64_t passes;          /* forward passes (one per decoded batch) */
     uint64_t committed_peak;  /* most streamed bytes committed at once */
