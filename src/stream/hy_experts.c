@@ -94,6 +94,7 @@ int hy_experts_init(hy_stream *s, const hy_model_desc *d, const hy_plan *plan, c
     int nk = d->n_layer * d->n_expert;
     s->xkeys = calloc((size_t)nk, sizeof *s->xkeys);
     s->layer_xentries = calloc((size_t)d->n_layer, sizeof *s->layer_xentries);
+    s->last_xlayer = -1;
     s->topk_pass = calloc((size_t)d->n_layer, sizeof *s->topk_pass);
     s->pinned = calloc((size_t)d->n_expert, sizeof *s->pinned);
     if (!s->xkeys || !s->layer_xentries || !s->topk_pass || !s->pinned) return hy_fail(err, errlen, "out of memory");
@@ -123,6 +124,7 @@ int hy_experts_init(hy_stream *s, const hy_model_desc *d, const hy_plan *plan, c
         if (n >= MAX_XT) return hy_fail(err, errlen, "layer %d has more than %d expert tensors", l, MAX_XT);
         s->layer_xentries[l][n] = i;
         s->layer_xentries[l][n + 1] = -1;
+        if (l > s->last_xlayer) s->last_xlayer = l;
     }
     /* the slots: the plan's, or what a hand-set pool holds; never fewer than one layer */
     s->slot_bytes = plan->x_slot_bytes;
@@ -221,7 +223,7 @@ void hy_experts_free(hy_stream *s) {
     free(s->pinned);
     free(s->slot_key);
     free(s->free_slots);
-    free(s->xids_buf);
+    for (int i = 0; i < HY_PLAN_MAX_XKINDS; i++) free(s->sw[i].xids_buf);
     s->expert_mode = false;
 }
 
@@ -574,6 +576,12 @@ static void load_whole_layer(hy_stream *s, int layer) {
 /* point node t (mul_mat_id, or add_id of a per-expert bias) at the arena: its
  * expert tensor w (source wi) becomes n_slots slots of the arena's pitch, and
  * its ids (source 2) the router's choice in slots */
+/* Points node t at the arena of its expert tensor (src[wi]) and its ids at the slots the
+ * experts sit in, until swap_out_all. A layer's expert ops are swapped as libllama reaches
+ * them and put back together at the next layer's router (its callback comes once the piece of
+ * the graph holding them has computed), so that a layer costs one piece of the graph, not one
+ * per op: each piece is a thread-team start, which on many cores costs more than the op. The
+ * last streamed layer stops after each op instead, as nothing later would put them back. */
 static void swap_in(hy_stream *s, struct ggml_tensor *t, int wi, struct entry *en) {
     struct ggml_tensor *w = t->src[wi], *ids = t->src[2];
     int layer = en->info->layer;
@@ -581,16 +589,21 @@ static void swap_in(hy_stream *s, struct ggml_tensor *t, int wi, struct entry *e
         fail(s, t->name, "expert ids missing");
         return;
     }
+    if (s->n_sw >= HY_PLAN_MAX_XKINDS) {
+        fail(s, t->name, "more expert ops in one layer than expert tensor kinds");
+        return;
+    }
+    struct xswap *sw = &s->sw[s->n_sw];
     int k = (int)ids->ne[0], n_tok = (int)ids->ne[1];
     size_t need = (size_t)k * (size_t)n_tok;
-    if (need > s->xids_cap) {
-        int32_t *nb = realloc(s->xids_buf, need * sizeof *nb);
+    if (need > sw->xids_cap) {
+        int32_t *nb = realloc(sw->xids_buf, need * sizeof *nb);
         if (!nb) {
             fail(s, "expert streaming", "out of memory");
             return;
         }
-        s->xids_buf = nb;
-        s->xids_cap = need;
+        sw->xids_buf = nb;
+        sw->xids_cap = need;
     }
     for (int j = 0; j < n_tok; j++)
         for (int i = 0; i < k; i++) {
@@ -602,24 +615,25 @@ static void swap_in(hy_stream *s, struct ggml_tensor *t, int wi, struct entry *e
                 fail(s, t->name, why);
                 return;
             }
-            s->xids_buf[(size_t)j * k + i] = s->xkeys[key].slot;
+            sw->xids_buf[(size_t)j * k + i] = s->xkeys[key].slot;
         }
-    struct ggml_tensor *x = &s->xids;
+    struct ggml_tensor *x = &sw->xids;
     memset(x, 0, sizeof *x);
     x->type = GGML_TYPE_I32;
     x->buffer = ids->buffer;
     x->ne[0] = k, x->ne[1] = n_tok, x->ne[2] = 1, x->ne[3] = 1;
     x->nb[0] = sizeof(int32_t);
     for (int d = 1; d < GGML_MAX_DIMS; d++) x->nb[d] = x->nb[d - 1] * (size_t)x->ne[d - 1];
-    x->data = s->xids_buf;
+    x->data = sw->xids_buf;
     snprintf(x->name, sizeof x->name, "hypura-slots-%d", layer);
 
-    s->sw_node = t;
-    s->sw_w = w;
-    s->sw_ids = ids;
-    s->sw_data = w->data;
-    memcpy(s->sw_ne, w->ne, sizeof s->sw_ne);
-    memcpy(s->sw_nb, w->nb, sizeof s->sw_nb);
+    sw->node = t;
+    sw->w = w;
+    sw->ids = ids;
+    sw->data = w->data;
+    memcpy(sw->ne, w->ne, sizeof sw->ne);
+    memcpy(sw->nb, w->nb, sizeof sw->nb);
+    s->n_sw++;
     const struct xarena *a = &s->arenas[en->xkind];
     int xd = ggml_n_dims(w) - 1; /* the expert dimension: ne[2] of weights, ne[1] of biases */
     w->data = a->base;
@@ -629,20 +643,24 @@ static void swap_in(hy_stream *s, struct ggml_tensor *t, int wi, struct entry *e
     t->src[2] = x;
 }
 
-static void swap_out(hy_stream *s) {
-    struct ggml_tensor *w = s->sw_w;
-    w->data = s->sw_data;
-    memcpy(w->ne, s->sw_ne, sizeof s->sw_ne);
-    memcpy(w->nb, s->sw_nb, sizeof s->sw_nb);
-    s->sw_node->src[2] = s->sw_ids;
-    s->sw_node = NULL;
+static void swap_out_all(hy_stream *s) {
+    for (int i = s->n_sw - 1; i >= 0; i--) {
+        struct xswap *sw = &s->sw[i];
+        struct ggml_tensor *w = sw->w;
+        w->data = sw->data;
+        memcpy(w->ne, sw->ne, sizeof sw->ne);
+        memcpy(w->nb, sw->nb, sizeof sw->nb);
+        sw->node->src[2] = sw->ids;
+        sw->node = NULL;
+    }
+    s->n_sw = 0;
 }
 
 /* After a failed pass (hy_stream_clear_error): a node the aborted graph never
  * came back for is put back; slices the pass issued are waited for, and one
  * whose read failed is dropped rather than found by the next request. */
 void hy_experts_settle(hy_stream *s) {
-    if (s->sw_node) swap_out(s);
+    swap_out_all(s);
     for (int key = 0; key < s->n_layer * s->n_expert; key++)
         if (s->xkeys[key].state == G_LOADING) wait_key(s, key);
 }
@@ -654,11 +672,12 @@ bool hy_experts_eval(hy_stream *s, struct ggml_tensor *t, bool ask, bool *handle
         /* a layer whose experts are all on the GPU tier: nothing to read */
         if (layer < s->n_layer && s->layer_xentries[layer][0] < 0) return ask ? false : true;
         if (ask) return true;
+        swap_out_all(s); /* the previous layer's expert ops have computed */
         on_router(s, t, layer);
         return true; /* never false: a failure aborts at the next node (hy_stream_eval_cb) */
     }
     if (!ask) {
-        if (t == s->sw_node) swap_out(s);
+        if (s->n_sw && t == s->sw[s->n_sw - 1].node) swap_out_all(s);
         return true;
     }
     for (int i = 0; i < GGML_MAX_SRC; i++) {
@@ -674,7 +693,8 @@ bool hy_experts_eval(hy_stream *s, struct ggml_tensor *t, bool ask, bool *handle
         bool direct = !t->src[i]->view_src;
         if (direct && seen && ((t->op == GGML_OP_MUL_MAT_ID && i == 0) || (t->op == GGML_OP_ADD_ID && i == 1))) {
             swap_in(s, t, i, e);
-            return true; /* stop after it: put it back before anything else runs */
+            /* a later layer's router puts it back (swap_in); after the last layer, stop here */
+            return l >= s->last_xlayer;
         }
         char why[256];
         snprintf(why, sizeof why,

@@ -87,14 +87,19 @@ struct hy_stream {
     int *slot_key;             /* per slot: the cached key, or -1 */
     int *free_slots, n_free;   /* a stack; popped lowest first at the start */
     int *pinned, n_pinned;     /* keys the current layer needs */
-    /* a node whose expert tensor and ids are swapped to the arena while it computes */
-    struct ggml_tensor *sw_node, *sw_w, *sw_ids;
-    void *sw_data;
-    int64_t sw_ne[GGML_MAX_DIMS];
-    size_t sw_nb[GGML_MAX_DIMS];
-    struct ggml_tensor xids;   /* the remapped (slot) ids */
-    int32_t *xids_buf;
-    size_t xids_cap;
+    /* nodes whose expert tensor and ids are swapped to the arena until they have computed: one
+     * layer's (hy_experts.c: swap_in) */
+    struct xswap {
+        struct ggml_tensor *node, *w, *ids;
+        void *data;
+        int64_t ne[GGML_MAX_DIMS];
+        size_t nb[GGML_MAX_DIMS];
+        struct ggml_tensor xids; /* the remapped (slot) ids */
+        int32_t *xids_buf;
+        size_t xids_cap;
+    } sw[HY_PLAN_MAX_XKINDS];
+    int n_sw;
+    int last_xlayer;           /* the last layer whose experts stream (-1: none) */
     bool prefetch_off;         /* turned off at run time: it lost (see hy_experts.c) */
     struct ggml_tensor **routers; /* per layer: its router weight (ffn_gate_inp) if in our RAM tier */
     bool pregate;              /* predict the next layer's experts with its router on this layer's input */
