@@ -40,6 +40,8 @@ static void print_human(const hy_profile *p) {
         printf("cgroup   no memory limit\n");
     printf("budget   %s for a run (default)\n", hy_fmt_bytes(p->mem_budget_default, c, sizeof c));
     printf("memcpy   %.1f GB/s (%d threads)\n", p->mem_bw_gbps, p->cores_logical);
+    printf("graph    %.0f us to start a piece of a graph on %d threads after a pause\n", p->piece_s * 1e6,
+           p->cores_logical);
     if (p->n_sweep > 0) {
         printf("storage  %s (%s, %s)\n", p->storage_path, p->storage_fs,
                p->storage_direct ? "O_DIRECT" : "no O_DIRECT: buffered reads");

@@ -201,6 +201,7 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
     s->n_seq = p->n_seq > 1 ? p->n_seq : 1;
     q->seq_read_gbps = s->profile.seq_read_gbps;
     q->mem_bw_gbps = s->profile.mem_bw_gbps;
+    q->piece_s = s->profile.piece_s;
     /* compute time as earlier runs measured it on this machine (hy_calib.h) */
     s->n_threads = p->engine.n_threads > 0 ? p->engine.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (s->n_threads < 1) s->n_threads = 1;
@@ -484,6 +485,9 @@ void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
     fprintf(f, " | memory %.3f s per token (%s at %.1f GB/s %s", pl->pred_compute_s,
             hy_fmt_bytes(pl->pred_compute_bytes, b, sizeof b), pl->pred_mem_gbps,
             pl->pred_mem_assumed ? "assumed, not measured" : "measured");
+    if (pl->pred_pieces)
+        fprintf(f, " + %llu pieces of the graph at %.0f us", (unsigned long long)pl->pred_pieces,
+                s->plan_params.piece_s * 1e6);
     const hy_calib *cb = &s->calib[pl->mode];
     if (cb->runs)
         fprintf(f, ", x%.2f as %d earlier %s run%s of %s measured", pl->pred_compute_scale, cb->runs,
@@ -513,6 +517,8 @@ json_t *hy_session_prediction_json(const hy_session *s) {
     json_object_set_new(o, "memory_gbps", json_real(pl->pred_mem_gbps));
     json_object_set_new(o, "memory_measured", json_boolean(!pl->pred_mem_assumed));
     json_object_set_new(o, "compute_scale", json_real(pl->pred_compute_scale));
+    json_object_set_new(o, "graph_pieces", json_integer((json_int_t)pl->pred_pieces));
+    json_object_set_new(o, "piece_s", json_real(s->plan_params.piece_s));
     const hy_calib *cb = &s->calib[pl->mode];
     json_object_set_new(o, "compute_scale_runs", json_integer(cb->runs));
     json_object_set_new(o, "compute_scale_source", json_string(!cb->runs        ? "none"

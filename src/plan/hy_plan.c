@@ -697,9 +697,27 @@ int hy_plan_predict(const hy_model_desc *d, const hy_plan_params *p, hy_plan *ou
      * prefetches some a layer early; that gain is not counted) */
     out->pred_io_s = (double)out->pred_io_bytes / (out->pred_read_gbps * 1e9);
     /* earlier runs' measured over predicted compute time, where kept (hy_calib.h) */
+    /* A streamed pass is computed in pieces that end where the eval callback must act (hy_stream.c):
+     * at each node that reads a streamed tensor when whole groups stream, at each streamed MoE
+     * layer's router and the last layer's expert ops under expert-streaming. Each piece is a start
+     * of all threads after the main thread worked alone (the profile's piece_s): on 16 threads
+     * that cost about as much as the whole arithmetic of a small MoE's token. */
+    uint64_t pieces = 0;
+    if (out->mode != HY_MODE_RESIDENT) {
+        int last = -1, layers = 0;
+        for (int64_t i = 0; i < d->n_tensors; i++) {
+            const hy_tensor_info *t = &d->tensors[i];
+            if (out->tier[i] != HY_TIER_NVME) continue;
+            if (out->mode == HY_MODE_DENSE_FFN) pieces++;
+            else if (t->role == HY_ROLE_EXPERT && t->layer != last) layers++, last = t->layer;
+        }
+        if (out->mode == HY_MODE_EXPERT) pieces = (uint64_t)layers + (uint64_t)(out->x_kinds > 0 ? out->x_kinds : 0);
+    }
+    out->pred_pieces = pieces;
+    double piece_s = p->piece_s > 0 && p->piece_s < 1 ? p->piece_s : 0;
     double cs = out->mode >= 0 && out->mode < HY_MODE_COUNT ? p->compute_scale[out->mode] : 0;
     out->pred_compute_scale = cs > 0.01 && cs < 100 ? cs : 1;
-    out->pred_compute_s = (double)touched / (out->pred_mem_gbps * 1e9) * out->pred_compute_scale;
+    out->pred_compute_s = ((double)touched / (out->pred_mem_gbps * 1e9) + (double)pieces * piece_s) * out->pred_compute_scale;
     out->pred_io_bound = out->pred_io_s > out->pred_compute_s;
     double t = out->mode == HY_MODE_EXPERT      ? out->pred_io_s + out->pred_compute_s
                : out->pred_io_bound ? out->pred_io_s

@@ -123,6 +123,7 @@ typedef struct {
     int      n_batch;        /* prompt batch */
     double   seq_read_gbps;  /* storage bandwidth (profile); 0 = unknown */
     double   mem_bw_gbps;    /* memory bandwidth (profile); 0 = unknown */
+    double   piece_s;        /* starting one piece of a graph on all threads (profile); 0 = unknown */
     /* measured over predicted compute time of earlier runs (hy_calib), per mode (a streamed pass
      * is cut at the nodes the eval callback serves, which costs more where threads are many);
      * 0 or 1: none */
@@ -179,6 +180,7 @@ typedef struct {
     double   cache_slots_per_layer; /* cache_slots over the layers whose experts stream */
     double   pred_read_gbps, pred_mem_gbps; /* the bandwidths used */
     double   pred_compute_scale;   /* compute_scale[mode] as applied (1: none) */
+    uint64_t pred_pieces;          /* pieces the eval callback cuts a pass into (streamed modes) */
     bool     pred_read_assumed, pred_mem_assumed; /* HY_PLAN_ASSUMED_* used: the profile had none */
     bool     pred_io_bound;        /* storage is the slower side (else memory) */
     double   pred_io_s, pred_compute_s, pred_tok_s;

@@ -4,6 +4,7 @@
 #include "util/hy_util.h"
 
 #include "ggml-backend.h"
+#include "ggml-cpu.h"
 #include "ggml.h"
 
 #include <ctype.h>
@@ -25,7 +26,7 @@
 
 #define MiB (1024ull * 1024)
 #define GiB (1024ull * MiB)
-#define PROFILE_VERSION 1
+#define PROFILE_VERSION 2 /* 2: piece_s */
 #define PROFILE_MAX_AGE_S (7 * 86400.0)
 
 hy_profile_params hy_profile_default_params(void) {
@@ -360,6 +361,46 @@ static void read_gpus(hy_profile *p, bool measure, bool quick) {
         g->mem_total = tot;
         if (measure) g->h2d_gbps = measure_h2d(dev, fr, quick);
     }
+}
+
+/* ---- a piece of a graph -------------------------------------------------------- */
+
+/* A streamed pass reaches hypura's eval callback at some nodes; libllama computes the
+ * graph in pieces that end there, each started on all threads after the main thread
+ * has worked alone for a while (the callback: a few hundred microseconds). What one
+ * piece costs beyond its arithmetic: a tiny graph (a 64 x 64 product) computed 200
+ * times with a 300 us pause between, median. */
+static double measure_piece(int threads) {
+    struct ggml_init_params ip = {.mem_size = (size_t)4 << 20, .mem_buffer = NULL, .no_alloc = false};
+    ggml_cpu_init();
+    struct ggml_context *ctx = ggml_init(ip);
+    if (!ctx) return 0;
+    struct ggml_tensor *a = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 64, 64);
+    struct ggml_tensor *b = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 64, 1);
+    memset(a->data, 0, ggml_nbytes(a));
+    memset(b->data, 0, ggml_nbytes(b));
+    struct ggml_cgraph *gf = ggml_new_graph(ctx);
+    ggml_build_forward_expand(gf, ggml_mul_mat(ctx, a, b));
+    enum { N = 200 };
+    double t[N];
+    int n = 0;
+    for (int i = 0; i < N; i++) {
+        double g = hy_now() + 300e-6;
+        while (hy_now() < g) {
+        }
+        double t0 = hy_now();
+        if (ggml_graph_compute_with_ctx(ctx, gf, threads) != GGML_STATUS_SUCCESS) break;
+        t[n++] = hy_now() - t0;
+    }
+    ggml_free(ctx);
+    if (n < N / 2) return 0;
+    for (int i = 1; i < n; i++) /* insertion sort: 200 values */
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+            double x = t[j];
+            t[j] = t[j - 1];
+            t[j - 1] = x;
+        }
+    return t[n / 2];
 }
 
 /* ---- memory bandwidth ---------------------------------------------------------- */
@@ -707,6 +748,7 @@ int hy_profile_to_json(const hy_profile *p, char **json_out) {
     SETI("cgroup_usage", p->cgroup_usage);
     SETI("mem_budget_default", p->mem_budget_default);
     SETF("mem_bw_gbps", p->mem_bw_gbps);
+    SETF("piece_s", p->piece_s);
     SETS("storage_path", p->storage_path);
     SETS("storage_fs", p->storage_fs);
     SETB("storage_direct", p->storage_direct);
@@ -791,7 +833,7 @@ int hy_profile_from_json(const char *json, hy_profile *p, char *err, size_t errl
         get_u64(o, "cgroup_limit", &q.cgroup_limit, err, errlen) ||
         get_u64(o, "cgroup_usage", &q.cgroup_usage, err, errlen) ||
         get_u64(o, "mem_budget_default", &q.mem_budget_default, err, errlen) ||
-        get_dbl(o, "mem_bw_gbps", &q.mem_bw_gbps, err, errlen) ||
+        get_dbl(o, "mem_bw_gbps", &q.mem_bw_gbps, err, errlen) || get_dbl(o, "piece_s", &q.piece_s, err, errlen) ||
         get_str(o, "storage_path", q.storage_path, sizeof q.storage_path, err, errlen) ||
         get_str(o, "storage_fs", q.storage_fs, sizeof q.storage_fs, err, errlen) ||
         get_bool(o, "storage_direct", &q.storage_direct, err, errlen) ||
@@ -949,6 +991,7 @@ int hy_profile_get(const hy_profile_params *pp, hy_profile *out, char *err, size
         if (r < room) room = r;
     }
     m.mem_bw_gbps = measure_mem_bw(m.cores_logical, p.quick, room);
+    m.piece_s = measure_piece(m.cores_logical);
     read_gpus(&m, true, p.quick);
     copy_str(m.storage_path, sizeof m.storage_path, spath);
     if (p.storage) {

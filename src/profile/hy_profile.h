@@ -47,6 +47,9 @@ typedef struct {
     uint64_t mem_budget_default;       /* min(available, limit - usage) minus headroom (10 %, 128 MiB..2 GiB,
                                           at most a quarter): what a run may use */
     double mem_bw_gbps;                /* memcpy bandwidth (bytes copied per second), all cores */
+    double piece_s;                    /* one small piece of a ggml graph computed on all cores after a
+                                          pause of the main thread (a streamed pass is cut into pieces
+                                          where hypura's eval callback works): seconds, median */
     char storage_path[1024];
     char storage_fs[32];
     bool storage_direct; /* O_DIRECT works there */
