@@ -218,7 +218,7 @@ static int cmd_api(const char *work) {
     CHECK(hy_profile_get(&pp, &q, err, sizeof err) == 0 && !q.from_cache, "another machine's cache reused");
 
     /* from_json refuses missing keys and junk */
-    CHECK(hy_profile_from_json("{\"version\": 1}", &r, err, sizeof err) < 0 && strstr(err, "cpu_model"),
+    CHECK(hy_profile_from_json("{\"version\": 2}", &r, err, sizeof err) < 0 && strstr(err, "cpu_model"),
           "missing key: %s", err);
     CHECK(hy_profile_from_json("[1,2]", &r, err, sizeof err) < 0, "array accepted");
     CHECK(hy_profile_from_json("", &r, err, sizeof err) < 0, "empty accepted");
@@ -272,7 +272,7 @@ static int run(char *const argv[], char **out, char **errout, double *secs) {
 
 static const char *const KEYS[] = {"version", "cpu_model", "cores_logical", "cores_physical", "simd", "ram_total",
                                    "ram_available", "cgroup_limit", "cgroup_usage", "mem_budget_default",
-                                   "mem_bw_gbps", "storage_path", "storage_fs", "storage_direct", "seq_read_gbps",
+                                   "mem_bw_gbps", "piece_s", "storage_path", "storage_fs", "storage_direct", "seq_read_gbps",
                                    "seq_read_qd1_gbps", "rand4k_iops", "sweep", "gpu", "created", "elapsed_s",
                                    "quick", "from_cache"};
 

@@ -1,5 +1,6 @@
 /* hypura profile: this machine as the planner sees it (cached; see hy_profile.h) */
 #include "cli/cli.h"
+#include "cli/cli_omp.h"
 #include "engine/hy_rpc.h"
 #include "profile/hy_profile.h"
 #include "util/hy_util.h"
@@ -40,6 +41,8 @@ static void print_human(const hy_profile *p) {
         printf("cgroup   no memory limit\n");
     printf("budget   %s for a run (default)\n", hy_fmt_bytes(p->mem_budget_default, c, sizeof c));
     printf("memcpy   %.1f GB/s (%d threads)\n", p->mem_bw_gbps, p->cores_logical);
+    char omp[192];
+    printf("openmp   %s\n", hy_omp_spin_note(omp, sizeof omp));
     printf("graph    %.0f us to start a piece of a graph on %d threads after a pause\n", p->piece_s * 1e6,
            p->cores_logical);
     if (p->n_sweep > 0) {

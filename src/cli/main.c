@@ -1,4 +1,5 @@
 #include "cli/cli.h"
+#include "cli/cli_omp.h"
 
 #include <stdio.h>
 
@@ -44,6 +45,7 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name)) {
+            hy_omp_spin_setup(argv); /* may start this process again (cli_omp.h) */
             return commands[i].fn(argc - 1, argv + 1);
         }
     fprintf(stderr, "hypura: unknown command '%s' (see hypura --help)\n", argv[1]);
