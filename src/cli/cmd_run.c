@@ -148,6 +148,23 @@ static void calibrate(const hy_session *ss, const hy_gen_stats *st, const hy_str
             measured, raw, measured / raw);
 }
 
+/* what the whole run's and generation's stream figures share, as JSON */
+static json_t *stream_json(const hy_stream_stats *x) {
+    json_t *t = json_object();
+    json_object_set_new(t, "bytes_read", json_integer((json_int_t)x->bytes_read));
+    json_object_set_new(t, "io_busy_s", json_real(x->io_busy_s));
+    json_object_set_new(t, "stall_s", json_real(x->stall_s));
+    json_object_set_new(t, "passes", json_integer((json_int_t)x->passes));
+    if (x->experts) {
+        json_object_set_new(t, "expert_hits", json_integer((json_int_t)x->x_hits));
+        json_object_set_new(t, "expert_misses", json_integer((json_int_t)x->x_misses));
+        json_object_set_new(t, "expert_prefetches", json_integer((json_int_t)x->x_prefetches));
+        json_object_set_new(t, "expert_prefetch_hits", json_integer((json_int_t)x->x_prefetch_hits));
+        json_object_set_new(t, "expert_prefetch_wasted", json_integer((json_int_t)x->x_prefetch_wasted));
+    }
+    return t;
+}
+
 /* the figures of a run for scripts: what print_stats and the session print, as JSON */
 static int write_stats_json(const char *path, const hy_session *ss, const hy_gen_stats *st, double load_s,
                             const hy_spec_stats *sx, const hy_stream_stats *gen) {
@@ -187,20 +204,11 @@ static int write_stats_json(const char *path, const hy_session *ss, const hy_gen
     if (ss && ss->stream) {
         hy_stream_stats x;
         hy_stream_get_stats(ss->stream, &x);
-        json_t *t = json_object();
-        json_object_set_new(t, "bytes_read", json_integer((json_int_t)x.bytes_read));
-        json_object_set_new(t, "io_busy_s", json_real(x.io_busy_s));
-        json_object_set_new(t, "stall_s", json_real(x.stall_s));
-        json_object_set_new(t, "passes", json_integer((json_int_t)x.passes));
+        json_t *t = stream_json(&x);
         json_object_set_new(t, "lookahead", json_integer(x.lookahead));
         json_object_set_new(t, "io_backend", json_string(x.io_backend ? x.io_backend : ""));
         if (x.experts) {
-            json_object_set_new(t, "expert_hits", json_integer((json_int_t)x.x_hits));
-            json_object_set_new(t, "expert_misses", json_integer((json_int_t)x.x_misses));
             json_object_set_new(t, "expert_evictions", json_integer((json_int_t)x.x_evictions));
-            json_object_set_new(t, "expert_prefetch_hits", json_integer((json_int_t)x.x_prefetch_hits));
-            json_object_set_new(t, "expert_prefetches", json_integer((json_int_t)x.x_prefetches));
-            json_object_set_new(t, "expert_prefetch_wasted", json_integer((json_int_t)x.x_prefetch_wasted));
             json_object_set_new(t, "expert_prefetch_off", json_boolean(x.x_prefetch_off));
             json_object_set_new(t, "expert_slots", json_integer(x.x_slots));
             json_object_set_new(t, "expert_whole_bytes", json_integer((json_int_t)x.x_whole_bytes));
@@ -210,20 +218,9 @@ static int write_stats_json(const char *path, const hy_session *ss, const hy_gen
         json_object_set_new(o, "stream", t);
     }
     if (gen) { /* generation alone (gen_phase) */
-        json_t *t = json_object();
-        json_object_set_new(t, "bytes_read", json_integer((json_int_t)gen->bytes_read));
-        json_object_set_new(t, "stall_s", json_real(gen->stall_s));
-        json_object_set_new(t, "io_busy_s", json_real(gen->io_busy_s));
+        json_t *t = stream_json(gen);
         json_object_set_new(t, "callback_s", json_real(gen->cb_s));
         json_object_set_new(t, "graph_pieces", json_integer((json_int_t)gen->cb_pieces));
-        json_object_set_new(t, "passes", json_integer((json_int_t)gen->passes));
-        if (gen->experts) {
-            json_object_set_new(t, "expert_hits", json_integer((json_int_t)gen->x_hits));
-            json_object_set_new(t, "expert_misses", json_integer((json_int_t)gen->x_misses));
-            json_object_set_new(t, "expert_prefetches", json_integer((json_int_t)gen->x_prefetches));
-            json_object_set_new(t, "expert_prefetch_hits", json_integer((json_int_t)gen->x_prefetch_hits));
-            json_object_set_new(t, "expert_prefetch_wasted", json_integer((json_int_t)gen->x_prefetch_wasted));
-        }
         json_object_set_new(o, "generation", t);
     }
     int rc = json_dump_file(o, path, JSON_INDENT(1));
