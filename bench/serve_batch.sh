@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Issue 13: continuous batching in `hypura serve`. A ~3 GB dense Q4_K model
-# under a 1.5 GiB cgroup cap; for 1, 2, 4, 8 (CLIENTS) concurrent streaming
+# (MODEL=... for another, a MoE say) under a 1.5 GiB cgroup cap (CAP_MIB); for
+# 1, 2, 4, 8, 16 (CLIENTS) concurrent streaming
 # clients, each sending REQS requests of N_GEN tokens one after another
 # (OpenAI /v1/completions, temperature 0, distinct prompts): aggregate tok/s
 # and time to first token p50/p95, for `hypura serve --parallel C` and
 # llama-server -np C (the pinned build, mmap, no repack: its defaults are
 # OOM-killed under the cap) in the same run, the same cap, context and
-# threads. Then the batched hypura answers of the largest round against the
-# same prompts served alone (a fresh server, one at a time): how many differ.
+# threads. hypura's decode steps by how many sequences they generated for
+# (/api/ps parallel.steps: seconds, bytes read, stalls, and a MoE's routed
+# experts per layer: how the union grows with N) go into the results. Then the
+# first IDENTITY_N (8) prompts served alone (a fresh server, one at a time)
+# against every batched round's answers to them: how many differ.
 # Needs root (cgroups, drop_caches). Writes bench/results/serve_batch.json (OUT=...).
 #
 # llama-server is not in the pinned build's default targets; build it once:
@@ -20,10 +24,12 @@ set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 source "$ROOT/tests/scripts/serve_lib.sh"
 T=${THREADS:-$(nproc)} NGEN=${N_GEN:-24} REQS=${REQS:-1}
-CLIENTS=${CLIENTS:-"1 2 4 8"}
+CLIENTS=${CLIENTS:-"1 2 4 8 16"}
+IDENTITY_N=${IDENTITY_N:-8}
 CAP_MIB=${CAP_MIB:-1536}; CAP=$((CAP_MIB << 20))
 SHARE=${SHARE:-64} # context per sequence: prompt (~15 tokens) + N_GEN fit
 IDENTITY=${IDENTITY:-1}
+# LLAMA_MAX_CLIENTS=N: llama-server only for rounds of at most N clients (it is the slow side)
 OUT=${OUT:-$RESULTS/serve_batch.json}
 M=${MODEL:-$MODELS/dense-3g-q4k.gguf}
 [[ -f $M ]] || "$BIN/hypura-mkmodel" -o "$M" --dim 2048 --ff 5632 --heads 16 --kv-heads 4 --type q4_k --target-size 3G --seed 5 --quiet
@@ -92,13 +98,18 @@ round() {
   warm "$port"
   python3 "$ROOT/bench/serve_client.py" --port "$port" --clients "$c" --requests "$REQS" --tokens "$NGEN" "${CLIENT_ARGS[@]}" \
     >"$W/$name.json"
+  echo '[]' >"$W/$name.steps.json"
+  [[ $side == hypura ]] && curl -s -m 30 "http://127.0.0.1:$port/api/ps" |
+    python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["models"][0]["parallel"]["steps"]))' >"$W/$name.steps.json"
   cg_stop
-  python3 - "$W/$name.json" "$PEAK" "${OOM:-0}" <<'PY'
+  python3 - "$W/$name.json" "$PEAK" "${OOM:-0}" "$W/$name.steps.json" <<'PY'
 import json, sys
 p, peak, oom = sys.argv[1], int(sys.argv[2]), int(sys.argv[3] or 0)
 try: o = json.load(open(p))
 except Exception: o = {}
 o["cg_peak"], o["oom_kills"] = peak, oom
+try: o["steps"] = json.load(open(sys.argv[4]))
+except Exception: o["steps"] = []
 json.dump(o, open(p, "w"))
 PY
 }
@@ -106,6 +117,7 @@ PY
 CLIENT_ARGS=()
 for c in $CLIENTS; do
   for side in hypura ${LLAMA_SERVER:+llama}; do
+    [[ $side == llama && $c -gt ${LLAMA_MAX_CLIENTS:-1000} ]] && continue
     round "$side" "$c" "$side-$c"
     python3 - "$W/$side-$c.json" "$side" "$c" <<'PY'
 import json, sys
@@ -120,12 +132,25 @@ PY
   done
   grep -o 'slot [0-9]* of [0-9]* ([0-9]* busy)' "$W/hypura-$c.log" | sed 's/.*(\([0-9]*\) busy)/\1/' | sort -n | tail -1 |
     sed "s/^/hypura  $c clients: most slots busy when a request joined: /"
+  python3 - "$W/hypura-$c.json" "$c" <<'PY'
+import json, sys
+o = json.load(open(sys.argv[1]))
+parts = []
+for st in o.get("steps", []):
+    n, k = st["generating"], st["steps"]
+    if not k: continue
+    t = f"{'prompt steps' if n == 0 else f'{n} generating'}: {k} x {st['seconds'] / k:.2f} s, {st['read_bytes'] / k / 2**20:.0f} MiB read, stalls {st['stall_seconds'] / k:.2f} s"
+    if "expert_union_per_layer" in st: t += f", experts {st['expert_union_per_layer']:.1f}/layer"
+    parts.append(t)
+if parts: print(f"hypura  {sys.argv[2]} clients: steps by sequences: " + "; ".join(parts))
+PY
 done
 
-# identity: the largest round's prompts, one at a time, on a fresh server without the prompt cache
+# identity: the first IDENTITY_N prompts (every round numbers its prompts from 0), one at
+# a time, on a fresh server without the prompt cache
 cmax=$(echo $CLIENTS | tr ' ' '\n' | sort -n | tail -1)
 if [[ $IDENTITY == 1 && -f $W/hypura-$cmax.json ]]; then
-  REQS_SAVE=$REQS; REQS=$((REQS * cmax))
+  REQS_SAVE=$REQS; REQS=$(( REQS * cmax < IDENTITY_N ? REQS * cmax : IDENTITY_N ))
   round hypura 1 alone --no-prompt-cache
   REQS=$REQS_SAVE
 fi
@@ -141,8 +166,6 @@ res = {"model": os.path.basename(model), "cap_mib": int(cap), "tokens_per_reques
        "context_per_sequence": int(share), "threads": int(threads), "rounds": {}}
 for c in clients:
     res["rounds"][c] = {s: load(f"{w}/{s}-{c}.json") for s in ("hypura", "llama")}
-    for s in ("hypura", "llama"):
-        if res["rounds"][c][s]: res["rounds"][c][s].pop("texts", None)
 h1 = (res["rounds"].get(1, {}).get("hypura") or {}).get("tok_s")
 for c in clients:
     h, l = res["rounds"][c]["hypura"], res["rounds"][c]["llama"]
@@ -157,15 +180,19 @@ for c in clients:
         if l and l.get("gen_tok_s"): line += f"; llama-server {l['gen_tok_s']:.2f} tok/s, ratio {h['gen_tok_s'] / l['gen_tok_s']:.2f}x"
         print(line)
 alone = load(f"{w}/alone.json")
-cmax = max(clients)
-batched = load(f"{w}/hypura-{cmax}.json")
-if alone and batched:
+res["identity"] = {}
+for c in clients:
+    batched = load(f"{w}/hypura-{c}.json")
+    if c < 2 or not alone or not batched: continue
     bt, at = batched.get("texts", {}), alone.get("texts", {})
     # the alone server numbered the same prompts from 0 as well
     keys = [k for k in bt if k in at]
     differ = [k for k in keys if bt[k] != at[k]]
-    res["identity"] = {"clients": cmax, "compared": len(keys), "differ": len(differ), "differing": differ}
-    print(f"identity: {len(differ)} of {len(keys)} answers of the {cmax}-client round differ from the same prompt served alone")
+    res["identity"][c] = {"compared": len(keys), "differ": len(differ), "differing": differ}
+    print(f"identity: {len(differ)} of {len(keys)} answers of the {c}-client round differ from the same prompt served alone")
+for c in clients:
+    for s in ("hypura", "llama"):
+        if res["rounds"][c][s]: res["rounds"][c][s].pop("texts", None)
 json.dump(res, open(out, "w"), indent=1)
 print(f"results: {out}")
 PY
