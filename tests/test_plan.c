@@ -213,6 +213,13 @@ static void test_predictions(void) {
     /* earlier runs' compute ratio (hy_calib) multiplies the compute time, nothing else */
     mp = pp;
     CHECK(hy_plan_predict(d, &mp, &p) == 0, "predict");
+    /* none measured: expert-streaming takes its prior */
+    CHECK(p.mode == HY_MODE_EXPERT && p.pred_compute_scale == HY_PLAN_EXPERT_COMPUTE_PRIOR, "prior %g",
+          p.pred_compute_scale);
+    double c0 = p.pred_compute_s;
+    mp.compute_scale[p.mode] = 1;
+    CHECK(hy_plan_predict(d, &mp, &p) == 0 && fabs(p.pred_compute_s * HY_PLAN_EXPERT_COMPUTE_PRIOR - c0) < 1e-12,
+          "a measured 1 replaces the prior");
     double c1 = p.pred_compute_s, io1 = p.pred_io_s;
     mp.compute_scale[HY_MODE_DENSE_FFN] = 3; /* another mode's: not this plan's */
     CHECK(hy_plan_predict(d, &mp, &p) == 0 && p.pred_compute_s == c1, "another mode's scale is not used");
@@ -220,8 +227,9 @@ static void test_predictions(void) {
     CHECK(hy_plan_predict(d, &mp, &p) == 0 && fabs(p.pred_compute_s - 2 * c1) < 1e-12 && p.pred_io_s == io1 &&
               p.pred_compute_scale == 2,
           "compute x2: %g s from %g s", p.pred_compute_s, c1);
-    mp.compute_scale[p.mode] = -3; /* nonsense: none */
-    CHECK(hy_plan_predict(d, &mp, &p) == 0 && p.pred_compute_s == c1 && p.pred_compute_scale == 1, "bad scale ignored");
+    mp.compute_scale[p.mode] = -3; /* nonsense: the prior */
+    CHECK(hy_plan_predict(d, &mp, &p) == 0 && p.pred_compute_s == c0 && p.pred_compute_scale == HY_PLAN_EXPERT_COMPUTE_PRIOR,
+          "bad scale ignored");
 
     /* unknown bandwidths: an assumed figure, flagged, never 0 s of I/O */
     mp = pp;

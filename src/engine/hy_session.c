@@ -209,7 +209,7 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
         s->calib[m] = getenv("HYPURA_NO_CALIBRATION")
                           ? (hy_calib){.scale = 1}
                           : hy_calib_get(NULL, s->desc->header_hash, s->n_threads, q->gpu_budget, hy_mode_name(m));
-        q->compute_scale[m] = s->calib[m].scale;
+        q->compute_scale[m] = s->calib[m].runs ? s->calib[m].scale : 0; /* 0: the plan's prior */
     }
     q->lookahead = p->lookahead;
     q->force_mode = p->mode;
@@ -492,6 +492,8 @@ void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
     if (cb->runs)
         fprintf(f, ", x%.2f as %d earlier %s run%s of %s measured", pl->pred_compute_scale, cb->runs,
                 hy_mode_name(pl->mode), cb->runs > 1 ? "s" : "", cb->per_model ? "this model" : "other models here");
+    else if (pl->pred_compute_scale != 1)
+        fprintf(f, ", x%.2f: %s's prior until a run here measures it", pl->pred_compute_scale, hy_mode_name(pl->mode));
     fprintf(f, ")\n");
     hy_session_rpc_print(f, s);
     if (tensors) {
@@ -521,9 +523,9 @@ json_t *hy_session_prediction_json(const hy_session *s) {
     json_object_set_new(o, "piece_s", json_real(s->plan_params.piece_s));
     const hy_calib *cb = &s->calib[pl->mode];
     json_object_set_new(o, "compute_scale_runs", json_integer(cb->runs));
-    json_object_set_new(o, "compute_scale_source", json_string(!cb->runs        ? "none"
-                                                               : cb->per_model ? "model"
-                                                                               : "machine"));
+    json_object_set_new(o, "compute_scale_source", json_string(cb->runs ? (cb->per_model ? "model" : "machine")
+                                                               : pl->pred_compute_scale != 1 ? "prior"
+                                                                                             : "none"));
     if (pl->mode == HY_MODE_EXPERT) {
         json_t *x = json_object();
         json_object_set_new(x, "slots", json_integer((json_int_t)pl->cache_slots));

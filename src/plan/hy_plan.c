@@ -716,7 +716,9 @@ int hy_plan_predict(const hy_model_desc *d, const hy_plan_params *p, hy_plan *ou
     out->pred_pieces = pieces;
     double piece_s = p->piece_s > 0 && p->piece_s < 1 ? p->piece_s : 0;
     double cs = out->mode >= 0 && out->mode < HY_MODE_COUNT ? p->compute_scale[out->mode] : 0;
-    out->pred_compute_scale = cs > 0.01 && cs < 100 ? cs : 1;
+    out->pred_compute_scale = cs > 0.01 && cs < 100            ? cs
+                              : out->mode == HY_MODE_EXPERT ? HY_PLAN_EXPERT_COMPUTE_PRIOR
+                                                            : 1;
     out->pred_compute_s = ((double)touched / (out->pred_mem_gbps * 1e9) + (double)pieces * piece_s) * out->pred_compute_scale;
     out->pred_io_bound = out->pred_io_s > out->pred_compute_s;
     double t = out->mode == HY_MODE_EXPERT      ? out->pred_io_s + out->pred_compute_s

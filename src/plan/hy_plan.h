@@ -76,6 +76,15 @@ typedef enum { HY_TIER_GPU, HY_TIER_RAM, HY_TIER_NVME, HY_TIER_COUNT } hy_tier;
  * predict 50 %, and real routers are skewed. A run's kept statistics replace it. */
 #define HY_PLAN_ROUTING_PRIOR 0.5
 
+/* Expert-streaming's compute per token over what memory bandwidth alone says,
+ * until runs on this machine have measured it (hy_calib): the callback's work,
+ * the graph cut into pieces and unrepacked arenas cost it more than a resident
+ * pass. Measured on first runs: 1.63 (qwen3moe) and 1.92 (gpt-oss) on the
+ * 2-core machine, 1.24 on the H200 machine's 16 threads (qwen3moe, OpenMP
+ * threads spinning: cli_omp.h); resident runs measured 0.8-1.2, so other modes
+ * take 1. A run's measurement replaces it. */
+#define HY_PLAN_EXPERT_COMPUTE_PRIOR 1.6
+
 /* Expert-streaming keeps cached expert slices in arenas (hy_experts.c): one per
  * kind of expert tensor (its name after "blk.N.": ffn_gate_exps, ffn_down_exps.bias,
  * ...), cut into slots. Slot s of every kind holds one cached expert (layer, e), so
@@ -126,7 +135,7 @@ typedef struct {
     double   piece_s;        /* starting one piece of a graph on all threads (profile); 0 = unknown */
     /* measured over predicted compute time of earlier runs (hy_calib), per mode (a streamed pass
      * is cut at the nodes the eval callback serves, which costs more where threads are many);
-     * 0 or 1: none */
+     * 0: none measured (expert-streaming then takes HY_PLAN_EXPERT_COMPUTE_PRIOR, the rest 1) */
     double   compute_scale[HY_MODE_COUNT];
     int      lookahead;      /* groups in flight ahead of compute; < 0 = automatic */
     int      force_mode;     /* < 0 = automatic, else a hy_mode to force (streams even when it fits) */
@@ -179,7 +188,7 @@ typedef struct {
     uint64_t cache_slots;          /* expert-streaming: expert slots (one expert's slices in one layer) it holds */
     double   cache_slots_per_layer; /* cache_slots over the layers whose experts stream */
     double   pred_read_gbps, pred_mem_gbps; /* the bandwidths used */
-    double   pred_compute_scale;   /* compute_scale[mode] as applied (1: none) */
+    double   pred_compute_scale;   /* compute_scale[mode] as applied, or the mode's prior */
     uint64_t pred_pieces;          /* pieces the eval callback cuts a pass into (streamed modes) */
     bool     pred_read_assumed, pred_mem_assumed; /* HY_PLAN_ASSUMED_* used: the profile had none */
     bool     pred_io_bound;        /* storage is the slower side (else memory) */
