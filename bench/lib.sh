@@ -55,6 +55,7 @@ d = json.load(open(sys.argv[1]))
 p, m, t = d.get("prediction", {}), d.get("gen_tps", 0), d.get("predicted_tok_s", 0)
 assumed = p.get("bound") == "io" and not p.get("storage_measured", True)
 s = f"predicted {t:.2f} tok/s (bound by {p.get('bound', '?')}{', storage assumed' if assumed else ''}), measured {m:.2f} tok/s"
+if p.get("none"): s = f"no prediction ({p['none']}), measured {m:.2f} tok/s"
 if t > 0 and m > 0: s += f" ({m / t:.2f}x the prediction)"
 if p.get("plan_tok_s"): s += f"; the plan's before the run {p['plan_tok_s']:.2f}"
 if p.get("compute_scale_runs"): s += f"; compute x{p['compute_scale']:.2f} from {p['compute_scale_runs']} earlier runs ({p['compute_scale_source']})"

@@ -87,6 +87,7 @@ typedef struct {
     char     expert_stats_error[256]; /* why a file there was not used; "" when it was, or is absent */
     /* expert-streaming: the prediction made again when generation starts (hy_session_predict_generation) */
     double   pred_tok_s_plan;         /* the plan's, before the run (0: not made again) */
+    const char *pred_none;            /* why no speed is predicted (NULL: one is): --io pagecache */
     hy_calib calib[HY_MODE_COUNT];    /* earlier runs' compute ratios per mode (plan_params.compute_scale) */
     int      n_threads;               /* threads the engine will use (the calibration's key) */
     uint64_t pred_gen_tokens;         /* tokens of routing behind the one at generation start */

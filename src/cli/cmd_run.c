@@ -132,7 +132,8 @@ static void print_gen_phase(const hy_stream_stats *g, const hy_gen_stats *st) {
  * generation time less the stalls waiting for storage, over at least 8 tokens. */
 static void calibrate(const hy_session *ss, const hy_gen_stats *st, const hy_stream_stats *gen) {
     const hy_plan *pl = &ss->plan;
-    if (st->n_gen < 8 || st->t_gen_s <= 0 || pl->pred_compute_s <= 0 || getenv("HYPURA_NO_CALIBRATION")) return;
+    if (st->n_gen < 8 || st->t_gen_s <= 0 || pl->pred_compute_s <= 0 || ss->pred_none || getenv("HYPURA_NO_CALIBRATION"))
+        return;
     double measured = (st->t_gen_s - (gen ? gen->stall_s : 0)) / st->n_gen;
     double raw = pl->pred_compute_s / pl->pred_compute_scale;
     char err[HY_ERRLEN];
@@ -374,7 +375,8 @@ int hy_cmd_run(int argc, char **argv) {
                                          {0, 0, 0, 0}};
     optind = 1;
     int c, seed;
-    while ((c = getopt_long(argc, argv, "p:in:c:t:b:vh", opts, NULL)) != -1) {
+    int li;
+    while ((li = -1, c = getopt_long(argc, argv, "p:in:c:t:b:vh", opts, &li)) != -1) {
         bool ok = true;
         switch (c) {
         case 'p': prompt = optarg; break;
@@ -402,10 +404,10 @@ int hy_cmd_run(int argc, char **argv) {
         case O_DRAFT: draft_path = optarg; break;
         case O_DRAFT_MAX: ok = hy_cli_parse_int(optarg, 0, 64, &xp.draft_max); break;
         case O_DRAFT_FIXED: xp.adaptive = false; break;
-        case O_DRAFT_ACCEPT: {
-            char *end = NULL;
-            sess.draft_accept = strtod(optarg, &end);
-            ok = end != optarg && !*end && sess.draft_accept > 0 && sess.draft_accept <= 1;
+        case O_DRAFT_ACCEPT: { /* an acceptance in (0, 1] */
+            float a = 0;
+            ok = hy_cli_parse_float(optarg, 0.0f, 1.0f, &a) && a > 0;
+            sess.draft_accept = a;
             break;
         }
         case 'h': run_usage(stdout); return 0;
@@ -419,7 +421,8 @@ int hy_cmd_run(int argc, char **argv) {
         }
         }
         if (!ok) {
-            fprintf(stderr, "hypura run: invalid value '%s' for %s\n", optarg, argv[optind - 1]);
+            if (li >= 0) fprintf(stderr, "hypura run: invalid value '%s' for --%s\n", optarg, opts[li].name);
+            else fprintf(stderr, "hypura run: invalid value '%s' for -%c\n", optarg, c);
             return 2;
         }
     }

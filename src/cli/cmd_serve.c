@@ -180,10 +180,10 @@ int hy_cmd_serve(int argc, char **argv) {
         case O_DRAFT: draft_path = optarg; break;
         case O_DRAFT_MAX: ok = hy_cli_parse_int(optarg, 0, 64, &xp.draft_max); break;
         case O_DRAFT_FIXED: xp.adaptive = false; break;
-        case O_DRAFT_ACCEPT: {
-            char *end = NULL;
-            sess.draft_accept = strtod(optarg, &end);
-            ok = end != optarg && !*end && sess.draft_accept > 0 && sess.draft_accept <= 1;
+        case O_DRAFT_ACCEPT: { /* an acceptance in (0, 1] */
+            float a = 0;
+            ok = hy_cli_parse_float(optarg, 0.0f, 1.0f, &a) && a > 0;
+            sess.draft_accept = a;
             break;
         }
         case 'q': sp.log_requests = false; break;
