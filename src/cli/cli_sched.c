@@ -110,6 +110,21 @@ bool hy_cli_parse_float(const char *s, float lo, float hi, float *out) {
     return true;
 }
 
+int hy_cli_draft_opt(int c, const char *arg, const char **draft_path, hy_spec_params *xp, hy_session_params *p) {
+    switch (c) {
+    case HY_OPT_DRAFT: *draft_path = arg; return 1;
+    case HY_OPT_DRAFT_MAX: return hy_cli_parse_int(arg, 0, 64, &xp->draft_max) ? 1 : -1;
+    case HY_OPT_DRAFT_FIXED: xp->adaptive = false; return 1;
+    case HY_OPT_DRAFT_ACCEPT: { /* an acceptance in (0, 1] */
+        float a = 0;
+        bool ok = hy_cli_parse_float(arg, 0.0f, 1.0f, &a) && a > 0;
+        p->draft_accept = a;
+        return ok ? 1 : -1;
+    }
+    default: return 0;
+    }
+}
+
 hy_session *hy_cli_session(const char *cmd, const hy_session_params *p, bool show_plan) {
     char err[HY_ERRLEN];
     hy_session *s = NULL;

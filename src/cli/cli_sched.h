@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <stdio.h>
 
+#include "engine/hy_spec.h"
 #include "hypura.h"
 
 enum {
@@ -19,6 +20,10 @@ enum {
     HY_OPT_RPC,
     HY_OPT_RPC_LINK,
     HY_OPT_RPC_ASSUME,
+    HY_OPT_DRAFT,
+    HY_OPT_DRAFT_MAX,
+    HY_OPT_DRAFT_FIXED,
+    HY_OPT_DRAFT_ACCEPT,
 };
 
 #define HY_SCHED_LONG_OPTIONS                                                                                   \
@@ -28,6 +33,11 @@ enum {
         {"no-prefetch", no_argument, 0, HY_OPT_NO_PREFETCH}, {"no-stats", no_argument, 0, HY_OPT_NO_STATS}, \
         {"rpc", required_argument, 0, HY_OPT_RPC}, {"rpc-link", required_argument, 0, HY_OPT_RPC_LINK},        \
         {"rpc-assume", required_argument, 0, HY_OPT_RPC_ASSUME}
+
+/* speculative decoding's flags, shared by run and serve (hy_cli_draft_opt) */
+#define HY_DRAFT_LONG_OPTIONS                                                                                  \
+    {"draft", required_argument, 0, HY_OPT_DRAFT}, {"draft-max", required_argument, 0, HY_OPT_DRAFT_MAX},     \
+        {"draft-fixed", no_argument, 0, HY_OPT_DRAFT_FIXED}, {"draft-accept", required_argument, 0, HY_OPT_DRAFT_ACCEPT}
 
 #define HY_SCHED_HELP                                                                                         \
     "  --memory-budget SIZE    RAM the run may use (e.g. 1.5G; default: available RAM or the cgroup\n"      \
@@ -54,6 +64,10 @@ enum {
 /* strict number parsing for flags: the whole string, within [lo, hi] */
 bool hy_cli_parse_int(const char *s, long lo, long hi, int *out);
 bool hy_cli_parse_float(const char *s, float lo, float hi, float *out);
+
+/* 1 if c was a drafting option (applied to *draft_path, *xp, p), 0 if not ours, -1 on a bad
+ * value (the caller names it). */
+int hy_cli_draft_opt(int c, const char *arg, const char **draft_path, hy_spec_params *xp, hy_session_params *p);
 
 /* 1 if c was a scheduler option (applied), 0 if not ours, -1 on a bad value (message printed). */
 int hy_cli_sched_opt(const char *cmd, int c, const char *arg, hy_session_params *p);

@@ -346,7 +346,7 @@ int hy_cmd_run(int argc, char **argv) {
     bool inter = false;
     const char *draft_path = getenv("HYPURA_DRAFT");
     hy_spec_params xp = hy_spec_default_params();
-    enum { O_TEMP = 1000, O_TOPK, O_TOPP, O_SEED, O_SYSTEM, O_NOREPACK, O_REPACK, O_DUMP, O_PLAN, O_NAIVE, O_STATS_JSON, O_NO_WARMUP, O_DRAFT, O_DRAFT_MAX, O_DRAFT_FIXED, O_DRAFT_ACCEPT };
+    enum { O_TEMP = 1000, O_TOPK, O_TOPP, O_SEED, O_SYSTEM, O_NOREPACK, O_REPACK, O_DUMP, O_PLAN, O_NAIVE, O_STATS_JSON, O_NO_WARMUP };
     static const struct option opts[] = {{"prompt", required_argument, 0, 'p'},
                                          {"interactive", no_argument, 0, 'i'},
                                          {"max-tokens", required_argument, 0, 'n'},
@@ -366,10 +366,7 @@ int hy_cmd_run(int argc, char **argv) {
                                          {"naive", no_argument, 0, O_NAIVE},
                                          {"stats-json", required_argument, 0, O_STATS_JSON},
                                          {"no-warmup", no_argument, 0, O_NO_WARMUP},
-                                         {"draft", required_argument, 0, O_DRAFT},
-                                         {"draft-max", required_argument, 0, O_DRAFT_MAX},
-                                         {"draft-fixed", no_argument, 0, O_DRAFT_FIXED},
-                                         {"draft-accept", required_argument, 0, O_DRAFT_ACCEPT},
+                                         HY_DRAFT_LONG_OPTIONS,
                                          HY_SCHED_LONG_OPTIONS,
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -401,18 +398,14 @@ int hy_cmd_run(int argc, char **argv) {
         case O_NAIVE: naive = true; break;
         case O_STATS_JSON: stats_json = optarg; break;
         case O_NO_WARMUP: warmup = false; break;
-        case O_DRAFT: draft_path = optarg; break;
-        case O_DRAFT_MAX: ok = hy_cli_parse_int(optarg, 0, 64, &xp.draft_max); break;
-        case O_DRAFT_FIXED: xp.adaptive = false; break;
-        case O_DRAFT_ACCEPT: { /* an acceptance in (0, 1] */
-            float a = 0;
-            ok = hy_cli_parse_float(optarg, 0.0f, 1.0f, &a) && a > 0;
-            sess.draft_accept = a;
-            break;
-        }
         case 'h': run_usage(stdout); return 0;
         default: {
-            int r = hy_cli_sched_opt("run", c, optarg, &sess);
+            int r = hy_cli_draft_opt(c, optarg, &draft_path, &xp, &sess);
+            if (r != 0) {
+                ok = r > 0;
+                break;
+            }
+            r = hy_cli_sched_opt("run", c, optarg, &sess);
             if (r < 0) return 2;
             if (r == 0) {
                 run_usage(stderr);

@@ -135,8 +135,7 @@ int hy_cmd_serve(int argc, char **argv) {
     hy_server_params sp = hy_server_default_params();
     sp.parallel = 0; /* automatic unless --parallel */
     ep.progress = true;
-    enum { O_HOST = 1000, O_PORT, O_NAME, O_PARALLEL, O_MAXBODY, O_MAXTOK, O_MAXQ, O_NOREPACK, O_REPACK, O_NOCACHE, O_DRAFT, O_DRAFT_MAX,
-           O_DRAFT_FIXED, O_DRAFT_ACCEPT };
+    enum { O_HOST = 1000, O_PORT, O_NAME, O_PARALLEL, O_MAXBODY, O_MAXTOK, O_MAXQ, O_NOREPACK, O_REPACK, O_NOCACHE };
     static const struct option opts[] = {
         {"host", required_argument, 0, O_HOST},        {"port", required_argument, 0, O_PORT},
         {"name", required_argument, 0, O_NAME},        {"ctx", required_argument, 0, 'c'},
@@ -145,8 +144,7 @@ int hy_cmd_serve(int argc, char **argv) {
         {"threads", required_argument, 0, 't'},        {"batch", required_argument, 0, 'b'},
         {"no-repack", no_argument, 0, O_NOREPACK},     {"repack", no_argument, 0, O_REPACK},
         {"no-prompt-cache", no_argument, 0, O_NOCACHE}, {"quiet", no_argument, 0, 'q'},                {"verbose", no_argument, 0, 'v'},
-        {"draft", required_argument, 0, O_DRAFT},      {"draft-max", required_argument, 0, O_DRAFT_MAX},
-        {"draft-fixed", no_argument, 0, O_DRAFT_FIXED}, {"draft-accept", required_argument, 0, O_DRAFT_ACCEPT},
+        HY_DRAFT_LONG_OPTIONS,
         HY_SCHED_LONG_OPTIONS,                         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     const char *draft_path = getenv("HYPURA_DRAFT");
@@ -177,20 +175,16 @@ int hy_cmd_serve(int argc, char **argv) {
         case O_NOREPACK: ep.repack = false; break;
         case O_REPACK: ep.repack = true; break;
         case O_NOCACHE: sp.prompt_cache = false; break;
-        case O_DRAFT: draft_path = optarg; break;
-        case O_DRAFT_MAX: ok = hy_cli_parse_int(optarg, 0, 64, &xp.draft_max); break;
-        case O_DRAFT_FIXED: xp.adaptive = false; break;
-        case O_DRAFT_ACCEPT: { /* an acceptance in (0, 1] */
-            float a = 0;
-            ok = hy_cli_parse_float(optarg, 0.0f, 1.0f, &a) && a > 0;
-            sess.draft_accept = a;
-            break;
-        }
         case 'q': sp.log_requests = false; break;
         case 'v': ep.verbose = true; break;
         case 'h': serve_usage(stdout); return 0;
         default: {
-            int r = hy_cli_sched_opt("serve", c, optarg, &sess);
+            int r = hy_cli_draft_opt(c, optarg, &draft_path, &xp, &sess);
+            if (r != 0) {
+                ok = r > 0;
+                break;
+            }
+            r = hy_cli_sched_opt("serve", c, optarg, &sess);
             if (r < 0) return 2;
             if (r == 0) {
                 serve_usage(stderr);
