@@ -207,6 +207,17 @@ static int cells_used(const hy_batcher *b) {
     return n;
 }
 
+/* An ended request's slot is free again: its sampler and prompt go, its KV is the caller's */
+static void slot_release(hy_batcher *b, slot_t *s) {
+    if (s->smp) llama_sampler_free(s->smp);
+    s->smp = NULL;
+    free(s->prompt);
+    s->prompt = NULL;
+    s->st = SLOT_FREE;
+    s->row = -1;
+    s->last_used = ++b->clock;
+}
+
 /* The request in slot i has ended. Its KV stays for reuse only after a normal
  * end (drop false: its length, its end of generation, its owner's stop) with the
  * prompt cache on. */
@@ -219,13 +230,7 @@ static void slot_finish(hy_batcher *b, int i, const char *reason, int rc, const 
     double now = hy_now();
     if (s->t_first > 0) s->stats.t_gen_s = now - s->t_first;
     else s->stats.t_prompt_s = now - s->t_add;
-    if (s->smp) llama_sampler_free(s->smp);
-    s->smp = NULL;
-    free(s->prompt);
-    s->prompt = NULL;
-    s->st = SLOT_FREE;
-    s->row = -1;
-    s->last_used = ++b->clock;
+    slot_release(b, s);
     if (rc != 0 || !b->prompt_cache || drop) slot_clear(b, i);
     hy_batch_cbs cbs = s->cbs;
     hy_gen_stats st = s->stats;
@@ -419,13 +424,7 @@ static int run_whole(hy_batcher *b, char *err, size_t errlen) {
     free(s->text);
     s->text = NULL;
     s->n_cached = 0; /* the runner leaves the engine's cache empty */
-    if (s->smp) llama_sampler_free(s->smp);
-    s->smp = NULL;
-    free(s->prompt);
-    s->prompt = NULL;
-    s->st = SLOT_FREE;
-    s->row = -1;
-    s->last_used = ++b->clock;
+    slot_release(b, s);
     if (!st.stop_reason) st.stop_reason = rc ? "error" : "length";
     hy_batch_cbs cbs = s->cbs;
     memset(&s->cbs, 0, sizeof s->cbs);
