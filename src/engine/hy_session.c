@@ -205,12 +205,14 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
     /* compute time as earlier runs measured it on this machine (hy_calib.h) */
     s->n_threads = p->engine.n_threads > 0 ? p->engine.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (s->n_threads < 1) s->n_threads = 1;
-    for (int m = 0; m < HY_MODE_COUNT; m++) {
-        s->calib[m] = getenv("HYPURA_NO_CALIBRATION")
-                          ? (hy_calib){.scale = 1}
-                          : hy_calib_get(NULL, s->desc->header_hash, s->n_threads, q->gpu_budget, hy_mode_name(m));
+    const char *modes[HY_MODE_COUNT];
+    for (int m = 0; m < HY_MODE_COUNT; m++) modes[m] = hy_mode_name(m);
+    if (getenv("HYPURA_NO_CALIBRATION"))
+        for (int m = 0; m < HY_MODE_COUNT; m++) s->calib[m] = (hy_calib){.scale = 1};
+    else
+        hy_calib_get_modes(NULL, s->desc->header_hash, s->n_threads, q->gpu_budget, modes, HY_MODE_COUNT, s->calib);
+    for (int m = 0; m < HY_MODE_COUNT; m++)
         q->compute_scale[m] = s->calib[m].runs ? s->calib[m].scale : 0; /* 0: the plan's prior */
-    }
     q->lookahead = p->lookahead;
     q->force_mode = p->mode;
     bool persist = !p->no_persist_stats && !getenv("HYPURA_NO_PERSIST_STATS");

@@ -56,22 +56,29 @@ static json_t *load(const char *path) {
     return o;
 }
 
-hy_calib hy_calib_get(const char *path, uint64_t model_hash, int threads, uint64_t gpu_budget, const char *mode) {
-    hy_calib c = {.scale = 1, .runs = 0, .per_model = false};
+void hy_calib_get_modes(const char *path, uint64_t model_hash, int threads, uint64_t gpu_budget,
+                        const char *const modes[], int n, hy_calib out[]) {
+    for (int i = 0; i < n; i++) out[i] = (hy_calib){.scale = 1, .runs = 0, .per_model = false};
     char def[4096];
     if (!path) {
-        if (hy_calib_default_path(def, sizeof def)) return c;
+        if (hy_calib_default_path(def, sizeof def)) return;
         path = def;
     }
-    json_t *o = load(path);
-    if (!o) return c;
-    char k[64];
-    model_key(k, sizeof k, model_hash, threads, gpu_budget, mode);
-    char mk[64];
-    machine_key(mk, sizeof mk, threads, gpu_budget, mode);
-    if (read_entry(json_object_get(json_object_get(o, "models"), k), &c)) c.per_model = true;
-    else if (!read_entry(json_object_get(json_object_get(o, "machine"), mk), &c)) c = (hy_calib){.scale = 1};
+    json_t *o = load(path); /* once for all the modes */
+    if (!o) return;
+    for (int i = 0; i < n; i++) {
+        char k[64], mk[64];
+        model_key(k, sizeof k, model_hash, threads, gpu_budget, modes[i]);
+        machine_key(mk, sizeof mk, threads, gpu_budget, modes[i]);
+        if (read_entry(json_object_get(json_object_get(o, "models"), k), &out[i])) out[i].per_model = true;
+        else if (!read_entry(json_object_get(json_object_get(o, "machine"), mk), &out[i])) out[i] = (hy_calib){.scale = 1};
+    }
     json_decref(o);
+}
+
+hy_calib hy_calib_get(const char *path, uint64_t model_hash, int threads, uint64_t gpu_budget, const char *mode) {
+    hy_calib c;
+    hy_calib_get_modes(path, model_hash, threads, gpu_budget, &mode, 1, &c);
     return c;
 }
 

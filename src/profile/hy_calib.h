@@ -39,6 +39,9 @@ typedef struct {
 /* The ratio kept for this model (header hash) at this thread count and GPU budget, else the
  * machine's; scale 1 and runs 0 when there is none. Path NULL: the default file. */
 hy_calib hy_calib_get(const char *path, uint64_t model_hash, int threads, uint64_t gpu_budget, const char *mode);
+/* The same for n modes at once, the file read once. */
+void hy_calib_get_modes(const char *path, uint64_t model_hash, int threads, uint64_t gpu_budget,
+                        const char *const modes[], int n, hy_calib out[]);
 /* Runs whose raw prediction is below this many seconds of compute per token
  * (tiny models, where fixed per-token costs dominate) are kept for their model
  * only, not for the machine's figure that other models fall back on. */
