@@ -231,6 +231,32 @@ static void test_predictions(void) {
     CHECK(hy_plan_predict(d, &mp, &p) == 0 && p.pred_compute_s == c0 && p.pred_compute_scale == HY_PLAN_EXPERT_COMPUTE_PRIOR,
           "bad scale ignored");
 
+    /* per-type matvec rates: a type measured at half the memory bandwidth takes twice as long; an
+     * unmeasured type (or nonsense) stays at memory bandwidth */
+    mp = pp;
+    mp.compute_scale[HY_MODE_EXPERT] = 1;
+    CHECK(hy_plan_predict(d, &mp, &p) == 0 && !p.pred_mem_matvec, "no rates: memcpy");
+    double w0 = p.pred_compute_s - (double)p.pred_pieces * mp.piece_s;
+    uint64_t by_type[HY_PLAN_NTYPES] = {0};
+    for (int64_t i = 0; i < d->n_tensors; i++) {
+        const hy_tensor_info *t = &d->tensors[i];
+        by_type[t->type] += t->role == HY_ROLE_EXPERT ? t->size * (uint64_t)d->n_expert_used / (uint64_t)d->n_expert : t->size;
+    }
+    int big = 0;
+    for (int t = 1; t < HY_PLAN_NTYPES; t++)
+        if (by_type[t] > by_type[big]) big = t;
+    mp.matvec_gbps[big] = mp.mem_bw_gbps / 2;
+    mp.matvec_gbps[(big + 1) % HY_PLAN_NTYPES] = by_type[(big + 1) % HY_PLAN_NTYPES] ? mp.matvec_gbps[(big + 1) % HY_PLAN_NTYPES] : 1e9;
+    CHECK(hy_plan_predict(d, &mp, &p) == 0 && p.pred_mem_matvec, "rates used");
+    double w1 = p.pred_compute_s - (double)p.pred_pieces * mp.piece_s;
+    double want_w = w0 + (double)by_type[big] / (mp.mem_bw_gbps * 1e9);
+    CHECK(fabs(w1 - want_w) < 1e-9 * want_w, "type %d at half the bandwidth: %g s, want %g s", big, w1, want_w);
+    CHECK(fabs(p.pred_mem_gbps * 1e9 * w1 - (double)p.pred_compute_bytes) < 1e-6 * (double)p.pred_compute_bytes,
+          "pred_mem_gbps is the effective rate");
+    mp.matvec_gbps[big] = -1;
+    CHECK(hy_plan_predict(d, &mp, &p) == 0 && fabs(p.pred_compute_s - (w0 + (double)p.pred_pieces * mp.piece_s)) < 1e-12,
+          "a nonsense rate is ignored");
+
     /* unknown bandwidths: an assumed figure, flagged, never 0 s of I/O */
     mp = pp;
     mp.seq_read_gbps = 0;

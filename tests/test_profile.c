@@ -60,6 +60,13 @@ static void check_sane(const hy_profile *p, bool storage) {
           (unsigned long long)p->mem_budget_default);
     if (p->cgroup_limit) CHECK(p->mem_budget_default < p->cgroup_limit, "budget above the cgroup limit");
     CHECK(p->mem_bw_gbps > 0.1, "mem bw %.3f", p->mem_bw_gbps);
+    /* the matvec rates: the common weight types measured, each a plausible rate */
+    static const char *const common[] = {"f32", "f16", "q8_0", "q4_0", "q4_K", "q6_K", "mxfp4"};
+    for (size_t i = 0; i < sizeof common / sizeof common[0]; i++) {
+        int t = hy_matvec_type_of(common[i]);
+        CHECK(t >= 0 && p->matvec_gbps[t] > 0.05 && p->matvec_gbps[t] < 1e4, "matvec %s: type %d, %.3f GB/s",
+              common[i], t, t >= 0 ? p->matvec_gbps[t] : 0);
+    }
     CHECK(p->created > 1.6e9 && p->elapsed_s > 0, "created %.0f elapsed %.3f", p->created, p->elapsed_s);
     if (storage) {
         CHECK(p->n_sweep == 9, "n_sweep %d", p->n_sweep);
@@ -78,6 +85,7 @@ static void round_trip(const hy_profile *p) {
     CHECK(a && hy_profile_from_json(a, &q, err, sizeof err) == 0, "from_json: %s", err);
     CHECK(hy_profile_to_json(&q, &b) == 0, "to_json 2");
     CHECK(a && b && !strcmp(a, b), "round trip differs:\n%s\n---\n%s", a, b);
+    CHECK(!memcmp(q.matvec_gbps, p->matvec_gbps, sizeof q.matvec_gbps), "matvec rates differ after the round trip");
     CHECK(q.seq_read_gbps == p->seq_read_gbps && q.mem_bw_gbps == p->mem_bw_gbps && q.created == p->created &&
               q.ram_total == p->ram_total && q.n_sweep == p->n_sweep && !strcmp(q.simd, p->simd),
           "fields differ after the round trip");
@@ -218,8 +226,30 @@ static int cmd_api(const char *work) {
     CHECK(hy_profile_get(&pp, &q, err, sizeof err) == 0 && !q.from_cache, "another machine's cache reused");
 
     /* from_json refuses missing keys and junk */
-    CHECK(hy_profile_from_json("{\"version\": 2}", &r, err, sizeof err) < 0 && strstr(err, "cpu_model"),
+    CHECK(hy_profile_from_json("{\"version\": 3}", &r, err, sizeof err) < 0 && strstr(err, "cpu_model"),
           "missing key: %s", err);
+    CHECK(hy_profile_from_json("{\"version\": 2}", &r, err, sizeof err) < 0 && strstr(err, "version 2"),
+          "an older version accepted: %s", err);
+    {
+        /* a matvec rate for a type that does not exist, or not a positive number: refused */
+        hy_profile z = p;
+        char *zj = NULL;
+        hy_profile_to_json(&z, &zj);
+        json_t *o = zj ? json_loads(zj, 0, NULL) : NULL;
+        CHECK(o != NULL, "profile JSON");
+        const char *bad[][2] = {{"q9_Z", "1.0"}, {"q4_K", "-3"}, {"q4_K", "\"fast\""}};
+        for (size_t i = 0; o && i < 3; i++) {
+            json_t *c = json_deep_copy(o);
+            json_object_set_new(json_object_get(c, "matvec_gbps"), bad[i][0], json_loads(bad[i][1], JSON_DECODE_ANY, NULL));
+            char *cj = json_dumps(c, 0);
+            CHECK(cj && hy_profile_from_json(cj, &r, err, sizeof err) < 0 && strstr(err, "matvec_gbps"),
+                  "matvec %s = %s accepted: %s", bad[i][0], bad[i][1], err);
+            free(cj);
+            json_decref(c);
+        }
+        json_decref(o);
+        free(zj);
+    }
     CHECK(hy_profile_from_json("[1,2]", &r, err, sizeof err) < 0, "array accepted");
     CHECK(hy_profile_from_json("", &r, err, sizeof err) < 0, "empty accepted");
 
@@ -272,7 +302,7 @@ static int run(char *const argv[], char **out, char **errout, double *secs) {
 
 static const char *const KEYS[] = {"version", "cpu_model", "cores_logical", "cores_physical", "simd", "ram_total",
                                    "ram_available", "cgroup_limit", "cgroup_usage", "mem_budget_default",
-                                   "mem_bw_gbps", "piece_s", "storage_path", "storage_fs", "storage_direct", "seq_read_gbps",
+                                   "mem_bw_gbps", "piece_s", "matvec_gbps", "storage_path", "storage_fs", "storage_direct", "seq_read_gbps",
                                    "seq_read_qd1_gbps", "rand4k_iops", "sweep", "gpu", "created", "elapsed_s",
                                    "quick", "from_cache"};
 

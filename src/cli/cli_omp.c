@@ -6,11 +6,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#define SPIN_COUNT "3000000"
-
-bool hy_omp_spin_wanted(const char *setting, long cpus, double loadavg) {
-    if (setting && *setting) return strcmp(setting, "0") != 0;
-    return cpus >= HY_OMP_SPIN_MIN_CPUS && loadavg >= 0 && loadavg < (double)cpus / 4;
+const char *hy_omp_spin_wanted(const char *setting, long cpus, double loadavg) {
+    if (setting && *setting) return strcmp(setting, "0") ? HY_OMP_SPIN_LONG : NULL;
+    return cpus >= HY_OMP_SPIN_MIN_CPUS && loadavg >= 0 && loadavg < (double)cpus / 4 ? HY_OMP_SPIN_LONG
+                                                                                      : HY_OMP_SPIN_SHORT;
 }
 
 void hy_omp_spin_setup(char **argv) {
@@ -22,11 +21,12 @@ void hy_omp_spin_setup(char **argv) {
         fclose(f);
     }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    if (!hy_omp_spin_wanted(getenv("HYPURA_OMP_SPIN"), cpus, la)) return;
+    const char *count = hy_omp_spin_wanted(getenv("HYPURA_OMP_SPIN"), cpus, la);
+    if (!count) return;
     char why[96];
     snprintf(why, sizeof why, "%ld cpus, load %.2f", cpus, la);
     /* libgomp read its settings when it was loaded, before main: start again with them set */
-    if (setenv("GOMP_SPINCOUNT", SPIN_COUNT, 1) || setenv("HYPURA_OMP_SPIN_SET", why, 1)) return;
+    if (setenv("GOMP_SPINCOUNT", count, 1) || setenv("HYPURA_OMP_SPIN_SET", why, 1)) return;
     execv("/proc/self/exe", argv);
     unsetenv("GOMP_SPINCOUNT"); /* exec failed: go on as we are */
     unsetenv("HYPURA_OMP_SPIN_SET");
@@ -37,6 +37,6 @@ const char *hy_omp_spin_note(char *buf, size_t len) {
     if (set && sc) snprintf(buf, len, "threads spin %s times before sleeping (set by hypura: %s)", sc, set);
     else if (sc || wp)
         snprintf(buf, len, "as given: GOMP_SPINCOUNT=%s OMP_WAIT_POLICY=%s", sc ? sc : "-", wp ? wp : "-");
-    else snprintf(buf, len, "libgomp's default (HYPURA_OMP_SPIN=1 to spin)");
+    else snprintf(buf, len, "libgomp's default (HYPURA_OMP_SPIN=0)");
     return buf;
 }

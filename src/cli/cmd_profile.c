@@ -2,6 +2,7 @@
 #include "cli/cli.h"
 #include "cli/cli_omp.h"
 #include "engine/hy_rpc.h"
+#include "profile/hy_matvec.h"
 #include "profile/hy_profile.h"
 #include "util/hy_util.h"
 
@@ -43,6 +44,15 @@ static void print_human(const hy_profile *p) {
     printf("memcpy   %.1f GB/s (%d threads)\n", p->mem_bw_gbps, p->cores_logical);
     char omp[192];
     printf("openmp   %s\n", hy_omp_spin_note(omp, sizeof omp));
+    printf("matvec  ");
+    int shown = 0;
+    for (int t = 0; t < HY_MATVEC_NTYPES; t++) {
+        const char *name = hy_matvec_type_name(t);
+        if (!name || !(p->matvec_gbps[t] > 0)) continue;
+        printf("%s %s %.1f", shown && shown % 8 == 0 ? "\n        " : "", name, p->matvec_gbps[t]);
+        shown++;
+    }
+    printf(shown ? " GB/s of weights (one vector, %d threads)\n" : " not measured\n", p->cores_logical);
     printf("graph    %.0f us to start a piece of a graph on %d threads after a pause\n", p->piece_s * 1e6,
            p->cores_logical);
     if (p->n_sweep > 0) {

@@ -202,6 +202,8 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
     q->seq_read_gbps = s->profile.seq_read_gbps;
     q->mem_bw_gbps = s->profile.mem_bw_gbps;
     q->piece_s = s->profile.piece_s;
+    _Static_assert(HY_MATVEC_NTYPES == HY_PLAN_NTYPES, "one slot per weight type on both sides");
+    memcpy(q->matvec_gbps, s->profile.matvec_gbps, sizeof q->matvec_gbps);
     /* compute time as earlier runs measured it on this machine (hy_calib.h) */
     s->n_threads = p->engine.n_threads > 0 ? p->engine.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (s->n_threads < 1) s->n_threads = 1;
@@ -430,7 +432,9 @@ static void print_prediction(FILE *f, const hy_session *s) {
                 pl->pred_read_assumed ? "assumed, not measured: no storage profile" : "measured");
     fprintf(f, " | memory %.3f s per token (%s at %.1f GB/s %s", pl->pred_compute_s,
             hy_fmt_bytes(pl->pred_compute_bytes, b, sizeof b), pl->pred_mem_gbps,
-            pl->pred_mem_assumed ? "assumed, not measured" : "measured");
+            pl->pred_mem_assumed ? "assumed, not measured"
+            : pl->pred_mem_matvec ? "measured: matrix-vector products of its weight types"
+                                  : "measured: memcpy");
     if (pl->pred_pieces)
         fprintf(f, " + %llu pieces of the graph at %.0f us", (unsigned long long)pl->pred_pieces,
                 s->plan_params.piece_s * 1e6);
@@ -536,6 +540,8 @@ json_t *hy_session_prediction_json(const hy_session *s) {
     json_object_set_new(o, "storage_measured", json_boolean(!pl->pred_read_assumed));
     json_object_set_new(o, "memory_gbps", json_real(pl->pred_mem_gbps));
     json_object_set_new(o, "memory_measured", json_boolean(!pl->pred_mem_assumed));
+    json_object_set_new(o, "memory_source",
+                        json_string(pl->pred_mem_assumed ? "assumed" : pl->pred_mem_matvec ? "matvec" : "memcpy"));
     json_object_set_new(o, "compute_scale", json_real(pl->pred_compute_scale));
     json_object_set_new(o, "graph_pieces", json_integer((json_int_t)pl->pred_pieces));
     json_object_set_new(o, "piece_s", json_real(s->plan_params.piece_s));

@@ -677,19 +677,33 @@ int hy_plan_predict(const hy_model_desc *d, const hy_plan_params *p, hy_plan *ou
     const int k = moe ? experts_used(d) : 1;
     /* an unknown bandwidth is assumed, and flagged, never taken as infinite */
     out->pred_read_assumed = !(p->seq_read_gbps > 0 && p->seq_read_gbps < 1e6);
+    out->pred_mem_matvec = false;
     out->pred_mem_assumed = !(p->mem_bw_gbps > 0 && p->mem_bw_gbps < 1e6);
     out->pred_read_gbps = out->pred_read_assumed ? HY_PLAN_ASSUMED_READ_GBPS : p->seq_read_gbps;
     out->pred_mem_gbps = out->pred_mem_assumed ? HY_PLAN_ASSUMED_MEM_GBPS : p->mem_bw_gbps;
+    /* each weight type at the rate the CPU multiplies it by a vector, where the profile measured
+     * it (arithmetic, not memory, bounds some types on few cores), else at memory bandwidth */
     uint64_t touched = 0;
+    double weight_s = 0;
+    bool by_type = false;
     for (int64_t i = 0; i < d->n_tensors; i++) {
         const hy_tensor_info *t = &d->tensors[i];
         if (out->tier[i] == HY_TIER_GPU) continue;
-        if (moe && t->role == HY_ROLE_EXPERT)
-            touched += (uint64_t)((unsigned __int128)t->size * (unsigned)k / (unsigned)d->n_expert);
-        else
-            touched += t->size;
+        uint64_t b = moe && t->role == HY_ROLE_EXPERT
+                         ? (uint64_t)((unsigned __int128)t->size * (unsigned)k / (unsigned)d->n_expert)
+                         : t->size;
+        touched += b;
+        double r = t->type >= 0 && t->type < HY_PLAN_NTYPES ? p->matvec_gbps[t->type] : 0;
+        if (r > 0 && r < 1e6) by_type = true;
+        else r = out->pred_mem_gbps;
+        weight_s += (double)b / (r * 1e9);
     }
     out->pred_compute_bytes = touched;
+    if (by_type && weight_s > 0) {
+        out->pred_mem_gbps = (double)touched / weight_s / 1e9;
+        out->pred_mem_matvec = true;
+        out->pred_mem_assumed = false;
+    }
     if (out->mode == HY_MODE_EXPERT && moe && predict_expert_cache(d, p, out)) return -1;
     /* Streaming whole groups, decode is bound by the slower of the two: a group's read is issued
      * layers ahead of its use (lookahead) and overlaps compute. Expert-streaming pays both: a miss

@@ -125,6 +125,8 @@ static inline uint64_t hy_plan_slot_bytes(uint64_t size) {
 }
 typedef enum { HY_MODE_RESIDENT, HY_MODE_DENSE_FFN, HY_MODE_EXPERT, HY_MODE_COUNT } hy_mode;
 
+#define HY_PLAN_NTYPES 64 /* weight types (enum ggml_type) the compute rates are kept for */
+
 typedef struct {
     uint64_t mem_budget;     /* bytes the process may use in RAM (weights, pool, KV, compute, overhead) */
     uint64_t gpu_budget;     /* bytes of VRAM the plan may use (weights, K/V, compute); 0 = no GPU tier */
@@ -133,6 +135,9 @@ typedef struct {
     double   seq_read_gbps;  /* storage bandwidth (profile); 0 = unknown */
     double   mem_bw_gbps;    /* memory bandwidth (profile); 0 = unknown */
     double   piece_s;        /* starting one piece of a graph on all threads (profile); 0 = unknown */
+    /* weight bytes per second of the CPU's matrix-vector product, by enum ggml_type (profile:
+     * hy_matvec.h); 0 = not measured: that type is charged at mem_bw_gbps */
+    double   matvec_gbps[HY_PLAN_NTYPES];
     /* measured over predicted compute time of earlier runs (hy_calib), per mode (a streamed pass
      * is cut at the nodes the eval callback serves, which costs more where threads are many);
      * 0: none measured (expert-streaming then takes HY_PLAN_EXPERT_COMPUTE_PRIOR, the rest 1) */
@@ -143,8 +148,8 @@ typedef struct {
      * share of layer l's selections that chose expert e (hy_coact_freq: sums to 1 over a layer with
      * data, all 0 for a layer without, which counts as uniform). Used only when expert_freq_n equals
      * the model's n_layer * n_expert; NULL: uniform routing. expert_freq_tokens: the tokens they were
-     * counted over; the shares are then shrunk toward uniform by one pseudo-selection per expert, so
-     * that a few tokens do not promise a hit rate they cannot show (0: used as they are). */
+     * counted over: what the shares cannot show of a small sample is estimated from it (hy_plan.h,
+     * above: Good-Turing, and shrinkage by the sampling noise); 0: used as they are. */
     const double *expert_freq;
     int64_t       expert_freq_n;
     uint64_t      expert_freq_tokens;
@@ -187,7 +192,9 @@ typedef struct {
     bool     pred_hit_measured;    /* ... from expert_freq; false: uniform routing assumed */
     uint64_t cache_slots;          /* expert-streaming: expert slots (one expert's slices in one layer) it holds */
     double   cache_slots_per_layer; /* cache_slots over the layers whose experts stream */
-    double   pred_read_gbps, pred_mem_gbps; /* the bandwidths used */
+    double   pred_read_gbps, pred_mem_gbps; /* the bandwidths used; pred_mem_gbps: the touched bytes over
+                                               their compute time (per-type matvec rates where measured) */
+    bool     pred_mem_matvec;      /* pred_mem_gbps from measured matvec rates (else memcpy or assumed) */
     double   pred_compute_scale;   /* compute_scale[mode] as applied, or the mode's prior */
     uint64_t pred_pieces;          /* pieces the eval callback cuts a pass into (streamed modes) */
     bool     pred_read_assumed, pred_mem_assumed; /* HY_PLAN_ASSUMED_* used: the profile had none */

@@ -1,6 +1,7 @@
 #include "profile/hy_profile.h"
 
 #include "io/hy_io.h"
+#include "profile/hy_matvec.h"
 #include "util/hy_util.h"
 
 #include "ggml-backend.h"
@@ -26,7 +27,7 @@
 
 #define MiB (1024ull * 1024)
 #define GiB (1024ull * MiB)
-#define PROFILE_VERSION 2 /* 2: piece_s */
+#define PROFILE_VERSION 3 /* 2: piece_s; 3: matvec_gbps */
 #define PROFILE_MAX_AGE_S (7 * 86400.0)
 
 hy_profile_params hy_profile_default_params(void) {
@@ -749,6 +750,14 @@ int hy_profile_to_json(const hy_profile *p, char **json_out) {
     SETI("mem_budget_default", p->mem_budget_default);
     SETF("mem_bw_gbps", p->mem_bw_gbps);
     SETF("piece_s", p->piece_s);
+    {
+        json_t *mv = json_object();
+        for (int t = 0; t < HY_MATVEC_NTYPES; t++) {
+            const char *name = hy_matvec_type_name(t);
+            if (name && p->matvec_gbps[t] > 0) json_object_set_new(mv, name, json_real(p->matvec_gbps[t]));
+        }
+        json_object_set_new(o, "matvec_gbps", mv);
+    }
     SETS("storage_path", p->storage_path);
     SETS("storage_fs", p->storage_fs);
     SETB("storage_direct", p->storage_direct);
@@ -843,6 +852,24 @@ int hy_profile_from_json(const char *json, hy_profile *p, char *err, size_t errl
         get_dbl(o, "created", &q.created, err, errlen) || get_dbl(o, "elapsed_s", &q.elapsed_s, err, errlen) ||
         get_bool(o, "quick", &q.quick, err, errlen) || get_bool(o, "from_cache", &q.from_cache, err, errlen))
         goto out;
+    json_t *mv = json_object_get(o, "matvec_gbps");
+    if (!json_is_object(mv)) {
+        hy_fail(err, errlen, "key 'matvec_gbps': not an object");
+        goto out;
+    }
+    {
+        const char *name;
+        json_t *v;
+        json_object_foreach(mv, name, v) {
+            int t = hy_matvec_type_of(name);
+            double g = json_is_number(v) ? json_number_value(v) : -1;
+            if (t < 0 || !(g > 0 && g < 1e6)) {
+                hy_fail(err, errlen, "key 'matvec_gbps': '%s' is not a weight type with a positive rate", name);
+                goto out;
+            }
+            q.matvec_gbps[t] = g;
+        }
+    }
     json_t *sweep = json_object_get(o, "sweep"), *gpus = json_object_get(o, "gpu");
     if (!json_is_array(sweep) || json_array_size(sweep) > 32) {
         hy_fail(err, errlen, "key 'sweep': not an array of at most 32 points");
@@ -992,6 +1019,12 @@ int hy_profile_get(const hy_profile_params *pp, hy_profile *out, char *err, size
     }
     m.mem_bw_gbps = measure_mem_bw(m.cores_logical, p.quick, room);
     m.piece_s = measure_piece(m.cores_logical);
+    {
+        /* a matrix larger than the caches, inside a small memory limit */
+        size_t mv = p.quick ? (size_t)16 << 20 : (size_t)256 << 20;
+        while (mv > ((size_t)16 << 20) && (uint64_t)mv > room / 4) mv /= 2;
+        hy_matvec_measure(m.cores_logical, mv, p.quick ? 2 : 5, m.matvec_gbps);
+    }
     read_gpus(&m, true, p.quick);
     copy_str(m.storage_path, sizeof m.storage_path, spath);
     if (p.storage) {

@@ -2,6 +2,7 @@
  *
  * CPU (model, cores, SIMD), RAM and the memory limit that really applies (the
  * smallest cgroup v1/v2 limit up the process's hierarchy), memcpy bandwidth, the
+ * speed of ggml's matrix-vector product per weight type (hy_matvec.h), the
  * storage read bandwidth of a directory's filesystem (an O_DIRECT sweep over
  * block size x queue depth through hy_io, plus 4K random IOPS) and GPUs as ggml
  * sees them.
@@ -24,6 +25,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "profile/hy_matvec.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -50,6 +53,8 @@ typedef struct {
     double piece_s;                    /* one small piece of a ggml graph computed on all cores after a
                                           pause of the main thread (a streamed pass is cut into pieces
                                           where hypura's eval callback works): seconds, median */
+    double matvec_gbps[HY_MATVEC_NTYPES];          /* weight bytes per second of a matrix-vector product on all cores,
+                                          by enum ggml_type (hy_matvec.h); 0 = not measured */
     char storage_path[1024];
     char storage_fs[32];
     bool storage_direct; /* O_DIRECT works there */

@@ -44,10 +44,12 @@ add_executable(test_calib ${CMAKE_SOURCE_DIR}/tests/test_calib.c)
 target_link_libraries(test_calib PRIVATE hypura_core)
 add_test(NAME calib COMMAND test_calib ${HY_PROF_WORK})
 
-# cli_omp: hypura starts itself again with GOMP_SPINCOUNT set where it pays (forced here with
-# HYPURA_OMP_SPIN=1), never over the user's own setting, and not at all with HYPURA_OMP_SPIN=0
+# cli_omp: hypura starts itself again with GOMP_SPINCOUNT set: long where it pays (forced here
+# with HYPURA_OMP_SPIN=1), else short; never over the user's own setting, not at all with
+# HYPURA_OMP_SPIN=0
 add_test(NAME omp_spin COMMAND sh -c "
   HYPURA_OMP_SPIN=1 '$<TARGET_FILE:hypura>' profile 2>&1 | grep -q 'spin 3000000 times before sleeping (set by hypura' &&
+  env -u HYPURA_OMP_SPIN '$<TARGET_FILE:hypura>' profile 2>&1 | grep -Eq 'spin (30000|3000000) times before sleeping [(]set by hypura' &&
   HYPURA_OMP_SPIN=0 '$<TARGET_FILE:hypura>' profile 2>&1 | grep -q \"libgomp's default\" &&
   GOMP_SPINCOUNT=7 HYPURA_OMP_SPIN=1 '$<TARGET_FILE:hypura>' profile 2>&1 | grep -q 'as given: GOMP_SPINCOUNT=7 ' &&
   HYPURA_OMP_SPIN=1 '$<TARGET_FILE:hypura>' run /nonexistent.gguf -p x 2>&1 | grep -q 'nonexistent.gguf'")
