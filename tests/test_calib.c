@@ -64,10 +64,16 @@ int main(int argc, char **argv) {
 
     /* garbage in the file: ignored (scale 1), and the next record writes a good one */
     FILE *f = fopen(path, "w");
-    fputs("{\"version\": 1, \"models\": {\"0000000000001111/t2/gpu0G/x\": {\"scale\": -4, \"runs\": 3}}, \"machine\": 7}", f);
+    fputs("{\"version\": 2, \"models\": {\"0000000000001111/t2/gpu0G/x\": {\"scale\": -4, \"runs\": 3}}, \"machine\": 7}", f);
     fclose(f);
     c = hy_calib_get(path, A, 2, 0, "x");
     CHECK(c.scale == 1 && c.runs == 0, "bad entries ignored: %g %d", c.scale, c.runs);
+    /* a good entry of version 1 (ratios against another prediction): not used */
+    f = fopen(path, "w");
+    fputs("{\"version\": 1, \"models\": {\"0000000000001111/t2/gpu0G/x\": {\"scale\": 1.5, \"runs\": 3}}}", f);
+    fclose(f);
+    c = hy_calib_get(path, A, 2, 0, "x");
+    CHECK(c.scale == 1 && c.runs == 0, "an older version's entry used: %g %d", c.scale, c.runs);
     f = fopen(path, "w");
     fputs("not json", f);
     fclose(f);

@@ -119,27 +119,10 @@ static int by_desc(const void *a, const void *b) {
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-/* One layer's routing shares, hottest first: measured (shrunk toward uniform
- * by one pseudo-selection per expert, as the plan does) or the prior. */
+/* One layer's routing shares, hottest first: as the plan reads them (hy_plan_layer_shares) */
 static void layer_shares(const hy_model_desc *d, const hy_plan_params *q, int l, double *sh) {
-    const int E = d->n_expert, k = experts_used(d);
-    bool measured = q && q->expert_freq && q->expert_freq_n == (int64_t)d->n_layer * E;
-    double sum = 0;
-    const double *f = measured ? q->expert_freq + (int64_t)l * E : NULL;
-    for (int e = 0; f && e < E; e++)
-        if (f[e] > 0 && f[e] <= 1) sum += f[e];
-    if (sum > 0) {
-        double sel = (double)q->expert_freq_tokens * k;
-        for (int e = 0; e < E; e++) {
-            double x = f[e] > 0 && f[e] <= 1 ? f[e] / sum : 0;
-            sh[e] = sel > 0 ? (x * sel + 1) / (sel + E) : x;
-        }
-    } else {
-        double h = 0;
-        for (int r = 1; r <= E; r++) h += pow(r, -HY_PLAN_ROUTING_PRIOR);
-        for (int r = 1; r <= E; r++) sh[r - 1] = pow(r, -HY_PLAN_ROUTING_PRIOR) / h;
-    }
-    qsort(sh, (size_t)E, sizeof *sh, by_desc);
+    hy_plan_layer_shares(d, q, l, sh);
+    qsort(sh, (size_t)d->n_expert, sizeof *sh, by_desc);
 }
 
 /* A pass of n = 1..nmax tokens under plan pl: cost[n] (s), and per layer

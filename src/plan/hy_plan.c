@@ -557,6 +557,65 @@ static int by_gain(const void *a, const void *b) {
     return x->gain < y->gain ? 1 : x->gain > y->gain ? -1 : 0;
 }
 
+int hy_plan_layer_shares(const hy_model_desc *d, const hy_plan_params *p, int l, double *sh) {
+    const int E = d->n_expert, k = experts_used(d);
+    bool measured = p && p->expert_freq && p->expert_freq_n == (int64_t)d->n_layer * E && l >= 0 && l < d->n_layer;
+    const double *f = measured ? p->expert_freq + (int64_t)l * E : NULL;
+    double sum = 0;
+    for (int e = 0; f && e < E; e++)
+        if (f[e] > 0 && f[e] <= 1) sum += f[e]; /* NaN, negative or above 1: no evidence */
+    double h_all = 0;
+    for (int r = 1; r <= E; r++) h_all += pow(r, -HY_PLAN_ROUTING_PRIOR);
+    if (!(sum > 0)) { /* no data for this layer: the prior, hottest first */
+        for (int r = 1; r <= E; r++) sh[r - 1] = pow(r, -HY_PLAN_ROUTING_PRIOR) / h_all;
+        return 0;
+    }
+    /* counts c(e) = share * S of S = tokens * k selections (S unknown, tokens 0: shares as given) */
+    double sel = (double)p->expert_freq_tokens * k;
+#define VALID(e) (f[e] > 0 && f[e] <= 1)
+#define SEEN(e) (sel > 0 ? VALID(e) && f[e] / sum * sel >= 0.5 : VALID(e))
+    int seen = 0, once = 0;
+    double seen_mass = 0;
+    for (int e = 0; e < E; e++)
+        if (SEEN(e)) {
+            seen++;
+            seen_mass += f[e] / sum;
+            once += f[e] / sum * sel < 1.5;
+        }
+    /* the chance that a selection goes to an expert not seen yet: Good-Turing's N1 / S (at most the
+     * prior's mass beyond the seen ranks); the unseen share it by the prior's shape */
+    double m0 = 0, h_unseen = 0;
+    if (sel > 0 && seen < E) {
+        for (int r = seen + 1; r <= E; r++) h_unseen += pow(r, -HY_PLAN_ROUTING_PRIOR);
+        m0 = once / sel;
+        if (m0 > h_unseen / h_all) m0 = h_unseen / h_all;
+    }
+    int r = seen;
+    for (int e = 0; e < E; e++)
+        sh[e] = SEEN(e) ? (f[e] / sum) / seen_mass * (1 - m0) : m0 > 0 ? m0 * pow(++r, -HY_PLAN_ROUTING_PRIOR) / h_unseen : 0;
+    /* A sample's shares spread more than the routing does: S selections scatter a share p by
+     * p(1-p)/S. Of the spread observed around uniform, sum (p_e - 1/E)^2, that much is expected of
+     * chance alone, sum p_e(1-p_e)/S; only the rest is the routing's own. The shares are pulled
+     * toward uniform by that fraction (a James-Stein estimate): the experts that lead a few dozen
+     * selections by chance promise no hits they would not make (the winner's curse of caching the
+     * leaders of a small count). */
+    if (sel > 0) {
+        double spread = 0, sq = 0;
+        for (int e = 0; e < E; e++) {
+            double x = VALID(e) ? f[e] / sum : 0;
+            spread += (x - 1.0 / E) * (x - 1.0 / E);
+            sq += x * x;
+        }
+        double chance = (1 - sq) / sel;
+        double keep = spread > 0 ? (spread - chance) / spread : 0;
+        if (keep < 0) keep = 0;
+        for (int e = 0; e < E; e++) sh[e] = 1.0 / E + keep * (sh[e] - 1.0 / E);
+    }
+#undef SEEN
+#undef VALID
+    return 1;
+}
+
 /* The expert cache's capacity in slots of one expert (of one layer) each: the
  * plan's own count, else what its bytes buy at the plan's slot cost. */
 static uint64_t expert_cache_slots(const hy_plan *out) {
@@ -585,19 +644,14 @@ static int predict_expert_cache(const hy_model_desc *d, const hy_plan_params *p,
     bool per_expert = measured || (size_t)n_layers * (size_t)E <= ((size_t)1 << 20);
     size_t n_items = per_expert ? (size_t)n_layers * (size_t)E : (size_t)n_layers;
     struct slot_gain *it = calloc(n_items ? n_items : 1, sizeof *it);
-    if (!it) {
+    double *sh = per_expert ? malloc((size_t)(E > 0 ? E : 1) * sizeof *sh) : NULL;
+    if (!it || (per_expert && !sh)) {
+        free(it);
+        free(sh);
         free(raw);
         return -1;
     }
-    /* per token a layer reads k slices of raw/E bytes: expert e's with probability k * share(e).
-     * Measured shares of S = tokens * k selections are counts c(e) = share * S; what they do not
-     * say is the chance that a selection goes to an expert not seen yet: Good-Turing's estimate of
-     * that mass is N1 / S, N1 the experts seen exactly once (at most the mass the prior gives the
-     * ranks beyond those seen). The seen experts share the rest as counted, the unseen ones the
-     * prior's shape (hy_plan.h: HY_PLAN_ROUTING_PRIOR). S unknown (tokens 0): shares as given. */
-    double sel = (double)p->expert_freq_tokens * k;
-    double h_all = 0;
-    for (int r = 1; per_expert && r <= E; r++) h_all += pow(r, -HY_PLAN_ROUTING_PRIOR);
+    /* per token a layer reads k slices of raw/E bytes: expert e's with probability k * share(e) */
     double routed = 0;
     size_t n = 0;
     bool any_data = false;
@@ -605,45 +659,14 @@ static int predict_expert_cache(const hy_model_desc *d, const hy_plan_params *p,
         if (!raw[l]) continue;
         double slice = (double)raw[l] / E;
         routed += k * slice;
-        const double *f = measured ? p->expert_freq + (int64_t)l * E : NULL;
-        double sum = 0;
-        for (int e = 0; f && e < E; e++)
-            if (f[e] > 0 && f[e] <= 1) sum += f[e]; /* NaN, negative or above 1: no evidence */
-        int seen = 0, once = 0;
-        double seen_mass = 0;
-        for (int e = 0; sum > 0 && e < E; e++) {
-            double c = f[e] > 0 && f[e] <= 1 ? f[e] / sum * sel : 0;
-            if (sel > 0 ? c >= 0.5 : f[e] > 0 && f[e] <= 1) {
-                seen++;
-                seen_mass += f[e] / sum;
-                once += c < 1.5;
-            }
-        }
-        if (seen > 0) {
-            any_data = true;
-            double m0 = 0, h_unseen = 0;
-            if (sel > 0 && seen < E) {
-                for (int r = seen + 1; r <= E; r++) h_unseen += pow(r, -HY_PLAN_ROUTING_PRIOR);
-                m0 = once / sel;
-                if (m0 > h_unseen / h_all) m0 = h_unseen / h_all;
-            }
-            int r = seen;
-            for (int e = 0; e < E; e++) {
-                double c = f[e] > 0 && f[e] <= 1 ? f[e] / sum * sel : 0;
-                double share;
-                if (sel > 0 ? c >= 0.5 : f[e] > 0 && f[e] <= 1)
-                    share = (f[e] / sum) / seen_mass * (1 - m0);
-                else /* an unseen expert: the prior's share of the unseen mass, by rank after the seen ones */
-                    share = m0 > 0 ? m0 * pow(++r, -HY_PLAN_ROUTING_PRIOR) / h_unseen : 0;
-                it[n++] = (struct slot_gain){.gain = k * share * slice, .count = 1};
-            }
-        } else if (!per_expert) {
+        if (!per_expert) {
             it[n++] = (struct slot_gain){.gain = k * slice / E, .count = (uint64_t)E};
-        } else { /* no data for this layer: the prior */
-            for (int r = 1; r <= E; r++)
-                it[n++] = (struct slot_gain){.gain = k * slice * pow(r, -HY_PLAN_ROUTING_PRIOR) / h_all, .count = 1};
+            continue;
         }
+        any_data |= hy_plan_layer_shares(d, p, l, sh) == 1;
+        for (int e = 0; e < E; e++) it[n++] = (struct slot_gain){.gain = k * sh[e] * slice, .count = 1};
     }
+    free(sh);
     qsort(it, n, sizeof *it, by_gain);
     uint64_t room = expert_cache_slots(out), slots = 0;
     double saved = 0;

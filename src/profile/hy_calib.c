@@ -11,7 +11,7 @@
 
 #include "util/hy_util.h"
 
-#define CALIB_VERSION 1
+#define CALIB_VERSION 2 /* 2: ratios against per-type matvec rates (1: against memcpy), not comparable */
 #define RATIO_MIN (1.0 / 20)
 #define RATIO_MAX 20.0
 
