@@ -557,6 +557,40 @@ static int by_gain(const void *a, const void *b) {
     return x->gain < y->gain ? 1 : x->gain > y->gain ? -1 : 0;
 }
 
+/* How much of the spread among the experts seen is the routing's own, from all layers' counts at
+ * once. S selections of a layer scatter a share x by x(1-x)/S, so of the spread of the seen
+ * experts' shares around their mean, chance alone explains sum x(1-x)/S on average. The fraction
+ * left over, summed over the layers (one layer's few dozen selections say little, fifty layers'
+ * say much): 1 where the seen experts clearly differ or the sample is large, near 0 where they
+ * are alike and the leaders of each layer lead by chance. */
+static double routing_keep(const hy_model_desc *d, const hy_plan_params *p) {
+    const int E = d->n_expert, L = d->n_layer;
+    double sel = p && p->expert_freq ? (double)p->expert_freq_tokens * experts_used(d) : 0;
+    if (!(sel > 0) || p->expert_freq_n != (int64_t)L * E) return 1;
+    double spread = 0, chance = 0;
+    for (int l = 0; l < L; l++) {
+        const double *f = p->expert_freq + (int64_t)l * E;
+        double sum = 0, m = 0;
+        int n = 0;
+        for (int e = 0; e < E; e++)
+            if (f[e] > 0 && f[e] <= 1) sum += f[e];
+        if (!(sum > 0)) continue;
+        for (int e = 0; e < E; e++)
+            if (f[e] > 0 && f[e] <= 1 && f[e] / sum * sel >= 0.5) m += f[e] / sum, n++;
+        if (n < 2) continue;
+        m /= n;
+        for (int e = 0; e < E; e++) {
+            double x = f[e] > 0 && f[e] <= 1 ? f[e] / sum : 0;
+            if (x * sel < 0.5) continue;
+            spread += (x - m) * (x - m);
+            chance += x * (1 - x) / sel;
+        }
+    }
+    if (!(spread > 0)) return spread == 0 && chance > 0 ? 0 : 1;
+    double keep = (spread - chance) / spread;
+    return keep < 0 ? 0 : keep > 1 ? 1 : keep;
+}
+
 int hy_plan_layer_shares(const hy_model_desc *d, const hy_plan_params *p, int l, double *sh) {
     const int E = d->n_expert, k = experts_used(d);
     bool measured = p && p->expert_freq && p->expert_freq_n == (int64_t)d->n_layer * E && l >= 0 && l < d->n_layer;
@@ -593,23 +627,15 @@ int hy_plan_layer_shares(const hy_model_desc *d, const hy_plan_params *p, int l,
     int r = seen;
     for (int e = 0; e < E; e++)
         sh[e] = SEEN(e) ? (f[e] / sum) / seen_mass * (1 - m0) : m0 > 0 ? m0 * pow(++r, -HY_PLAN_ROUTING_PRIOR) / h_unseen : 0;
-    /* A sample's shares spread more than the routing does: S selections scatter a share p by
-     * p(1-p)/S. Of the spread observed around uniform, sum (p_e - 1/E)^2, that much is expected of
-     * chance alone, sum p_e(1-p_e)/S; only the rest is the routing's own. The shares are pulled
-     * toward uniform by that fraction (a James-Stein estimate): the experts that lead a few dozen
-     * selections by chance promise no hits they would not make (the winner's curse of caching the
-     * leaders of a small count). */
-    if (sel > 0) {
-        double spread = 0, sq = 0;
-        for (int e = 0; e < E; e++) {
-            double x = VALID(e) ? f[e] / sum : 0;
-            spread += (x - 1.0 / E) * (x - 1.0 / E);
-            sq += x * x;
-        }
-        double chance = (1 - sq) / sel;
-        double keep = spread > 0 ? (spread - chance) / spread : 0;
-        if (keep < 0) keep = 0;
-        for (int e = 0; e < E; e++) sh[e] = 1.0 / E + keep * (sh[e] - 1.0 / E);
+    /* The seen experts' shares spread more than the routing does: the experts that lead a few
+     * dozen selections lead partly by chance, and caching the leaders of a small count promises
+     * hits it will not make (a winner's curse). Among the seen, the shares keep only the part of
+     * their distance from the seen experts' mean that the routing's own spread accounts for
+     * (routing_keep, over all layers: a James-Stein estimate); the unseen keep Good-Turing's. */
+    if (sel > 0 && seen > 0) {
+        double keep = routing_keep(d, p), mean = (1 - m0) / seen;
+        for (int e = 0; e < E; e++)
+            if (SEEN(e)) sh[e] = mean + keep * (sh[e] - mean);
     }
 #undef SEEN
 #undef VALID

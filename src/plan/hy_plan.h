@@ -48,9 +48,9 @@
  * frequencies when the caller gives them (expert_freq), else a prior: expert
  * popularity falling as rank^-HY_PLAN_ROUTING_PRIOR within each layer.
  * Measured shares of S selections leave Good-Turing's N1/S (N1: experts seen
- * once) to the experts not seen yet, spread by the prior's shape, and are
- * pulled toward uniform by the part of their spread that S draws would show by
- * chance (hy_plan_layer_shares). An unknown
+ * once) to the experts not seen yet, spread by the prior's shape; the seen
+ * experts' shares are pulled toward their mean by the part of their spread that
+ * S draws show by chance, pooled over the layers (hy_plan_layer_shares). An unknown
  * bandwidth is never 0 s: the HY_PLAN_ASSUMED_* figure is used and flagged as
  * assumed.
  *
@@ -213,8 +213,8 @@ void hy_plan_free(hy_plan *p);
  * again with measured frequencies). Pure; 0, or < 0 when out of memory. */
 int  hy_plan_predict(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out);
 /* Layer l's routing shares, sh[n_expert] summing to 1: from p's measured routing (Good-Turing's
- * mass for the experts not seen, then pulled toward uniform by as much of their spread as
- * chance explains: see hy_plan.c) -> 1; without data for the layer, the prior, hottest first
+ * mass for the experts not seen; the seen pulled toward their mean by as much of their spread
+ * as chance explains: see hy_plan.c) -> 1; without data for the layer, the prior, hottest first
  * -> 0. The expert-streaming prediction and hy_spec's cost model read routing through it. */
 int  hy_plan_layer_shares(const hy_model_desc *d, const hy_plan_params *p, int l, double *sh);
 
