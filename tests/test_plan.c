@@ -95,6 +95,22 @@ static void test_predictions(void) {
     CHECK(p.pred_compute_bytes == role_bytes(d, &p, HY_ROLE_EXPERT, false, false) + ram_x / E * K,
           "GPU-tier MoE touches %llu", (unsigned long long)p.pred_compute_bytes);
     CHECK(p.pred_tok_s > resident_tps, "a GPU tier predicts faster (%.2f vs %.2f)", p.pred_tok_s, resident_tps);
+    /* ... but not free: what a token reads there is charged at the assumed GPU rate */
+    {
+        uint64_t gx = 0, gother = 0;
+        for (int64_t i = 0; i < d->n_tensors; i++) {
+            const hy_tensor_info *t = &d->tensors[i];
+            if (p.tier[i] != HY_TIER_GPU || t->role == HY_ROLE_EMBED) continue;
+            if (t->role == HY_ROLE_EXPERT) gx += t->size / E * K;
+            else gother += t->size;
+        }
+        CHECK(p.pred_gpu_bytes == gx + gother && p.pred_gpu_bytes > 0, "GPU bytes per token %llu, want %llu",
+              (unsigned long long)p.pred_gpu_bytes, (unsigned long long)(gx + gother));
+        double cpu_s = (double)p.pred_compute_bytes / (p.pred_mem_gbps * 1e9);
+        CHECK(fabs(p.pred_gpu_s - (double)p.pred_gpu_bytes / (HY_PLAN_ASSUMED_GPU_GBPS * 1e9)) < 1e-15 &&
+                  fabs(p.pred_compute_s - (cpu_s + p.pred_gpu_s) * p.pred_compute_scale) < 1e-12,
+              "compute %g s = (CPU %g + GPU %g) x %g", p.pred_compute_s, cpu_s, p.pred_gpu_s, p.pred_compute_scale);
+    }
     hy_plan_free(&p);
     pp.gpu_budget = 0;
 

@@ -435,6 +435,9 @@ static void print_prediction(FILE *f, const hy_session *s) {
             pl->pred_mem_assumed ? "assumed, not measured"
             : pl->pred_mem_matvec ? "measured: matrix-vector products of its weight types"
                                   : "measured: memcpy");
+    if (pl->pred_gpu_bytes)
+        fprintf(f, " + %s on the GPU at %.0f GB/s assumed", hy_fmt_bytes(pl->pred_gpu_bytes, a, sizeof a),
+                HY_PLAN_ASSUMED_GPU_GBPS);
     if (pl->pred_pieces)
         fprintf(f, " + %llu pieces of the graph at %.0f us", (unsigned long long)pl->pred_pieces,
                 s->plan_params.piece_s * 1e6);
@@ -536,6 +539,8 @@ json_t *hy_session_prediction_json(const hy_session *s) {
     json_object_set_new(o, "compute_s", json_real(pl->pred_compute_s));
     json_object_set_new(o, "io_bytes_per_token", json_integer((json_int_t)pl->pred_io_bytes));
     json_object_set_new(o, "compute_bytes_per_token", json_integer((json_int_t)pl->pred_compute_bytes));
+    json_object_set_new(o, "gpu_bytes_per_token", json_integer((json_int_t)pl->pred_gpu_bytes));
+    json_object_set_new(o, "gpu_s", json_real(pl->pred_gpu_s));
     json_object_set_new(o, "storage_gbps", json_real(pl->pred_read_gbps));
     json_object_set_new(o, "storage_measured", json_boolean(!pl->pred_read_assumed));
     json_object_set_new(o, "memory_gbps", json_real(pl->pred_mem_gbps));

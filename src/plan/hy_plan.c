@@ -732,15 +732,18 @@ int hy_plan_predict(const hy_model_desc *d, const hy_plan_params *p, hy_plan *ou
     out->pred_mem_gbps = out->pred_mem_assumed ? HY_PLAN_ASSUMED_MEM_GBPS : p->mem_bw_gbps;
     /* each weight type at the rate the CPU multiplies it by a vector, where the profile measured
      * it (arithmetic, not memory, bounds some types on few cores), else at memory bandwidth */
-    uint64_t touched = 0;
+    uint64_t touched = 0, gpu_bytes = 0;
     double weight_s = 0;
     bool by_type = false;
     for (int64_t i = 0; i < d->n_tensors; i++) {
         const hy_tensor_info *t = &d->tensors[i];
-        if (out->tier[i] == HY_TIER_GPU) continue;
         uint64_t b = moe && t->role == HY_ROLE_EXPERT
                          ? (uint64_t)((unsigned __int128)t->size * (unsigned)k / (unsigned)d->n_expert)
                          : t->size;
+        if (out->tier[i] == HY_TIER_GPU) {
+            if (t->role != HY_ROLE_EMBED) gpu_bytes += b; /* a token reads one row of the embeddings */
+            continue;
+        }
         touched += b;
         double r = t->type >= 0 && t->type < HY_PLAN_NTYPES ? p->matvec_gbps[t->type] : 0;
         if (r > 0 && r < 1e6) by_type = true;
@@ -782,7 +785,10 @@ int hy_plan_predict(const hy_model_desc *d, const hy_plan_params *p, hy_plan *ou
     out->pred_compute_scale = cs > 0.01 && cs < 100            ? cs
                               : out->mode == HY_MODE_EXPERT ? HY_PLAN_EXPERT_COMPUTE_PRIOR
                                                             : 1;
-    out->pred_compute_s = ((double)touched / (out->pred_mem_gbps * 1e9) + (double)pieces * piece_s) * out->pred_compute_scale;
+    out->pred_gpu_bytes = gpu_bytes;
+    out->pred_gpu_s = (double)gpu_bytes / (HY_PLAN_ASSUMED_GPU_GBPS * 1e9);
+    out->pred_compute_s =
+        ((double)touched / (out->pred_mem_gbps * 1e9) + out->pred_gpu_s + (double)pieces * piece_s) * out->pred_compute_scale;
     out->pred_io_bound = out->pred_io_s > out->pred_compute_s;
     double t = out->mode == HY_MODE_EXPERT      ? out->pred_io_s + out->pred_compute_s
                : out->pred_io_bound ? out->pred_io_s

@@ -162,6 +162,12 @@ typedef struct {
  * queue depth 1 and a modest memcpy. Printed as assumed, never as measured. */
 #define HY_PLAN_ASSUMED_READ_GBPS 1.0
 #define HY_PLAN_ASSUMED_MEM_GBPS 10.0
+/* What a token's weights on the GPU cost: read at this rate (bytes a token touches there: all of
+ * a dense weight, top-k/E of an expert tensor). Not measured (the profile times the host-to-device
+ * link only); about what the H200 machine decoded a qwen3moe at wholly on the GPU (415 MiB per
+ * token in 1.0 ms with launches and syncs). Without it, a plan with most weights on the GPU was
+ * predicted at twice its speed there once the CPU's share was charged at its measured rates. */
+#define HY_PLAN_ASSUMED_GPU_GBPS 700.0
 
 hy_plan_params hy_plan_default_params(void);
 
@@ -197,6 +203,8 @@ typedef struct {
     double   pred_read_gbps, pred_mem_gbps; /* the bandwidths used; pred_mem_gbps: the touched bytes over
                                                their compute time (per-type matvec rates where measured) */
     bool     pred_mem_matvec;      /* pred_mem_gbps from measured matvec rates (else memcpy or assumed) */
+    uint64_t pred_gpu_bytes;       /* weight bytes a token reads on the GPU (charged at HY_PLAN_ASSUMED_GPU_GBPS) */
+    double   pred_gpu_s;           /* their time, part of pred_compute_s */
     double   pred_compute_scale;   /* compute_scale[mode] as applied, or the mode's prior */
     uint64_t pred_pieces;          /* pieces the eval callback cuts a pass into (streamed modes) */
     bool     pred_read_assumed, pred_mem_assumed; /* HY_PLAN_ASSUMED_* used: the profile had none */
