@@ -7,7 +7,9 @@
  * ggml can quantize without an importance matrix, a matrix of `bytes` (larger
  * than the caches) is built from one quantized row repeated and multiplied by
  * one F32 vector on `threads` threads through ggml's CPU backend: weight bytes
- * per second, median of `reps` after a warm-up. */
+ * per second, the fastest of `reps` after a warm-up (a machine shared with other
+ * work, or a virtual machine's first touches of memory, slowed single products
+ * by up to 5x on the H200 machine). */
 #ifndef HY_MATVEC_H
 #define HY_MATVEC_H
 

@@ -1023,7 +1023,7 @@ int hy_profile_get(const hy_profile_params *pp, hy_profile *out, char *err, size
         /* a matrix larger than the caches, inside a small memory limit */
         size_t mv = p.quick ? (size_t)16 << 20 : (size_t)256 << 20;
         while (mv > ((size_t)16 << 20) && (uint64_t)mv > room / 4) mv /= 2;
-        hy_matvec_measure(m.cores_logical, mv, p.quick ? 2 : 5, m.matvec_gbps);
+        hy_matvec_measure(m.cores_logical, mv, p.quick ? 3 : 9, m.matvec_gbps);
     }
     read_gpus(&m, true, p.quick);
     copy_str(m.storage_path, sizeof m.storage_path, spath);
