@@ -63,6 +63,15 @@ int hy_cli_sched_opt(const char *cmd, int c, const char *arg, hy_session_params 
             return -1;
         }
         return 1;
+    case HY_OPT_GPU_XCACHE: {
+        uint64_t v;
+        if (!hy_parse_bytes(arg, &v) || v == 0) {
+            fprintf(stderr, "hypura %s: --gpu-xcache takes a size (e.g. 3G)\n", cmd);
+            return -1;
+        }
+        p->gpu_xcache = v;
+        return 1;
+    }
     case HY_OPT_NO_PREFETCH: p->no_expert_prefetch = true; return 1;
     case HY_OPT_NO_STATS: p->no_persist_stats = true; return 1;
     case HY_OPT_RPC: p->rpc = arg; return 1;

@@ -12,6 +12,7 @@
 #include "cli/cli_sched.h"
 #include "engine/hy_engine.h"
 #include "engine/hy_spec.h"
+#include "stream/hy_vxc.h"
 #include "util/hy_util.h"
 
 static void run_usage(FILE *f) {
@@ -505,6 +506,11 @@ int hy_cmd_run(int argc, char **argv) {
                                           dump.f || dump.stream ? dump_logits : NULL, &dump, &st, &xs, err, sizeof err)
                        : hy_engine_generate(e, prompt, &sp, print_piece, NULL, dump.f || dump.stream ? dump_logits : NULL,
                                             &dump, &st, err, sizeof err);
+        const char *vwhy = ss ? hy_vxc_error(ss->vxc) : NULL;
+        if (!gr && vwhy) {
+            snprintf(err, sizeof err, "%s", vwhy);
+            gr = -1;
+        }
         if (gr) {
             const char *why = hy_stream_error(ss->stream);
             fprintf(stderr, "hypura run: %s\n", why ? why : err);
@@ -517,7 +523,7 @@ int hy_cmd_run(int argc, char **argv) {
             bool have_gen = gen_phase(&dump, &gen);
             if (!naive) {
                 if (have_gen) print_gen_phase(&gen, &st);
-                if (!draft) calibrate(ss, &st, have_gen ? &gen : NULL);
+                if (!draft && !ss->vxc) calibrate(ss, &st, have_gen ? &gen : NULL); /* the plan does not model it */
                 hy_session_print_predicted(stderr, ss, st.t_gen_s > 0 ? st.n_gen / st.t_gen_s : 0);
                 hy_session_print_stats(stderr, ss, st.t_prompt_s + st.t_gen_s);
             }
