@@ -26,7 +26,8 @@ typedef struct {
     uint64_t mem_budget;   /* 0: HYPURA_MEMORY_BUDGET, else the profile's default */
     uint64_t gpu_budget;   /* 0: HYPURA_GPU_BUDGET, else the first GPU's free memory less headroom
                               (hy_session_gpu_default); HY_GPU_NONE: no GPU tier */
-    uint64_t gpu_xcache;   /* > 0: an expert cache in VRAM of this size, out of the GPU budget (hy_vxc.h) */
+    uint64_t gpu_xcache;   /* > 0: an expert cache in VRAM of this size, out of the GPU budget (hy_vxc.h);
+                              HY_XCACHE_AUTO: what the GPU budget leaves besides the non-expert weights */
     int  lookahead;        /* < 0: automatic */
     int  mode;             /* < 0: automatic; else hy_mode */
     int  io_backend;       /* HY_IO_AUTO, HY_IO_URING, HY_IO_PREAD */
@@ -63,6 +64,7 @@ typedef struct {
 } hy_session_params;
 
 #define HY_GPU_NONE UINT64_MAX
+#define HY_XCACHE_AUTO UINT64_MAX
 /* A GPU budget as the flag and HYPURA_GPU_BUDGET take it: "0" or "none" is
  * HY_GPU_NONE, else a size > 0 ("1.5G"); false when it is neither. */
 bool hy_gpu_budget_parse(const char *s, uint64_t *out);

@@ -64,9 +64,9 @@ int hy_cli_sched_opt(const char *cmd, int c, const char *arg, hy_session_params 
         }
         return 1;
     case HY_OPT_GPU_XCACHE: {
-        uint64_t v;
-        if (!hy_parse_bytes(arg, &v) || v == 0) {
-            fprintf(stderr, "hypura %s: --gpu-xcache takes a size (e.g. 3G)\n", cmd);
+        uint64_t v = HY_XCACHE_AUTO;
+        if (strcmp(arg, "auto") && (!hy_parse_bytes(arg, &v) || v == 0)) {
+            fprintf(stderr, "hypura %s: --gpu-xcache takes a size (e.g. 3G) or auto\n", cmd);
             return -1;
         }
         p->gpu_xcache = v;

@@ -45,9 +45,10 @@ enum {
     "                          limit minus headroom; env HYPURA_MEMORY_BUDGET)\n"                           \
     "  --gpu-budget SIZE       VRAM the plan may use on the first GPU (weights, K/V, compute; default:\n"  \
     "                          its free memory less max(1 GiB, 5 pct); 0 or none: no GPU; env HYPURA_GPU_BUDGET)\n" \
-    "  --gpu-xcache SIZE       an expert cache in VRAM, taken out of the GPU budget: the MoE layers whose\n" \
+    "  --gpu-xcache SIZE|auto  an expert cache in VRAM, taken out of the GPU budget: the MoE layers whose\n" \
     "                          experts stay in RAM compute them on the GPU from a window of slots per\n" \
-    "                          layer, filled with the routed experts over PCIe (full-resident plans)\n" \
+    "                          layer, filled with the routed experts over PCIe (full-resident plans);\n" \
+    "                          auto: the budget less the output head, attention, K/V and compute\n" \
     "  --mode MODE             auto | resident | stream (force streaming even when it fits: the\n"         \
     "                          experts of a MoE model, layer groups of a dense one) | dense (whole\n"    \
     "                          layer groups, for MoE too: every expert of a layer) | experts\n"         \

@@ -192,7 +192,7 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
                 hy_fmt_bytes(q->gpu_budget, b, sizeof b));
         goto fail;
     }
-    if (p->gpu_xcache) {
+    if (p->gpu_xcache && p->gpu_xcache != HY_XCACHE_AUTO) {
         /* the VRAM expert cache comes out of the GPU budget; the rest is planned as usual */
         char a[32], b[32];
         if (q->gpu_budget && q->gpu_budget <= p->gpu_xcache) {
@@ -257,7 +257,34 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
         }
         goto fail;
     }
-    if (p->gpu_xcache) {
+    if (p->gpu_xcache == HY_XCACHE_AUTO && !hy_session_rpc_list(p) && !p->rpc_assume && s->plan.mode == HY_MODE_RESIDENT &&
+        s->plan.gpu_output) {
+        /* auto: the GPU keeps what it holds besides experts (output head, attention, K/V, compute),
+         * and the rest of its budget is the cache, when that holds top-k experts per layer */
+        uint64_t xg = 0;
+        for (int64_t i = 0; i < s->desc->n_tensors; i++)
+            if (s->plan.tier[i] == HY_TIER_GPU && s->desc->tensors[i].role == HY_ROLE_EXPERT) xg += s->desc->tensors[i].size;
+        uint64_t keep = s->plan.gpu_used - xg;
+        keep += keep / 32 + ((uint64_t)64 << 20); /* margin: CUDA's own allocations beside the plan's */
+        if (q->gpu_budget > keep) {
+            hy_plan trial;
+            hy_plan_params tq = *q;
+            tq.gpu_budget = keep;
+            if (hy_plan_make(s->desc, &tq, &trial, err, errlen) == 0) {
+                uint64_t x = q->gpu_budget - keep;
+                if (trial.mode == HY_MODE_RESIDENT && hy_vxc_slots_for(s->desc, &trial, x) >= s->desc->n_expert_used &&
+                    hy_vxc_slots_for(s->desc, &trial, x) < s->desc->n_expert) {
+                    hy_plan_free(&s->plan);
+                    s->plan = trial;
+                    *q = tq;
+                    s->xcache_bytes = x;
+                    s->xcache_slots = hy_vxc_slots_for(s->desc, &s->plan, x);
+                } else {
+                    hy_plan_free(&trial);
+                }
+            }
+        }
+    } else if (p->gpu_xcache && p->gpu_xcache != HY_XCACHE_AUTO) {
         char a[32], b[32];
         if (s->plan.mode != HY_MODE_RESIDENT) {
             hy_fail(err, errlen, "--gpu-xcache needs the model's CPU side to fit in RAM (plan: %s); a VRAM cache over the NVMe tier is not built yet",
@@ -329,7 +356,7 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
      * own CPU buffers use 4 KiB pages, measured several times slower here. */
     bool streams = s->plan.mode != HY_MODE_RESIDENT;
     bool gpu = s->plan.gpu_output;
-    bool vx = p->gpu_xcache > 0; /* hy_session_plan checked: full-resident, some expert layer in RAM */
+    bool vx = s->xcache_bytes > 0; /* hy_session_plan checked: full-resident, some expert layer in RAM */
     /* Full-resident with repacking and no GPU: the tensors libllama would repack
      * go to HYPURA_REPACK (its layout and kernels, our memory and reads), the
      * rest to the RAM tier; libllama's own load path (load mode none) staged
@@ -400,7 +427,7 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
         hy_vxc_params vp = {.desc = s->desc,
                             .plan = &s->plan,
                             .dev = dev,
-                            .bytes = p->gpu_xcache,
+                            .bytes = s->xcache_bytes,
                             .policy = s->cache_policy,
                             .freq = s->expert_freq,
                             .freq_tokens = s->expert_stats_tokens};
