@@ -24,8 +24,10 @@ source bench/lib.sh
 BUDGETS=${BUDGETS:-"4G 8G"} N_GEN=${N_GEN:-64} PP=${PP:-512}
 OUTJ=$RESULTS/xcache.jsonl
 nvidia-smi --query-gpu=name,memory.total,memory.free,driver_version --format=csv,noheader
-echo "== gpu identity $(date -u +%T)"
-tests/scripts/gpu_identity.sh build-gpu/bin /tmp/hy-gpu-work
+if [[ -z ${SKIP_IDENTITY:-} ]]; then
+  echo "== gpu identity $(date -u +%T)"
+  tests/scripts/gpu_identity.sh build-gpu/bin /tmp/hy-gpu-work
+fi
 echo "== models $(date -u +%T)"
 MIX=$MODELS/gpu-moe-20g.gguf Q3=$MODELS/gpu-q3moe-20g.gguf
 [[ -f $MIX ]] || "$BIN/hypura-mkmodel" -o "$MIX" --dim 4096 --layers 32 --ff 11264 --heads 32 --kv-heads 8 \
@@ -75,7 +77,8 @@ PY
   echo "{\"model\":\"$(basename $m)\",\"budget\":\"$B\",\"who\":\"llama\",\"config\":\"$name\",\"gen_tps\":${LT% *},\"prompt_tps\":${LT#* },\"vram_mib\":$VRAM}" >>"$OUTJ"
 }
 for B in $BUDGETS; do
-  for m in "$MIX" "$Q3"; do
+  for m in ${SEL:-"$MIX $Q3"}; do
+    [[ $m == mix ]] && m=$MIX; [[ $m == q3 ]] && m=$Q3
     echo "== $(basename $m) GPU budget $B $(date -u +%T)"
     hy "--gpu-xcache auto" "$m" --gpu-budget $B --gpu-xcache auto; HV=$VRAM; HTX=$HT
     # the VRAM cache's own figures for the closing note
@@ -84,7 +87,7 @@ for B in $BUDGETS; do
     tot=$( [[ $m == "$MIX" ]] && echo 32 || echo 56 )
     hy "no cache" "$m" --gpu-budget $B
     best=0 bname=""
-    for n in $(( tot - ${nl:-0} )) $(( tot - ${nl:-0} - 1 )); do
+    for n in $(( tot - ${nl:-0} + ${EXTRA:-0} )) $(( tot - ${nl:-0} + 1 )) $(( tot - ${nl:-0} )) $(( tot - ${nl:-0} - 1 )); do
       ll "-ngl 99 -ncmoe $n" "$m" -ngl 99 -ncmoe $n
       if python3 -c "import sys; sys.exit(0 if $VRAM <= $HV * 1.02 and ${LT% *} > $best else 1)"; then best=${LT% *}; bname="-ncmoe $n"; fi
     done
