@@ -2,7 +2,7 @@
 # The VRAM expert cache's overhead and steady state on a `device` machine (run detached:
 # DEVICE_JOB=bench/gpu/xcache_diag.sh bench/gpu/device_poll.sh). On the qwen3moe-layout
 # model of xcache_all.sh: (1) every tensor on the GPU (no cache: the ceiling); (2) the same
-# budget with a cache holding every expert of every layer (--gpu-xcache 20G: after the first
+# budget with a cache holding every expert of every layer (--gpu-budget 22G --gpu-xcache 20.5G: after the first
 # touches every selection hits, so what is left over (1) is the mechanism's own cost: the
 # eval callback's round trip per layer); (3) budgets 4 and 8 GiB with --gpu-xcache auto and
 # the best llama.cpp configurations of xcache_all.sh within that VRAM, over N_GEN (256)
@@ -36,7 +36,7 @@ ll() {
 }
 echo "== overhead $(date -u +%T)"
 hy "all on the GPU (--gpu-budget 30G)" --gpu-budget 30G
-hy "all experts cached (--gpu-budget 30G --gpu-xcache 20G)" --gpu-budget 30G --gpu-xcache 20G
+hy "all experts cached (--gpu-budget 22G --gpu-xcache 20.5G)" --gpu-budget 22G --gpu-xcache 20.5G
 echo "== steady state, $N_GEN tokens $(date -u +%T)"
 hy "--gpu-budget 4G --gpu-xcache auto" --gpu-budget 4G --gpu-xcache auto
 ll "-ngl 99 -ncmoe 46 (best within 4 GiB above)" -ngl 99 -ncmoe 46
