@@ -535,8 +535,6 @@ static void on_router(hy_vxc *v, struct ggml_tensor *t, int layer) {
     v->seen[layer] = v->pass_id + 1;
     v->cur_layer = layer;
     int wi = v->win[layer];
-    if (layer == v->last_layer || v->st.tokens == 0) { /* count tokens once per pass */
-    }
     bool *want = calloc((size_t)v->n_expert, sizeof *want);
     if (!want) {
         free(copy);
@@ -559,9 +557,8 @@ static void on_router(hy_vxc *v, struct ggml_tensor *t, int layer) {
         vfail(v, "VRAM expert cache: layer %s's router chose an expert out of range%s", t->name, "");
         return;
     }
-    if (wi == 0) v->st.tokens += (uint64_t)n_tok, v->tick += (uint64_t)n_tok;
+    if (wi == 0) v->st.tokens += (uint64_t)n_tok, v->tick += (uint64_t)n_tok; /* once per pass: the first window */
     v->cur_w = n_tok > HY_VXC_SLOT_TOKENS || n_union > v->slots || (size_t)k * (size_t)n_tok > v->ids_cap;
-    if (getenv("HYPURA_VXC_TRACE")) fprintf(stderr, "[vxc] layer %d tokens %d union %d %s\n", layer, n_tok, n_union, v->cur_w ? "W" : "slots");
     const int *lv = v->layer_vt[layer];
     if (v->cur_w) {
         /* a batch: the routed experts whole into W, at their own index */
