@@ -192,6 +192,10 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
                 hy_fmt_bytes(q->gpu_budget, b, sizeof b));
         goto fail;
     }
+    if (p->gpu_xcache && (hy_session_rpc_list(p) || p->rpc_assume)) {
+        hy_fail(err, errlen, "--gpu-xcache does not work with remote tiers (--rpc) yet");
+        goto fail;
+    }
     if (p->gpu_xcache && p->gpu_xcache != HY_XCACHE_AUTO) {
         /* the VRAM expert cache comes out of the GPU budget; the rest is planned as usual */
         char a[32], b[32];
@@ -257,8 +261,7 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
         }
         goto fail;
     }
-    if (p->gpu_xcache == HY_XCACHE_AUTO && !hy_session_rpc_list(p) && !p->rpc_assume && s->plan.mode == HY_MODE_RESIDENT &&
-        s->plan.gpu_output) {
+    if (p->gpu_xcache == HY_XCACHE_AUTO && s->plan.mode == HY_MODE_RESIDENT && s->plan.gpu_output) {
         /* auto: the GPU keeps what it holds besides experts (output head, attention, K/V, compute),
          * and the rest of its budget is the cache, when that holds top-k experts per layer */
         uint64_t xg = 0;
