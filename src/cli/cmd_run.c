@@ -198,6 +198,21 @@ static int write_stats_json(const char *path, const hy_session *ss, const hy_gen
                                                      : hy_stream_repack_buft(ss->stream) ? "hypura"
                                                                                          : "off"));
         json_object_set_new(o, "plan_io_bytes_per_token", json_integer((json_int_t)ss->plan.io_bytes_per_token));
+        if (ss->vxc) { /* the VRAM expert cache (--gpu-xcache) */
+            hy_vxc_stats v;
+            hy_vxc_get_stats(ss->vxc, &v);
+            json_t *x = json_object();
+            json_object_set_new(x, "layers", json_integer(v.layers));
+            json_object_set_new(x, "slots_per_layer", json_integer(v.slots));
+            json_object_set_new(x, "device_bytes", json_integer((json_int_t)v.device_bytes));
+            json_object_set_new(x, "hits", json_integer((json_int_t)v.hits));
+            json_object_set_new(x, "misses", json_integer((json_int_t)v.misses));
+            json_object_set_new(x, "h2d_bytes", json_integer((json_int_t)v.h2d_bytes));
+            json_object_set_new(x, "tokens", json_integer((json_int_t)v.tokens));
+            json_object_set_new(x, "slot_passes", json_integer((json_int_t)v.slot_passes));
+            json_object_set_new(x, "batched_passes", json_integer((json_int_t)v.w_passes));
+            json_object_set_new(o, "vram_xcache", x);
+        }
         /* predicted next to measured: gen_tps against predicted_tok_s */
         json_object_set_new(o, "predicted_tok_s", json_real(ss->plan.pred_tok_s));
         json_object_set_new(o, "prediction", hy_session_prediction_json(ss));

@@ -433,7 +433,8 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
                             .bytes = s->xcache_bytes,
                             .policy = s->cache_policy,
                             .freq = s->expert_freq,
-                            .freq_tokens = s->expert_stats_tokens};
+                            .freq_tokens = s->expert_stats_tokens,
+                            .persist_stats = !p->no_persist_stats && !getenv("HYPURA_NO_PERSIST_STATS")};
         vtier = malloc(sizeof *vtier * (size_t)(s->desc->n_tensors + 1));
         if (!vtier) {
             free(cls);
@@ -618,7 +619,11 @@ void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
         uint64_t routed = 0;
         double hit = hy_vxc_expected_hit(s->desc, pl, s->xcache_slots, s->expert_freq, &routed);
         char src[4500];
-        hit_source(s, src, sizeof src);
+        if (s->expert_freq && s->expert_stats_tokens) /* the plan's own flag is set by expert-streaming only */
+            snprintf(src, sizeof src, "from this model's routing statistics: %llu tokens in %s",
+                     (unsigned long long)s->expert_stats_tokens, s->expert_stats_path);
+        else
+            hit_source(s, src, sizeof src);
         int nl = 0;
         for (int l = 0; l < s->desc->n_layer; l++)
             for (int64_t i = 0; i < s->desc->n_tensors; i++)

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache/hy_coact.h"
 #include "cache/hy_xcache.h"
 #include "ggml-backend-impl.h"
 #include "util/hy_tensor.h"
@@ -69,6 +70,10 @@ struct hy_vxc {
     struct swap sw[VX_MAX_SWAPS];
     int n_sw;
     uint64_t tick;
+    hy_coact *coact;                 /* routing statistics, shared with the CPU expert cache's file */
+    char coact_path[4096];
+    int32_t *rec;                    /* the choice as [n_tok][k], for hy_coact_record */
+    size_t rec_cap;
     hy_vxc_stats st;
     bool failed;
     char error[HY_ERRLEN];
@@ -403,6 +408,22 @@ int hy_vxc_create(const hy_vxc_params *p, hy_vxc **out, char *err, size_t errlen
             hy_xcache_seed(v->xc[wi], e, w * p->freq[(size_t)l * v->n_expert + e], 0);
     }
     free(sizes);
+    if (p->persist_stats && hy_coact_default_path(d->header_hash, v->coact_path, sizeof v->coact_path) == 0) {
+        v->coact = hy_coact_new(d->n_layer, d->n_expert, d->n_expert_used, d->header_hash);
+        hy_coact *old = NULL;
+        char why[HY_ERRLEN];
+        FILE *fo = v->coact ? fopen(v->coact_path, "r") : NULL;
+        if (fo) {
+            fclose(fo);
+            /* what earlier runs kept is saved again with this run's counts added */
+            if (hy_coact_load(v->coact_path, d->header_hash, d->n_layer, d->n_expert, &old, why, sizeof why) == 0) {
+                hy_coact_merge(v->coact, old);
+                hy_coact_free(old);
+            } else {
+                fprintf(stderr, "hypura: warning: ignoring co-activation statistics %s: %s\n", v->coact_path, why);
+            }
+        }
+    }
     v->st.layers = v->n_win;
     v->st.slots = v->slots;
     v->st.device_bytes = v->dev_bytes;
@@ -469,6 +490,13 @@ int hy_vxc_attach(hy_vxc *v, char *err, size_t errlen) {
 
 void hy_vxc_free(hy_vxc *v) {
     if (!v) return;
+    if (v->coact && v->st.tokens > 0) {
+        char err[HY_ERRLEN];
+        if (hy_coact_save(v->coact, v->coact_path, err, sizeof err))
+            fprintf(stderr, "hypura: warning: could not save co-activation statistics: %s\n", err);
+    }
+    hy_coact_free(v->coact);
+    free(v->rec);
     if (v->be) ggml_backend_free(v->be);
     if (v->ids_buf) ggml_backend_buffer_free(v->ids_buf);
     for (int k = 0; k < v->n_kinds; k++)
@@ -558,6 +586,18 @@ static void on_router(hy_vxc *v, struct ggml_tensor *t, int layer) {
         return;
     }
     if (wi == 0) v->st.tokens += (uint64_t)n_tok, v->tick += (uint64_t)n_tok; /* once per pass: the first window */
+    if (v->coact) {
+        size_t need = (size_t)k * (size_t)n_tok;
+        if (need > v->rec_cap) {
+            int32_t *nr = realloc(v->rec, need * sizeof *nr);
+            if (nr) v->rec = nr, v->rec_cap = need;
+        }
+        if (need <= v->rec_cap) {
+            for (int j = 0; j < n_tok; j++)
+                memcpy(v->rec + (size_t)j * k, base + (size_t)j * t->nb[1], sizeof(int32_t) * (size_t)k);
+            hy_coact_record(v->coact, layer, v->rec, k, n_tok);
+        }
+    }
     v->cur_w = n_tok > HY_VXC_SLOT_TOKENS || n_union > v->slots || (size_t)k * (size_t)n_tok > v->ids_cap;
     const int *lv = v->layer_vt[layer];
     if (v->cur_w) {

@@ -62,6 +62,8 @@ typedef struct {
     int policy;                  /* HY_XC_LFU or HY_XC_LRU */
     const double *freq;          /* optional: measured routing shares [n_layer * n_expert] (hy_coact_freq) */
     uint64_t freq_tokens;
+    bool persist_stats;          /* record the routing into this model's co-activation statistics (hy_coact,
+                                    the file the CPU expert cache keeps too) and save them at the end */
 } hy_vxc_params;
 
 typedef struct {

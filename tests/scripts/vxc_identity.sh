@@ -39,4 +39,13 @@ for m in mixtral qwen3moe gpt-oss; do
     else echo "FAIL $m --gpu-xcache $size: no miss, nothing tested [$line]"; fail=1; fi
   done
 done
+# the cache keeps this model's routing statistics (the CPU expert cache's file), and estimate
+# then predicts its hit rate from them
+f=$WORK/mixtral.gguf
+env -u HYPURA_NO_PERSIST_STATS HYPURA_XCACHE_CPU=1 "$HY_BIN/hypura" run "$f" -p "$p" -n 20 --gpu-xcache 8M --temp 0 -c 256 -t 2 \
+  --no-repack >/dev/null 2>"$WORK/last.err" ||
+  { echo "FAIL: a run keeping statistics: $(tail -1 "$WORK/last.err")"; fail=1; }
+est=$(env -u HYPURA_NO_PERSIST_STATS HYPURA_XCACHE_CPU=1 "$HY_BIN/hypura" estimate "$f" -c 256 --gpu-xcache 8M 2>&1 | grep "VRAM expert cache")
+if grep -q "expected hit rate [0-9.]*% (from this model's routing statistics: [1-9]" <<<"$est"; then echo "ok estimate from kept statistics: ${est#  }"
+else echo "FAIL estimate does not use the kept statistics: $est"; fail=1; fi
 exit $fail
