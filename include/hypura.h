@@ -26,6 +26,8 @@ typedef struct {
     uint64_t mem_budget;   /* 0: HYPURA_MEMORY_BUDGET, else the profile's default */
     uint64_t gpu_budget;   /* 0: HYPURA_GPU_BUDGET, else the first GPU's free memory less headroom
                               (hy_session_gpu_default); HY_GPU_NONE: no GPU tier */
+    uint64_t gpu_xcache;   /* > 0: an expert cache in VRAM of this size, out of the GPU budget (hy_vxc.h);
+                              HY_XCACHE_AUTO: what the GPU budget leaves besides the non-expert weights */
     int  lookahead;        /* < 0: automatic */
     int  mode;             /* < 0: automatic; else hy_mode */
     int  io_backend;       /* HY_IO_AUTO, HY_IO_URING, HY_IO_PREAD */
@@ -62,6 +64,7 @@ typedef struct {
 } hy_session_params;
 
 #define HY_GPU_NONE UINT64_MAX
+#define HY_XCACHE_AUTO UINT64_MAX
 /* A GPU budget as the flag and HYPURA_GPU_BUDGET take it: "0" or "none" is
  * HY_GPU_NONE, else a size > 0 ("1.5G"); false when it is neither. */
 bool hy_gpu_budget_parse(const char *s, uint64_t *out);
@@ -74,6 +77,9 @@ typedef struct {
     hy_plan_params plan_params;
     hy_plan plan;
     hy_stream *stream;     /* NULL when no tensor lives in hypura's own buffer types */
+    struct hy_vxc *vxc;    /* the expert cache in VRAM (--gpu-xcache), or NULL */
+    uint64_t xcache_bytes;     /* --gpu-xcache: VRAM the cache takes (out of the GPU budget) */
+    int      xcache_slots;     /* ... expert slots per cached layer */
     struct hy_place *place; /* the plan as libllama overrides, NULL when libllama's defaults place all */
     hy_engine *engine;
     uint64_t load_read_bytes;  /* bytes this process read from storage while loading (/proc/self/io) */

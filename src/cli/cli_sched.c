@@ -63,6 +63,21 @@ int hy_cli_sched_opt(const char *cmd, int c, const char *arg, hy_session_params 
             return -1;
         }
         return 1;
+    case HY_OPT_GPU_XCACHE: {
+        uint64_t v = HY_XCACHE_AUTO;
+        /* the cache's errors surface in run (cmd_run checks it after each generation); serve and
+         * bench do not look at it yet */
+        if (strcmp(cmd, "run") && strcmp(cmd, "estimate")) {
+            fprintf(stderr, "hypura %s: --gpu-xcache is for run and estimate (not %s yet)\n", cmd, cmd);
+            return -1;
+        }
+        if (strcmp(arg, "auto") && (!hy_parse_bytes(arg, &v) || v == 0)) {
+            fprintf(stderr, "hypura %s: --gpu-xcache takes a size (e.g. 3G) or auto\n", cmd);
+            return -1;
+        }
+        p->gpu_xcache = v;
+        return 1;
+    }
     case HY_OPT_NO_PREFETCH: p->no_expert_prefetch = true; return 1;
     case HY_OPT_NO_STATS: p->no_persist_stats = true; return 1;
     case HY_OPT_RPC: p->rpc = arg; return 1;

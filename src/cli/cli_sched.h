@@ -24,6 +24,7 @@ enum {
     HY_OPT_DRAFT_MAX,
     HY_OPT_DRAFT_FIXED,
     HY_OPT_DRAFT_ACCEPT,
+    HY_OPT_GPU_XCACHE,
 };
 
 #define HY_SCHED_LONG_OPTIONS                                                                                   \
@@ -32,7 +33,7 @@ enum {
         {"io", required_argument, 0, HY_OPT_IO}, {"cache-policy", required_argument, 0, HY_OPT_CACHE_POLICY},     \
         {"no-prefetch", no_argument, 0, HY_OPT_NO_PREFETCH}, {"no-stats", no_argument, 0, HY_OPT_NO_STATS}, \
         {"rpc", required_argument, 0, HY_OPT_RPC}, {"rpc-link", required_argument, 0, HY_OPT_RPC_LINK},        \
-        {"rpc-assume", required_argument, 0, HY_OPT_RPC_ASSUME}
+        {"rpc-assume", required_argument, 0, HY_OPT_RPC_ASSUME}, {"gpu-xcache", required_argument, 0, HY_OPT_GPU_XCACHE}
 
 /* speculative decoding's flags, shared by run and serve (hy_cli_draft_opt) */
 #define HY_DRAFT_LONG_OPTIONS                                                                                  \
@@ -44,6 +45,10 @@ enum {
     "                          limit minus headroom; env HYPURA_MEMORY_BUDGET)\n"                           \
     "  --gpu-budget SIZE       VRAM the plan may use on the first GPU (weights, K/V, compute; default:\n"  \
     "                          its free memory less max(1 GiB, 5 pct); 0 or none: no GPU; env HYPURA_GPU_BUDGET)\n" \
+    "  --gpu-xcache SIZE|auto  an expert cache in VRAM, taken out of the GPU budget: the MoE layers whose\n" \
+    "                          experts stay in RAM compute them on the GPU from a window of slots per\n" \
+    "                          layer, filled with the routed experts over PCIe (full-resident plans);\n" \
+    "                          auto: the budget less the output head, attention, K/V and compute\n" \
     "  --mode MODE             auto | resident | stream (force streaming even when it fits: the\n"         \
     "                          experts of a MoE model, layer groups of a dense one) | dense (whole\n"    \
     "                          layer groups, for MoE too: every expert of a layer) | experts\n"         \

@@ -12,6 +12,7 @@
 #include "cli/cli_sched.h"
 #include "engine/hy_engine.h"
 #include "engine/hy_spec.h"
+#include "stream/hy_vxc.h"
 #include "util/hy_util.h"
 
 static void run_usage(FILE *f) {
@@ -197,6 +198,21 @@ static int write_stats_json(const char *path, const hy_session *ss, const hy_gen
                                                      : hy_stream_repack_buft(ss->stream) ? "hypura"
                                                                                          : "off"));
         json_object_set_new(o, "plan_io_bytes_per_token", json_integer((json_int_t)ss->plan.io_bytes_per_token));
+        if (ss->vxc) { /* the VRAM expert cache (--gpu-xcache) */
+            hy_vxc_stats v;
+            hy_vxc_get_stats(ss->vxc, &v);
+            json_t *x = json_object();
+            json_object_set_new(x, "layers", json_integer(v.layers));
+            json_object_set_new(x, "slots_per_layer", json_integer(v.slots));
+            json_object_set_new(x, "device_bytes", json_integer((json_int_t)v.device_bytes));
+            json_object_set_new(x, "hits", json_integer((json_int_t)v.hits));
+            json_object_set_new(x, "misses", json_integer((json_int_t)v.misses));
+            json_object_set_new(x, "h2d_bytes", json_integer((json_int_t)v.h2d_bytes));
+            json_object_set_new(x, "tokens", json_integer((json_int_t)v.tokens));
+            json_object_set_new(x, "slot_passes", json_integer((json_int_t)v.slot_passes));
+            json_object_set_new(x, "batched_passes", json_integer((json_int_t)v.w_passes));
+            json_object_set_new(o, "vram_xcache", x);
+        }
         /* predicted next to measured: gen_tps against predicted_tok_s */
         json_object_set_new(o, "predicted_tok_s", json_real(ss->plan.pred_tok_s));
         json_object_set_new(o, "prediction", hy_session_prediction_json(ss));
@@ -505,6 +521,11 @@ int hy_cmd_run(int argc, char **argv) {
                                           dump.f || dump.stream ? dump_logits : NULL, &dump, &st, &xs, err, sizeof err)
                        : hy_engine_generate(e, prompt, &sp, print_piece, NULL, dump.f || dump.stream ? dump_logits : NULL,
                                             &dump, &st, err, sizeof err);
+        const char *vwhy = ss ? hy_vxc_error(ss->vxc) : NULL;
+        if (!gr && vwhy) {
+            snprintf(err, sizeof err, "%s", vwhy);
+            gr = -1;
+        }
         if (gr) {
             const char *why = hy_stream_error(ss->stream);
             fprintf(stderr, "hypura run: %s\n", why ? why : err);
@@ -517,7 +538,7 @@ int hy_cmd_run(int argc, char **argv) {
             bool have_gen = gen_phase(&dump, &gen);
             if (!naive) {
                 if (have_gen) print_gen_phase(&gen, &st);
-                if (!draft) calibrate(ss, &st, have_gen ? &gen : NULL);
+                if (!draft && !ss->vxc) calibrate(ss, &st, have_gen ? &gen : NULL); /* the plan does not model it */
                 hy_session_print_predicted(stderr, ss, st.t_gen_s > 0 ? st.n_gen / st.t_gen_s : 0);
                 hy_session_print_stats(stderr, ss, st.t_prompt_s + st.t_gen_s);
             }

@@ -140,6 +140,11 @@ int hy_engine_open(const hy_engine_params *p, hy_engine **out, char *err, size_t
         return hy_fail(err, errlen, "failed to load '%s': %s", p->model_path, why);
     }
     e->vocab = llama_model_get_vocab(e->model);
+    if (p->model_loaded && p->model_loaded(p->model_loaded_ud, err, errlen)) {
+        llama_model_free(e->model);
+        free(e);
+        return -1;
+    }
 
     int n_train = llama_model_n_ctx_train(e->model);
     int n_ctx = p->n_ctx > 0 ? p->n_ctx : (n_train < 4096 ? n_train : 4096);

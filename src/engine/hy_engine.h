@@ -63,6 +63,10 @@ typedef struct {
      * buffer types that fill tensors asynchronously finish (or fail the load) here */
     int (*loaded)(void *ud, char *err, size_t errlen);
     void *loaded_ud;
+    /* called once the model is loaded, before its context (and so its scheduler) exists:
+     * where weights may still be moved to other buffers (the VRAM expert cache) */
+    int (*model_loaded)(void *ud, char *err, size_t errlen);
+    void *model_loaded_ud;
 } hy_engine_params;
 
 hy_engine_params hy_engine_default_params(void);

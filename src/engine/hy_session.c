@@ -12,6 +12,7 @@
 #include "engine/hy_place.h"
 #include "engine/hy_session_rpc.h"
 #include "engine/hy_spec.h"
+#include "stream/hy_vxc.h"
 #include "util/hy_util.h"
 
 hy_session_params hy_session_default_params(void) {
@@ -191,6 +192,25 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
                 hy_fmt_bytes(q->gpu_budget, b, sizeof b));
         goto fail;
     }
+    if (p->gpu_xcache && (hy_session_rpc_list(p) || p->rpc_assume)) {
+        hy_fail(err, errlen, "--gpu-xcache does not work with remote tiers (--rpc) yet");
+        goto fail;
+    }
+    if (p->gpu_xcache && p->gpu_xcache != HY_XCACHE_AUTO) {
+        /* the VRAM expert cache comes out of the GPU budget; the rest is planned as usual */
+        char a[32], b[32];
+        if (q->gpu_budget && q->gpu_budget <= p->gpu_xcache) {
+            hy_fail(err, errlen, "--gpu-xcache %s leaves nothing of the GPU budget of %s for the rest",
+                    hy_fmt_bytes(p->gpu_xcache, a, sizeof a), hy_fmt_bytes(q->gpu_budget, b, sizeof b));
+            goto fail;
+        }
+        if (!q->gpu_budget && !getenv("HYPURA_XCACHE_CPU")) {
+            hy_fail(err, errlen, "--gpu-xcache needs a GPU tier (a GPU and a GPU budget)");
+            goto fail;
+        }
+        if (q->gpu_budget) q->gpu_budget -= p->gpu_xcache;
+        s->xcache_bytes = p->gpu_xcache;
+    }
     int n_ctx = p->engine.n_ctx;
     if (n_ctx <= 0) n_ctx = s->desc->n_ctx_train > 0 && s->desc->n_ctx_train < 4096 ? s->desc->n_ctx_train : 4096;
     q->n_ctx = n_ctx;
@@ -243,6 +263,51 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
         }
         goto fail;
     }
+    if (p->gpu_xcache == HY_XCACHE_AUTO && s->plan.mode == HY_MODE_RESIDENT && s->plan.gpu_output) {
+        /* auto: the GPU keeps what it holds besides experts (output head, attention, K/V, compute),
+         * and the rest of its budget is the cache, when that holds top-k experts per layer */
+        uint64_t xg = 0;
+        for (int64_t i = 0; i < s->desc->n_tensors; i++)
+            if (s->plan.tier[i] == HY_TIER_GPU && s->desc->tensors[i].role == HY_ROLE_EXPERT) xg += s->desc->tensors[i].size;
+        uint64_t keep = s->plan.gpu_used - xg;
+        keep += keep / 32 + ((uint64_t)64 << 20); /* margin: CUDA's own allocations beside the plan's */
+        if (q->gpu_budget > keep) {
+            hy_plan trial;
+            hy_plan_params tq = *q;
+            tq.gpu_budget = keep;
+            if (hy_plan_make(s->desc, &tq, &trial, err, errlen) == 0) {
+                uint64_t x = q->gpu_budget - keep;
+                if (trial.mode == HY_MODE_RESIDENT && hy_vxc_slots_for(s->desc, &trial, x) >= s->desc->n_expert_used &&
+                    hy_vxc_slots_for(s->desc, &trial, x) < s->desc->n_expert) {
+                    hy_plan_free(&s->plan);
+                    s->plan = trial;
+                    *q = tq;
+                    s->xcache_bytes = x;
+                    s->xcache_slots = hy_vxc_slots_for(s->desc, &s->plan, x);
+                } else {
+                    hy_plan_free(&trial);
+                }
+            }
+        }
+    } else if (p->gpu_xcache && p->gpu_xcache != HY_XCACHE_AUTO) {
+        char a[32], b[32];
+        if (s->plan.mode != HY_MODE_RESIDENT) {
+            hy_fail(err, errlen, "--gpu-xcache needs the model's CPU side to fit in RAM (plan: %s); a VRAM cache over the NVMe tier is not built yet",
+                    hy_mode_name(s->plan.mode));
+            goto fail;
+        }
+        s->xcache_slots = hy_vxc_slots_for(s->desc, &s->plan, p->gpu_xcache);
+        uint64_t need = hy_vxc_bytes_for(s->desc, &s->plan, s->desc->n_expert_used);
+        if (need == 0) {
+            hy_fail(err, errlen, "--gpu-xcache: no expert layer is left outside the GPU tier to cache");
+            goto fail;
+        }
+        if (s->xcache_slots < s->desc->n_expert_used) {
+            hy_fail(err, errlen, "--gpu-xcache %s holds fewer than %d experts per layer; at least %s", hy_fmt_bytes(p->gpu_xcache, a, sizeof a),
+                    s->desc->n_expert_used, hy_fmt_bytes(need, b, sizeof b));
+            goto fail;
+        }
+    }
     /* through the page cache, the kernel decides what stays under a cap (the expert cache's
      * slots are not what is read): no figure rather than a wrong one (bench/moe_vs_llama.sh
      * measured 0.52 tok/s where the slots' hit rate said 5.68) */
@@ -278,6 +343,7 @@ uint64_t hy_session_gpu_default(const hy_gpu_info *g) {
 }
 
 static int session_loaded(void *ud, char *err, size_t errlen) { return hy_stream_check_loaded(ud, err, errlen); }
+static int session_vxc_attach(void *ud, char *err, size_t errlen) { return hy_vxc_attach(ud, err, errlen); }
 
 int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t errlen) {
     hy_engine_params ep = p->engine;
@@ -295,13 +361,14 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
      * own CPU buffers use 4 KiB pages, measured several times slower here. */
     bool streams = s->plan.mode != HY_MODE_RESIDENT;
     bool gpu = s->plan.gpu_output;
+    bool vx = s->xcache_bytes > 0; /* hy_session_plan checked: full-resident, some expert layer in RAM */
     /* Full-resident with repacking and no GPU: the tensors libllama would repack
      * go to HYPURA_REPACK (its layout and kernels, our memory and reads), the
      * rest to the RAM tier; libllama's own load path (load mode none) staged
      * every repacked tensor in fresh memory several times over (issue 12). */
     signed char *cls = NULL;
     ggml_backend_buffer_type_t repack_real = NULL;
-    if (!streams && !gpu && p->repack != 0) {
+    if (!streams && !gpu && p->repack != 0 && !vx) {
         cls = malloc((size_t)s->desc->n_tensors + 1);
         if (cls && hy_place_repack_classes(s->desc, cls, &repack_real)) repack_real = NULL; /* libllama's own way */
     }
@@ -313,7 +380,7 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
         /* libllama's "GPU layers" are the last ones, and the output head counts as one more */
         ep.n_gpu_layers = s->plan.gpu_layers + 1;
     }
-    if (streams || p->repack == 0 || repack_real) {
+    if (streams || p->repack == 0 || repack_real || (vx && !gpu)) {
         ep.repack = repack_real != NULL; /* tensors left to libllama (HY_PLACE_LIBLLAMA) are repacked as it likes */
         hy_stream_params sp = hy_stream_default_params();
         sp.model_path = p->model_path;
@@ -355,12 +422,49 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
         buft[HY_TIER_RAM] = ggml_backend_cpu_buffer_type();
         ep.no_host = s->desc->n_expert <= 1;
     }
+    /* the VRAM expert cache: its tensors load into its pinned host buffer type (placed
+     * as a tier of their own), move to its device arenas once loaded, and its eval
+     * callback serves their matmuls */
+    hy_plan vplan = s->plan;
+    hy_tier *vtier = NULL;
+    if (vx) {
+        ggml_backend_dev_t dev = gpu ? ep.gpu : ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+        hy_vxc_params vp = {.desc = s->desc,
+                            .plan = &s->plan,
+                            .dev = dev,
+                            .bytes = s->xcache_bytes,
+                            .policy = s->cache_policy,
+                            .freq = s->expert_freq,
+                            .freq_tokens = s->expert_stats_tokens,
+                            .persist_stats = !p->no_persist_stats && !getenv("HYPURA_NO_PERSIST_STATS")};
+        vtier = malloc(sizeof *vtier * (size_t)(s->desc->n_tensors + 1));
+        if (!vtier) {
+            free(cls);
+            return hy_fail(err, errlen, "out of memory");
+        }
+        if (hy_vxc_create(&vp, &s->vxc, err, errlen)) {
+            free(cls);
+            free(vtier);
+            return -1;
+        }
+        for (int64_t i = 0; i < s->desc->n_tensors; i++)
+            vtier[i] = hy_vxc_serves(s->desc, &s->plan, i) ? HY_TIER_NVME : s->plan.tier[i];
+        vplan.tier = vtier;
+        buft[HY_TIER_NVME] = hy_vxc_host_buft(s->vxc);
+        ep.cb_eval = hy_vxc_eval_cb;
+        ep.cb_eval_user_data = s->vxc;
+        ep.abort_cb = hy_vxc_abort_cb;
+        ep.abort_cb_data = s->vxc;
+        ep.model_loaded = session_vxc_attach;
+        ep.model_loaded_ud = s->vxc;
+    }
     int rc = 0;
     if (repack_real)
         rc = hy_place_make_classes(s->desc, cls, buft[HY_TIER_RAM], hy_stream_repack_buft(s->stream), &s->place, err,
                                    errlen);
-    else if (gpu || s->stream) rc = hy_place_make(s->desc, &s->plan, buft, &s->place, err, errlen);
+    else if (gpu || s->stream) rc = hy_place_make(s->desc, &vplan, buft, &s->place, err, errlen);
     free(cls);
+    free(vtier);
     if (rc) return -1;
     if (s->place) ep.overrides = hy_place_overrides(s->place);
     if (hy_session_rpc_engine(s, &ep, err, errlen)) return -1;
@@ -397,6 +501,7 @@ void hy_session_free(hy_session *s) {
     if (!s) return;
     hy_engine_free(s->engine); /* before the stream: the model owns buffers of its type */
     hy_stream_free(s->stream);
+    hy_vxc_free(s->vxc);
     hy_place_free(s->place);
     hy_session_rpc_free(s);
     hy_plan_free(&s->plan);
@@ -517,7 +622,30 @@ void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
         fprintf(f, "  expert I/O per token: %s routed, %s expected from storage after cache hits\n",
                 hy_fmt_bytes(pl->io_bytes_per_token, a, sizeof a), hy_fmt_bytes(pl->pred_io_bytes, b, sizeof b));
     }
-    if (s->pred_none) fprintf(f, "  predicted: none (%s)\n", s->pred_none);
+    if (s->xcache_bytes) {
+        uint64_t routed = 0;
+        double hit = hy_vxc_expected_hit(s->desc, pl, s->xcache_slots, s->expert_freq, &routed);
+        char src[4500];
+        if (s->expert_freq && s->expert_stats_tokens) /* the plan's own flag is set by expert-streaming only */
+            snprintf(src, sizeof src, "from this model's routing statistics: %llu tokens in %s",
+                     (unsigned long long)s->expert_stats_tokens, s->expert_stats_path);
+        else
+            hit_source(s, src, sizeof src);
+        int nl = 0;
+        for (int l = 0; l < s->desc->n_layer; l++)
+            for (int64_t i = 0; i < s->desc->n_tensors; i++)
+                if (s->desc->tensors[i].layer == l && hy_vxc_serves(s->desc, pl, i)) {
+                    nl++;
+                    break;
+                }
+        fprintf(f, "  VRAM expert cache: %s (--gpu-xcache, out of the GPU budget): %d layers whose experts stay in RAM "
+                   "compute on the GPU from %d of %d experts per layer; expected hit rate %.1f%% (%s); PCIe per token: "
+                   "%s routed, %s expected after hits\n",
+                hy_fmt_bytes(s->xcache_bytes, a, sizeof a), nl, s->xcache_slots, s->desc->n_expert, 100.0 * hit, src,
+                hy_fmt_bytes(routed, b, sizeof b), hy_fmt_bytes((uint64_t)((1.0 - hit) * (double)routed), c, sizeof c));
+    }
+    if (s->xcache_bytes) fprintf(f, "  predicted: none (the prediction does not model the VRAM expert cache yet)\n");
+    else if (s->pred_none) fprintf(f, "  predicted: none (%s)\n", s->pred_none);
     else print_prediction(f, s);
     hy_session_rpc_print(f, s);
     if (tensors) {
@@ -672,6 +800,18 @@ char *hy_session_plan_json(const hy_session *s, bool tensors) {
 void hy_session_print_stats(FILE *f, const hy_session *s, double seconds) {
     char a[32], b[32], c[32];
     uint64_t peak = hy_peak_rss(), cg = hy_cgroup_peak();
+    if (s->vxc) {
+        hy_vxc_stats v;
+        hy_vxc_get_stats(s->vxc, &v);
+        uint64_t sel = v.hits + v.misses;
+        fprintf(f, "[hypura] VRAM expert cache: %d layers x %d slots (%s on the device); decode selections %llu, "
+                   "hit rate %.1f%%; copied %s host->device (%s per token over %llu tokens); layer passes: %llu from "
+                   "slots, %llu batched through the whole-layer area\n",
+                v.layers, v.slots, hy_fmt_bytes(v.device_bytes, a, sizeof a), (unsigned long long)sel,
+                sel ? 100.0 * (double)v.hits / (double)sel : 0.0, hy_fmt_bytes(v.h2d_bytes, b, sizeof b),
+                hy_fmt_bytes(v.tokens ? v.h2d_bytes / v.tokens : 0, c, sizeof c), (unsigned long long)v.tokens,
+                (unsigned long long)v.slot_passes, (unsigned long long)v.w_passes);
+    }
     if (s->stream && s->plan.mode != HY_MODE_RESIDENT) { /* a resident run's stream object only loads */
         hy_stream_stats st;
         hy_stream_get_stats(s->stream, &st);

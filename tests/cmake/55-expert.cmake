@@ -12,3 +12,9 @@ foreach(a qwen3moe gpt-oss qwen2moe)
   add_test(NAME expert_identity_${a}
     COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/expert_identity_arch.sh ${HY_BIN} ${HY_TEST_WORK} ${a})
 endforeach()
+# the VRAM expert cache's mechanism (#15) with its arenas on the CPU device: bit-identity
+add_test(NAME vxc_identity
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/vxc_identity.sh ${HY_BIN} ${HY_TEST_WORK})
+add_executable(test_vxc ${CMAKE_CURRENT_SOURCE_DIR}/test_vxc.c)
+target_link_libraries(test_vxc PRIVATE hypura_core)
+add_test(NAME vxc_unit COMMAND test_vxc)

@@ -35,4 +35,47 @@ for kind in dense moe; do
     fi
   done
 done
+
+# The VRAM expert cache (--gpu-xcache): MoE layers whose experts stay in RAM compute
+# them on the GPU from slot windows. Reference: the same model with every tensor on the
+# GPU (the experts computed by the same kernels from whole tensors); the cached run keeps
+# the output head, attention and K/V on the GPU too (the least GPU budget that holds
+# them all, found from the plan), and its experts in pinned RAM, with the smallest cache
+# the plan accepts (top-k slots per layer: misses every token) and a larger one. The
+# prompt (11 tokens) goes through the whole-layer area (batched kernels), decode through
+# the slots (remapped ids). Mixtral-like (8 experts top-2) and qwen3moe (32 experts top-4;
+# a down projection of 256 columns, not a multiple of the kernels' 512-column padding).
+"$HY_BIN/hypura-mkmodel" -o "$WORK/vq3.gguf" --arch qwen3moe --layers 4 --dim 256 --heads 4 --kv-heads 2 --head-dim 64 \
+  --experts 32 --top-k 4 --expert-ff 256 --type q4_k --routing zipf --seed 9 --quiet >/dev/null
+for m in "$WORK/moe.gguf" "$WORK/vq3.gguf"; do
+  km=$(basename "$m" .gguf)
+  base=""
+  for mb in $(seq 36 2 160); do
+    g=$("$HY_BIN/hypura" estimate "$m" -c 256 --gpu-budget ${mb}M 2>&1 | grep "GPU:")
+    if grep -q "attention + K/V of \([0-9]*\) of \1 layers, experts of 0 layers" <<<"$g"; then base=$mb; break; fi
+  done
+  [[ -n $base ]] || { echo "FAIL vxc $km: no GPU budget holds all attention without experts"; fail=1; continue; }
+  run "$m" -p "$p" --gpu-budget 400M --mode resident --no-repack --dump-logits "$WORK/vref.bin" >"$WORK/vref.txt" ||
+    { echo "FAIL vxc $km: all-GPU reference run: $(tail -1 "$WORK/last.err")"; fail=1; continue; }
+  "$HY_BIN/hypura" run "$m" -p x -n 1 -c 256 --gpu-budget $((base + 1))M --gpu-xcache 1M 2>"$WORK/last.err" >/dev/null
+  need=$(sed -n 's/.*holds fewer than [0-9]* experts per layer; at least \([0-9.]*\) MiB.*/\1/p' "$WORK/last.err")
+  [[ -n $need ]] || { echo "FAIL vxc $km: a 1 MiB cache was not refused with the size it needs: $(tail -1 "$WORK/last.err")"; fail=1; continue; }
+  for x in $(python3 -c "import math; print(math.ceil($need + 0.1), math.ceil($need * 2))"); do
+    got=$(run "$m" -p "$p" --gpu-budget $((base + x))M --gpu-xcache ${x}M --dump-logits "$WORK/vx.bin") ||
+      { echo "FAIL vxc $km --gpu-xcache ${x}M: $(tail -1 "$WORK/last.err")"; fail=1; continue; }
+    line=$(grep -o 'VRAM expert cache: [0-9]* layers x.*' "$WORK/last.err")
+    if cmp -s "$WORK/vref.bin" "$WORK/vx.bin" && [[ "$got" == "$(cat "$WORK/vref.txt")" ]] && [[ -s $WORK/vx.bin ]]; then
+      echo "ok vxc $km --gpu-budget $((base + x))M --gpu-xcache ${x}M: logits identical to all-GPU [$line]"
+    else
+      echo "FAIL vxc $km --gpu-budget $((base + x))M --gpu-xcache ${x}M: logits differ from all-GPU [$line]"; fail=1
+      # where: the prompt (batched, whole-layer area) or decode (slots)
+      python3 - "$WORK/vref.bin" "$WORK/vx.bin" <<'PY'
+import sys
+a, b = open(sys.argv[1], 'rb').read(), open(sys.argv[2], 'rb').read()
+n = min(len(a), len(b)); first = next((i for i in range(0, n, 4) if a[i:i+4] != b[i:i+4]), None)
+print("   first differing byte", first, "of", n)
+PY
+    fi
+  done
+done
 exit $fail
