@@ -4,14 +4,7 @@
 # Order = priority: build, environment, small identity tests, models, MoE,
 # dense, both under caps, identity on the big models, where the memory goes.
 set -uo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$ROOT"
-L=/tmp/hy-gpu
-mkdir -p $L
-exec >$L/log 2>&1
-echo "start $(date -u +%T)"
-env_sh=$(bench/gpu/device_setup.sh) || { echo "SETUP FAILED"; touch $L/done; exit 1; }
-. "$env_sh"
+source "$(dirname "${BASH_SOURCE[0]}")/device_job.sh"
 export HYPURA_BUILD_DIR=$ROOT/build-gpu
 # caps around the dense model's CPU side (~6.3 GiB with a 4 GiB GPU budget): streamed, barely, resident
 export DENSE_CAP=${DENSE_CAP:-"6G 6.5G 7G"} MEM_CAPS=${MEM_CAPS:-6G}

@@ -10,14 +10,7 @@
 # +2 %. Generation of N_GEN tokens after a short prompt, and prompt speed over a
 # ~PP-token prompt (llama-bench -p PP). Results: bench/results/xcache.jsonl.
 set -uo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$ROOT"
-L=/tmp/hy-gpu
-mkdir -p $L
-exec >$L/log 2>&1
-echo "start $(date -u +%T)"
-env_sh=$(bench/gpu/device_setup.sh) || { echo "SETUP FAILED"; touch $L/done; exit 1; }
-. "$env_sh"
+source "$(dirname "${BASH_SOURCE[0]}")/device_job.sh"
 export HYPURA_BUILD_DIR=$ROOT/build-gpu HYPURA_NO_PERSIST_STATS=1 HYPURA_NO_STORAGE_PROFILE=1
 [[ -f /opt/llama.cpp/build-cuda/bin/libggml-cuda.so && ! -f $L/llama-cuda-bin.tar.xz ]] && (cd /opt/llama.cpp/build-cuda/bin && tar cf - *.so* llama-bench llama-completion | xz -T0 -3 > $L/llama-cuda-bin.tar.xz.tmp && mv $L/llama-cuda-bin.tar.xz.tmp $L/llama-cuda-bin.tar.xz && echo "saved cuda build: $(du -h $L/llama-cuda-bin.tar.xz | cut -f1)") &
 source bench/lib.sh

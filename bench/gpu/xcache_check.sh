@@ -5,14 +5,7 @@
 # twice with routing statistics kept (a fresh data directory): the second run's cache
 # starts from the first's statistics (64 generated tokens each, as xcache_all.sh).
 set -uo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$ROOT"
-L=/tmp/hy-gpu
-mkdir -p $L
-exec >$L/log 2>&1
-echo "start $(date -u +%T)"
-env_sh=$(bench/gpu/device_setup.sh) || { echo "SETUP FAILED"; touch $L/done; exit 1; }
-. "$env_sh"
+source "$(dirname "${BASH_SOURCE[0]}")/device_job.sh"
 export HYPURA_BUILD_DIR=$ROOT/build-gpu HYPURA_NO_STORAGE_PROFILE=1
 source bench/lib.sh
 echo "== gpu identity $(date -u +%T)"

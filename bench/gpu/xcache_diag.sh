@@ -8,14 +8,7 @@
 # the best llama.cpp configurations of xcache_all.sh within that VRAM, over N_GEN (256)
 # generated tokens: past the cache's first fills.
 set -uo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$ROOT"
-L=/tmp/hy-gpu
-mkdir -p $L
-exec >$L/log 2>&1
-echo "start $(date -u +%T)"
-env_sh=$(bench/gpu/device_setup.sh) || { echo "SETUP FAILED"; touch $L/done; exit 1; }
-. "$env_sh"
+source "$(dirname "${BASH_SOURCE[0]}")/device_job.sh"
 export HYPURA_BUILD_DIR=$ROOT/build-gpu HYPURA_NO_PERSIST_STATS=1 HYPURA_NO_STORAGE_PROFILE=1
 source bench/lib.sh
 N_GEN=${N_GEN:-256}
