@@ -138,6 +138,11 @@ typedef struct {
      * 0: none measured (expert-streaming then takes HY_PLAN_EXPERT_COMPUTE_PRIOR, the rest 1) */
     double   compute_scale[HY_MODE_COUNT];
     int      lookahead;      /* groups in flight ahead of compute; < 0 = automatic */
+    int      min_lookahead;  /* automatic lookahead: at least this many where the budget allows it,
+                                even at the cost of streaming a group or two more (0: 1, the
+                                automatic rule). For batched steps (serve --parallel), whose
+                                compute per layer is as long as a group's read: with one group
+                                in flight the reads wait behind the compute of resident layers */
     int      force_mode;     /* < 0 = automatic, else a hy_mode to force (streams even when it fits) */
     /* Measured routing, optional, read only by the prediction: expert_freq[l * n_expert + e] is the
      * share of layer l's selections that chose expert e (hy_coact_freq: sums to 1 over a layer with
