@@ -15,7 +15,8 @@
  * resident layers between them. Attention groups stream only when all FFN
  * groups already do. The pool holds (lookahead + 1) groups; the automatic
  * lookahead uses only slack the budget leaves after the fewest groups stream,
- * so more lookahead never costs extra I/O and the plan is monotone in budget.
+ * so more lookahead never costs extra I/O and the plan is monotone in budget
+ * (unless min_lookahead asks for more: batched serving).
  *
  * GPU tier (when gpu_budget > 0), chosen first and independently of the
  * memory budget, by the same cost model: every byte on the GPU is a byte the
