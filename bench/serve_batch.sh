@@ -29,6 +29,9 @@ IDENTITY_N=${IDENTITY_N:-8}
 CAP_MIB=${CAP_MIB:-1536}; CAP=$((CAP_MIB << 20))
 SHARE=${SHARE:-64} # context per sequence: prompt (~15 tokens) + N_GEN fit
 IDENTITY=${IDENTITY:-1}
+# HYPURA_ARGS: more `hypura serve` flags for every hypura round (default --repack: the
+# weights a streamed plan keeps resident use ggml's repacked kernels; "" for plain ones)
+read -r -a HY_ARGS <<<"${HYPURA_ARGS---repack}"
 # LLAMA_MAX_CLIENTS=N: llama-server only for rounds of at most N clients (it is the slow side)
 OUT=${OUT:-$RESULTS/serve_batch.json}
 M=${MODEL:-$MODELS/dense-3g-q4k.gguf}
@@ -38,7 +41,7 @@ LLAMA_SERVER=${LLAMA_SERVER:-$LLAMA_SRC/build-server/bin/llama-server}
 [[ -x $LLAMA_SERVER ]] || { echo "no llama-server at $LLAMA_SERVER (see the header to build it): hypura only"; LLAMA_SERVER=; }
 W=$(mktemp -d)
 trap '[[ ${KEEP:-0} == 1 ]] && echo "kept $W" || rm -rf "$W"' EXIT
-echo "model $(($(stat -c %s "$M") >> 20)) MiB, cap $CAP_MIB MiB, $T threads, $NGEN tokens x $REQS requests per client, context $SHARE per sequence"
+echo "model $(($(stat -c %s "$M") >> 20)) MiB, cap $CAP_MIB MiB, $T threads, $NGEN tokens x $REQS requests per client, context $SHARE per sequence, hypura serve ${HY_ARGS[*]}"
 
 # cg_start LOG cmd...: cmd in a fresh memory cgroup (v1 or v2), in the background: sets CG, SPID
 cg_start() {
@@ -118,7 +121,7 @@ CLIENT_ARGS=()
 for c in $CLIENTS; do
   for side in hypura ${LLAMA_SERVER:+llama}; do
     [[ $side == llama && $c -gt ${LLAMA_MAX_CLIENTS:-1000} ]] && continue
-    round "$side" "$c" "$side-$c"
+    if [[ $side == hypura ]]; then round hypura "$c" "hypura-$c" "${HY_ARGS[@]}"; else round llama "$c" "llama-$c"; fi
     python3 - "$W/$side-$c.json" "$side" "$c" <<'PY'
 import json, sys
 o = json.load(open(sys.argv[1])) if sys.argv[1] else {}
@@ -151,18 +154,18 @@ done
 cmax=$(echo $CLIENTS | tr ' ' '\n' | sort -n | tail -1)
 if [[ $IDENTITY == 1 && -f $W/hypura-$cmax.json ]]; then
   REQS_SAVE=$REQS; REQS=$(( REQS * cmax < IDENTITY_N ? REQS * cmax : IDENTITY_N ))
-  round hypura 1 alone --no-prompt-cache
+  round hypura 1 alone --no-prompt-cache "${HY_ARGS[@]}"
   REQS=$REQS_SAVE
 fi
 
-python3 - "$W" "$CLIENTS" "$OUT" "$M" "$CAP_MIB" "$NGEN" "$REQS" "$SHARE" "$T" <<'PY'
+HY_ARGS_STR="${HY_ARGS[*]}" python3 - "$W" "$CLIENTS" "$OUT" "$M" "$CAP_MIB" "$NGEN" "$REQS" "$SHARE" "$T" <<'PY'
 import json, os, sys
 w, clients, out, model, cap, ngen, reqs, share, threads = sys.argv[1:10]
 clients = [int(c) for c in clients.split()]
 def load(p):
     try: return json.load(open(p))
     except Exception: return None
-res = {"model": os.path.basename(model), "cap_mib": int(cap), "tokens_per_request": int(ngen), "requests_per_client": int(reqs),
+res = {"model": os.path.basename(model), "hypura_args": os.environ.get("HY_ARGS_STR", ""), "cap_mib": int(cap), "tokens_per_request": int(ngen), "requests_per_client": int(reqs),
        "context_per_sequence": int(share), "threads": int(threads), "rounds": {}}
 for c in clients:
     res["rounds"][c] = {s: load(f"{w}/{s}-{c}.json") for s in ("hypura", "llama")}

@@ -38,7 +38,9 @@ typedef struct {
     int  repack;           /* < 0 auto: on when full-resident (llama.cpp's default kernels), off when
                               streaming (streamed tensors cannot be repacked; resident ones are kept
                               unpacked too, so a streamed run equals a resident --no-repack run bit
-                              for bit); 0 off; 1 on (full-resident only) */
+                              for bit); 0 off; 1 on (streaming: the tensors kept resident are
+                              repacked, the streamed ones stay plain; no resident run computes
+                              the same bits then) */
     int  cache_policy;     /* expert cache: < 0 automatic (the policy this model's earlier runs measured
                               hitting more, else decayed LFU: src/cache/hy_policy.h), 0 decayed LFU, 1 LRU */
     bool no_expert_prefetch; /* no prefetch of the next layer's experts */

@@ -96,7 +96,7 @@ static void check_repack_classes(void) {
     hy_place *place;
     char err[256];
     int rc = hy_place_make_classes(&d, cls, (ggml_backend_buffer_type_t)host, (ggml_backend_buffer_type_t)repack,
-                                   &place, err, sizeof err);
+                                   NULL, &place, err, sizeof err);
     CHECK(rc == 0, "classes: %s", err);
     if (rc) return;
     const struct llama_model_tensor_buft_override *o = hy_place_overrides(place);

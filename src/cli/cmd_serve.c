@@ -38,7 +38,9 @@ static void serve_usage(FILE *f) {
             "                          the room left in the context)\n"
             "  -t, --threads N         CPU threads (default: all cores)\n"
             "  -b, --batch N           prompt batch size (default 512)\n"
-            "      --repack / --no-repack  CPU weight repacking (default off; see hypura run --help)\n"
+            "      --repack / --no-repack  CPU weight repacking (default: on when the model fits, off when it\n"
+            "                          streams; --repack then repacks the weights kept resident: faster\n"
+            "                          batched steps, but batched answers may differ from alone)\n"
             "      --no-prompt-cache   decode every prompt in full instead of reusing the previous\n"
             "                          request's shared prefix (slower; answers then never depend on\n"
             "                          what was asked before, bit for bit)\n"
@@ -172,8 +174,8 @@ int hy_cmd_serve(int argc, char **argv) {
         case 'c': ok = hy_cli_parse_int(optarg, 0, 1 << 24, &ep.n_ctx); break;
         case 't': ok = hy_cli_parse_int(optarg, 1, 4096, &ep.n_threads); break;
         case 'b': ok = hy_cli_parse_int(optarg, 1, 1 << 16, &ep.n_batch); break;
-        case O_NOREPACK: ep.repack = false; break;
-        case O_REPACK: ep.repack = true; break;
+        case O_NOREPACK: sess.repack = 0; break;
+        case O_REPACK: sess.repack = 1; break;
         case O_NOCACHE: sp.prompt_cache = false; break;
         case 'q': sp.log_requests = false; break;
         case 'v': ep.verbose = true; break;

@@ -39,6 +39,7 @@ struct hy_batcher {
     int grave;              /* the holding sequence (see slot_retire), or -1 when the context has none */
     int n_grave;            /* cells it holds */
     int n_gc, n_reset;      /* times the grave was freed for room; times the cache was cleared */
+    int pad_rows;           /* steps padded to a multiple of this many rows (hy_batcher_params) */
     bool want_room;         /* a request waits for room that only an idle, cleared cache gives */
     bool prompt_cache;
     bool trace;             /* HYPURA_BATCH_TRACE: the grave's frees on stderr (the server logs each step) */
@@ -71,6 +72,7 @@ int hy_batcher_new(hy_engine *e, const hy_batcher_params *p, hy_batcher **out, c
     b->trace = getenv("HYPURA_BATCH_TRACE") != NULL;
     b->n_cells = (int)llama_n_ctx(ctx);
     b->grave = n_seq > p->n_slots ? p->n_slots : -1;
+    b->pad_rows = b->grave >= 0 && p->pad_rows > 1 ? p->pad_rows : 0;
     if (b->n_ctx_slot < 2 || b->n_ubatch < b->n_slots) {
         free(b);
         return hy_fail(err, errlen, "%d sequences do not fit a context of %d tokens and a batch of %d", p->n_slots,
@@ -287,7 +289,7 @@ int hy_batcher_add(hy_batcher *b, const char *prompt, const hy_sample_params *sp
     if (b->grave >= 0 && hy_batcher_busy(b) > 0) {
         /* its cells in all: prompt and tokens, within its context (as slot_need counts them) */
         int cap = sp->n_predict >= 0 && sp->n_predict < n_ctx - n ? n + sp->n_predict : n_ctx;
-        int need = cap - pick_keep + b->n_slots;
+        int need = cap - pick_keep + (b->n_slots > b->pad_rows ? b->n_slots : b->pad_rows);
         for (int i = 0; i < b->n_slots; i++)
             if (b->slots[i].st != SLOT_FREE) need += slot_need(&b->slots[i]);
         if (cells_used(b) + need > b->n_cells) {
@@ -451,36 +453,47 @@ int hy_batcher_step(hy_batcher *b, char *err, size_t errlen) {
         batch_add(b, s->cur, s->n_cached, i, true);
         n_gen++;
     }
-    /* prompts, first come first served: alone, one prompt in chunks of n_ubatch
-     * (as hy_engine_generate); beside generating slots, at most
-     * HY_BATCH_PROMPT_ROWS and what keeps the step under the flash-attention
-     * tile (at least a few tokens, so prompts move on also with more generating
-     * slots than that) */
-    int budget = n_gen == 0 ? b->n_ubatch : HY_BATCH_MIXED_ROWS - n_gen;
-    if (n_gen > 0 && budget > HY_BATCH_PROMPT_ROWS) budget = HY_BATCH_PROMPT_ROWS;
+    /* prompts, first come first served. Nothing generating: a prompt longer than a
+     * mixed step goes alone, in chunks of n_ubatch (as hy_engine_generate decodes
+     * it); shorter ones go together, whole, as many as fit a mixed step (a burst
+     * of requests reads its prompts in fewer passes over the weights). Beside
+     * generating slots: at most HY_BATCH_PROMPT_ROWS and what keeps the step under
+     * the flash-attention tile (at least a few tokens, so prompts move on also
+     * with more generating slots than that). With padding (pad_rows) the padded
+     * step stays under the tile too. */
+    int max_rows = HY_BATCH_MIXED_ROWS;
+    if (b->pad_rows > 1) max_rows = HY_BATCH_MIXED_ROWS / b->pad_rows * b->pad_rows;
+    bool alone = n_gen == 0;
+    int budget = alone ? b->n_ubatch : max_rows - n_gen;
+    if (!alone && budget > HY_BATCH_PROMPT_ROWS) budget = HY_BATCH_PROMPT_ROWS;
     if (budget < 8) budget = 8;
     if (budget > b->n_ubatch - n_gen) budget = b->n_ubatch - n_gen;
-    for (;;) {
+    for (int n_taken = 0;; n_taken++) {
         int i = -1;
         for (int j = 0; j < b->n_slots; j++)
             if (b->slots[j].st == SLOT_PROMPT && !prompt_rows[j] && (i < 0 || b->slots[j].order < b->slots[i].order))
                 i = j;
         if (i < 0 || budget <= 0) break;
         slot_t *s = &b->slots[i];
-        int left = s->n_prompt - s->n_cached, m = left < budget ? left : budget;
+        int left = s->n_prompt - s->n_cached;
+        if (alone && n_taken == 0 && left <= max_rows && budget > max_rows) budget = max_rows;
+        if (alone && n_taken > 0 && left > budget) break; /* together only whole */
+        int m = left < budget ? left : budget;
         for (int k = 0; k < m; k++)
             batch_add(b, s->prompt[s->n_cached + k], s->n_cached + k, i, k == left - 1);
         if (m == left) s->row = b->batch.n_tokens - 1;
         prompt_rows[i] = m;
         budget -= m;
-        if (n_gen == 0) break; /* alone: one prompt per step, as `run` decodes it */
+        if (alone && left > max_rows) break; /* a long prompt, alone */
     }
     int n_tok = b->batch.n_tokens;
     if (n_tok == 0) {
         free(prompt_rows);
         return 0;
     }
-    if (cells_used(b) + n_tok + 1 > b->n_cells) grave_free(b);
+    int room = n_tok + 1; /* with the lone step's row below, and the padding to pad_rows */
+    if (b->pad_rows > 1) room = (room + b->pad_rows - 1) / b->pad_rows * b->pad_rows;
+    if (cells_used(b) + room > b->n_cells) grave_free(b);
     /* One query row over 512 cells or more takes ggml-cpu's split-KV attention
      * (partial sums per thread), which rounds otherwise than the per-row kernel a
      * step of two or more rows uses, and the cells a lone short sequence sees
@@ -496,6 +509,22 @@ int hy_batcher_step(hy_batcher *b, char *err, size_t errlen) {
             b->n_grave++;
         }
     }
+    /* padding to the repacked kernels' row group (hy_batcher_params.pad_rows): the grave's
+     * throwaway tokens after every real row, so they take the step's highest cells and
+     * leave no hole when they go right after it */
+    int n_pad = 0;
+    llama_pos pad_pos = 0;
+    if (b->pad_rows > 1 && b->batch.n_tokens % b->pad_rows) {
+        pad_pos = llama_memory_seq_pos_max(llama_get_memory(b->ctx), b->grave) + 1;
+        /* (the lone step's row, when added, is the grave's last position: seq_pos_max
+         * does not know it yet) */
+        if (b->batch.n_tokens > 1 && b->batch.seq_id[b->batch.n_tokens - 1][0] == b->grave)
+            pad_pos = b->batch.pos[b->batch.n_tokens - 1] + 1;
+        while (b->batch.n_tokens % b->pad_rows && b->batch.n_tokens < b->n_ubatch) {
+            batch_add(b, b->batch.token[0], pad_pos + n_pad, b->grave, false);
+            n_pad++;
+        }
+    }
     double t_dec = hy_now();
     int r = llama_decode(b->ctx, b->batch);
     b->last.n_gen = n_gen;
@@ -507,6 +536,7 @@ int hy_batcher_step(hy_batcher *b, char *err, size_t errlen) {
         r = llama_decode(b->ctx, b->batch);
     }
     b->last.decode_s = hy_now() - t_dec;
+    if (n_pad > 0 && r == 0) llama_memory_seq_rm(llama_get_memory(b->ctx), b->grave, pad_pos, -1);
     if (r != 0) {
         char why[HY_ERRLEN];
         hy_engine_last_error(why, sizeof why);

@@ -47,7 +47,7 @@
  * Q4_K model, where a streamed step's I/O is ~1 s), so a long prompt read in
  * one step would hold every running stream for many seconds. */
 #define HY_BATCH_MIXED_ROWS 63
-#define HY_BATCH_PROMPT_ROWS 32
+#define HY_BATCH_PROMPT_ROWS 56
 /* libllama's attention spans the used cells rounded up to this many (pinned
  * version); ggml-cpu splits one query row's attention over 512 cells or more. */
 #define HY_BATCH_KV_PAD 256
@@ -58,6 +58,13 @@ typedef struct {
     int  n_slots;         /* sequences at once, <= the context's n_seq_max */
     int  n_ctx_slot;      /* cells one sequence may use; 0 = the context's n_ctx / n_slots */
     bool prompt_cache;    /* a finished sequence's tokens stay in its slot for prefix reuse */
+    int  pad_rows;        /* > 1: every step is padded with throwaway rows (of the holding
+                             sequence, removed after the step) to a multiple of this many.
+                             ggml-cpu's repacked kernels compute rows in groups of 4 (a GEMM)
+                             and the rest one by one (a GEMV), which round differently: with
+                             4, every row of every step, a lone request's too, takes the
+                             GEMM, and batched answers equal answers alone. Needs the
+                             holding sequence (n_seq_max > n_slots); ignored without it. */
 } hy_batcher_params;
 
 /* What a request's owner is told. All are called on the batcher's thread,

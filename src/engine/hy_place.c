@@ -138,19 +138,24 @@ int hy_place_make(const hy_model_desc *d, const hy_plan *plan, ggml_backend_buff
 }
 
 int hy_place_make_classes(const hy_model_desc *d, const signed char *cls_in, ggml_backend_buffer_type_t host_buft,
-                          ggml_backend_buffer_type_t repack_buft, hy_place **out, char *err, size_t errlen) {
+                          ggml_backend_buffer_type_t repack_buft, ggml_backend_buffer_type_t nvme_buft, hy_place **out,
+                          char *err, size_t errlen) {
     *out = NULL;
     if (!host_buft || !repack_buft) return hy_fail(err, errlen, "no buffer type for the RAM tier or for repacking");
     bool *done;
     int *cls;
     hy_place *pl = place_new(d, &done, &cls);
     if (!pl) return hy_fail(err, errlen, "out of memory");
-    bool any_default = false;
+    bool any_default = false, any_nvme = false;
     for (int64_t i = 0; i < d->n_tensors; i++) {
         cls[i] = cls_in[i];
         any_default |= cls_in[i] == HY_PLACE_LIBLLAMA;
+        any_nvme |= cls_in[i] == HY_TIER_NVME;
     }
-    int rc = class_patterns(pl, d, cls, HY_PLACE_REPACK, repack_buft, done, err, errlen);
+    int rc = 0;
+    if (any_nvme && !nvme_buft) rc = hy_fail(err, errlen, "tensors are classed for streaming, without its buffer type");
+    else if (any_nvme) rc = class_patterns(pl, d, cls, HY_TIER_NVME, nvme_buft, done, err, errlen);
+    if (!rc) rc = class_patterns(pl, d, cls, HY_PLACE_REPACK, repack_buft, done, err, errlen);
     /* host tensors: a catch-all, unless some tensors are left to libllama's own choice */
     if (!rc && any_default) rc = class_patterns(pl, d, cls, HY_PLACE_HOST, host_buft, done, err, errlen);
     else if (!rc) {

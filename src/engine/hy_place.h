@@ -41,9 +41,12 @@ int hy_place_make(const hy_model_desc *d, const hy_plan *plan, ggml_backend_buff
 enum { HY_PLACE_REPACK = HY_TIER_COUNT, HY_PLACE_HOST, HY_PLACE_LIBLLAMA };
 int hy_place_repack_classes(const hy_model_desc *d, signed char *cls, ggml_backend_buffer_type_t *repack_buft);
 /* Overrides from such classes: HY_PLACE_REPACK tensors to repack_buft, HY_PLACE_HOST
- * ones to host_buft (a catch-all when no tensor is left to libllama). */
+ * ones to host_buft (a catch-all when no tensor is left to libllama), and tensors
+ * classed HY_TIER_NVME (a streamed plan with its resident weights repacked) to
+ * nvme_buft, which may be NULL when no tensor is. */
 int hy_place_make_classes(const hy_model_desc *d, const signed char *cls, ggml_backend_buffer_type_t host_buft,
-                          ggml_backend_buffer_type_t repack_buft, hy_place **out, char *err, size_t errlen);
+                          ggml_backend_buffer_type_t repack_buft, ggml_backend_buffer_type_t nvme_buft, hy_place **out,
+                          char *err, size_t errlen);
 /* NULL-terminated, owned by the placement (valid until hy_place_free). */
 const struct llama_model_tensor_buft_override *hy_place_overrides(const hy_place *p);
 int  hy_place_n_patterns(const hy_place *p);

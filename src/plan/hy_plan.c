@@ -464,8 +464,13 @@ static int plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *o
         if (la >= 0) {
             found = find_choice(n, c1, c2, total, fixed, la, p->mem_budget, want_stream, &c);
         } else {
-            found = find_choice(n, c1, c2, total, fixed, 1, p->mem_budget, want_stream, &c);
             la = 1;
+            found = false;
+            if (p->min_lookahead > 1 && p->min_lookahead <= 4) {
+                found = find_choice(n, c1, c2, total, fixed, p->min_lookahead, p->mem_budget, want_stream, &c);
+                if (found) la = p->min_lookahead;
+            }
+            if (!found) found = find_choice(n, c1, c2, total, fixed, 1, p->mem_budget, want_stream, &c);
             /* spend leftover budget on deeper prefetch, never on more I/O */
             while (found && la < 4 && fits(total, fixed, &c, la + 1, p->mem_budget)) la++;
         }

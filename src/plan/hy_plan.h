@@ -15,7 +15,8 @@
  * resident layers between them. Attention groups stream only when all FFN
  * groups already do. The pool holds (lookahead + 1) groups; the automatic
  * lookahead uses only slack the budget leaves after the fewest groups stream,
- * so more lookahead never costs extra I/O and the plan is monotone in budget.
+ * so more lookahead never costs extra I/O and the plan is monotone in budget
+ * (unless min_lookahead asks for more: batched serving).
  *
  * GPU tier (when gpu_budget > 0), chosen first and independently of the
  * memory budget, by the same cost model: every byte on the GPU is a byte the
@@ -145,6 +146,11 @@ typedef struct {
      * 0: none measured (expert-streaming then takes HY_PLAN_EXPERT_COMPUTE_PRIOR, the rest 1) */
     double   compute_scale[HY_MODE_COUNT];
     int      lookahead;      /* groups in flight ahead of compute; < 0 = automatic */
+    int      min_lookahead;  /* automatic lookahead: at least this many where the budget allows it,
+                                even at the cost of streaming a group or two more (0: 1, the
+                                automatic rule). For batched steps (serve --parallel), whose
+                                compute per layer is as long as a group's read: with one group
+                                in flight the reads wait behind the compute of resident layers */
     int      force_mode;     /* < 0 = automatic, else a hy_mode to force (streams even when it fits) */
     /* Measured routing, optional, read only by the prediction: expert_freq[l * n_expert + e] is the
      * share of layer l's selections that chose expert e (hy_coact_freq: sums to 1 over a layer with

@@ -546,6 +546,19 @@ static bool eval_cb(struct ggml_tensor *t, bool ask, void *ud) {
             }
         }
     }
+    /* The wait for a group happens when the scheduler asks about its first user,
+     * before it computes anything since the last piece: the layer's attention would
+     * run only after the wait. While the next group is still loading, end a piece
+     * at each resident matmul instead, so that that compute overlaps the read
+     * (pieces of the same graph in the same order: the math is unchanged). */
+    if (ask && !uses && s->split_early && t->op == GGML_OP_MUL_MAT && s->cur >= 0 && s->n_groups > 0) {
+        struct group *g = &s->groups[(s->cur + 1) % s->n_groups];
+        if (g->state == G_LOADING)
+            for (int k = 0; k < g->n_entries; k++) {
+                struct entry *e = &s->entries[g->entries[k]];
+                if (e->ticket && !hy_io_done(s->io, e->ticket)) return true;
+            }
+    }
     if (ask) return uses;
     return true; /* a failure set here aborts at the next node (see above) */
 }
@@ -661,6 +674,8 @@ int hy_stream_create(const hy_stream_params *p, hy_stream **out, char *err, size
     const char *tr = getenv("HYPURA_STREAM_TRACE");
     s->trace = tr && *tr && strcmp(tr, "0");
     s->max_lookahead = p->lookahead >= 0 ? p->lookahead : plan->lookahead;
+    const char *se = getenv("HYPURA_STREAM_SPLIT_EARLY");
+    s->split_early = !(se && !strcmp(se, "0"));
     s->adaptive = p->adaptive && p->lookahead < 0;
     s->cache_policy = p->cache_policy;
     s->prefetch_experts = p->prefetch_experts;

@@ -57,6 +57,7 @@ struct hy_stream {
     bool adaptive;
     uint64_t pool_bytes, committed;
     int cur;                   /* group in use, -1 before the first */
+    bool split_early;          /* split the graph at matmuls while the next group loads (eval_cb) */
     double pass_stall;         /* stall in the current pass */
     /* recycled pages (hy_stream.c, "recycled pages"): released tensors' pages parked for the next read */
     bool recycle;

@@ -28,3 +28,8 @@ foreach(part clients errors load cancel batch)
 endforeach()
 add_test(NAME server_streaming_modes
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/serve_streaming.sh ${HY_BIN} ${HY_TEST_WORK})
+# serve --repack on a streamed model: resident weights repacked, every step padded to the
+# repacked GEMM's 4 rows; 8 concurrent answers complete, how many differ from alone printed
+add_test(NAME server_repack_streamed
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/serve_repack.sh ${HY_BIN} ${HY_TEST_WORK})
+set_tests_properties(server_repack_streamed PROPERTIES TIMEOUT 300)

@@ -57,4 +57,24 @@ PY
   then echo "ok $type streamed bytes per pass match the plan"
   else echo "FAIL $type streamed bytes per pass do not match the plan"; fail=1; fi
 done
+# --repack while streaming: the weights the plan keeps resident are repacked
+# (HYPURA_REPACK), the streamed ones stay plain. No resident run computes those
+# bits, so the guard here is that streaming itself changes nothing: with the
+# same plan (the lookahead is part of it: the pool decides what streams, and so
+# what is repacked), both I/O backends, fresh or recycled pages and the graph
+# split early or not give the same logits.
+m=$WORK/m-q4_k.gguf
+min=$("$HY_BIN/hypura" run "$m" -p x -n 1 --plan -c 256 --mode stream 2>&1 | sed -n 's/.*minimum budget for this model \([0-9.]*\) MiB.*/\1/p')
+tight="--mode stream --memory-budget $(( ${min%.*} + 1 ))M"
+p="Once upon a time, in a land far away"
+ref_txt=$(run "$m" -p "$p" $tight --repack --lookahead 1 --stats-json "$WORK/rp.json" --dump-logits "$WORK/rref.bin")
+how=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("repack"))' "$WORK/rp.json")
+[[ $how == hypura ]] && echo "ok --repack streamed: resident weights repacked by hypura" || { echo "FAIL --repack streamed: repack '$how'"; fail=1; }
+cmp -s "$WORK/rref.bin" "$WORK/ref.bin" 2>/dev/null && echo "note: --repack gave the plain kernels' logits"
+for v in "--io pread" "--io uring HYPURA_STREAM_SPLIT_EARLY=0" "--io uring HYPURA_STREAM_RECYCLE=0"; do
+  e=X=1; [[ $v == *=0 ]] && { e=${v##* }; v=${v% *}; }
+  txt=$(env $e "$HY_BIN/hypura" run "$m" -p "$p" -n 16 --temp 0 -c 256 -t 2 $tight --repack --lookahead 1 $v --dump-logits "$WORK/r.bin" 2>"$WORK/last.err")
+  if cmp -s "$WORK/rref.bin" "$WORK/r.bin" && [[ "$txt" == "$ref_txt" ]]; then echo "ok --repack streamed $v $e: logits identical"
+  else echo "DIFFER --repack streamed $v $e"; fail=1; fi
+done
 exit $fail
