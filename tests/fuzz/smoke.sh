@@ -6,7 +6,8 @@
 #
 # Exit 77 (ctest: skipped) when FUZZDIR has no fuzz_TARGET (clang or libFuzzer
 # missing, see build.sh); otherwise libFuzzer's status: 0 clean, non-zero on a
-# crash, leak, UB, failed invariant or timeout (the input is kept in FUZZDIR).
+# crash, leak, UB, failed invariant or timeout (the input is kept in FUZZDIR; libFuzzer's own
+# error code, 77, would read as skipped).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 dir="${1:?usage: smoke.sh FUZZDIR TARGET [SECONDS]}" t="${2:?target}" secs="${3:-5}"
@@ -17,7 +18,7 @@ trap 'rm -rf "$work"' EXIT
 seeds=("$HERE/corpus/$t")
 [[ -d "$HERE/regress/$t" ]] && seeds+=("$HERE/regress/$t")
 rc=0
-"$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+"$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 -error_exitcode=1 \
   -artifact_prefix="$dir/smoke-$t-" "$work" "${seeds[@]}" >"$work/log" 2>&1 || rc=$?
 grep -E "^(stat::number_of_executed_units|stat::average_exec_per_sec)|invariant failed|ERROR|SUMMARY" "$work/log" || true
 if ((rc)); then tail -40 "$work/log"; fi
