@@ -40,6 +40,7 @@
 
 #include "ggml-backend-impl.h"
 #include "stream/hy_stream_int.h"
+#include "util/hy_tensor.h"
 #include "util/hy_util.h"
 
 #define MAX_THREADS 8
@@ -396,11 +397,6 @@ static void pbuf_set(ggml_backend_buffer_t b, struct ggml_tensor *t, const void 
     s->repack_set(b, t, data, off, n);
 }
 
-static void pbuf_memset(ggml_backend_buffer_t b, struct ggml_tensor *t, uint8_t v, size_t off, size_t n) {
-    (void)b;
-    memset((uint8_t *)t->data + off, v, n);
-}
-
 static void pbuf_clear(ggml_backend_buffer_t b, uint8_t v) {
     struct pbuf *pb = b->context;
     memset(pb->base, v, b->size);
@@ -428,7 +424,7 @@ static ggml_backend_buffer_t pbuft_alloc(ggml_backend_buffer_type_t bt, size_t s
         .free_buffer = pbuf_free,
         .get_base = pbuf_base,
         .init_tensor = pbuf_init_tensor,
-        .memset_tensor = pbuf_memset,
+        .memset_tensor = hy_tensor_host_memset,
         .set_tensor = pbuf_set,
         .clear = pbuf_clear,
     };

@@ -11,6 +11,7 @@
 
 #include "ggml-backend-impl.h"
 #include "stream/hy_stream_int.h"
+#include "util/hy_tensor.h"
 #include "util/hy_util.h"
 
 hy_stream_params hy_stream_default_params(void) {
@@ -94,11 +95,6 @@ static enum ggml_status sbuf_init_tensor(ggml_backend_buffer_t b, struct ggml_te
     return GGML_STATUS_SUCCESS;
 }
 
-static void sbuf_memset(ggml_backend_buffer_t b, struct ggml_tensor *t, uint8_t v, size_t off, size_t n) {
-    (void)b;
-    memset((uint8_t *)t->data + off, v, n);
-}
-
 static void sbuf_set(ggml_backend_buffer_t b, struct ggml_tensor *t, const void *data, size_t off, size_t n) {
     /* The loader offers the bytes from its mapping. Taking them would read the
      * whole tensor now; they are read with direct I/O when needed instead. */
@@ -159,7 +155,7 @@ static ggml_backend_buffer_t sbuft_alloc(ggml_backend_buffer_type_t bt, size_t s
         .free_buffer = sbuf_free,
         .get_base = sbuf_base,
         .init_tensor = sbuf_init_tensor,
-        .memset_tensor = sbuf_memset,
+        .memset_tensor = hy_tensor_host_memset,
         .set_tensor = sbuf_set,
         .get_tensor = sbuf_get,
         .cpy_tensor = sbuf_cpy,
@@ -246,10 +242,6 @@ static void rbuf_set(ggml_backend_buffer_t b, struct ggml_tensor *t, const void 
     }
     memcpy((uint8_t *)t->data + off, data, n);
 }
-static void rbuf_get(ggml_backend_buffer_t b, const struct ggml_tensor *t, void *data, size_t off, size_t n) {
-    (void)b;
-    memcpy(data, (const uint8_t *)t->data + off, n);
-}
 static void rbuf_clear(ggml_backend_buffer_t b, uint8_t v) {
     struct rbuf *rb = b->context;
     memset(rb->map, v, rb->len);
@@ -273,9 +265,9 @@ static ggml_backend_buffer_t rbuft_alloc(ggml_backend_buffer_type_t bt, size_t s
         .free_buffer = rbuf_free,
         .get_base = rbuf_base,
         .init_tensor = rbuf_init_tensor,
-        .memset_tensor = sbuf_memset,
+        .memset_tensor = hy_tensor_host_memset,
         .set_tensor = rbuf_set,
-        .get_tensor = rbuf_get,
+        .get_tensor = hy_tensor_host_get,
         .cpy_tensor = sbuf_cpy,
         .clear = rbuf_clear,
     };

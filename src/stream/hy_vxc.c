@@ -244,21 +244,6 @@ static enum ggml_status hbuf_init_tensor(ggml_backend_buffer_t b, struct ggml_te
     return GGML_STATUS_FAILED;
 }
 
-static void hbuf_memset(ggml_backend_buffer_t b, struct ggml_tensor *t, uint8_t val, size_t off, size_t n) {
-    (void)b;
-    memset((uint8_t *)t->data + off, val, n);
-}
-
-static void hbuf_set(ggml_backend_buffer_t b, struct ggml_tensor *t, const void *data, size_t off, size_t n) {
-    (void)b;
-    memcpy((uint8_t *)t->data + off, data, n);
-}
-
-static void hbuf_get(ggml_backend_buffer_t b, const struct ggml_tensor *t, void *data, size_t off, size_t n) {
-    (void)b;
-    memcpy(data, (const uint8_t *)t->data + off, n);
-}
-
 static void hbuf_clear(ggml_backend_buffer_t b, uint8_t val) {
     struct hbuf *h = b->context;
     ggml_backend_buffer_clear(h->real, val);
@@ -283,9 +268,9 @@ static ggml_backend_buffer_t hbuft_alloc(ggml_backend_buffer_type_t bt, size_t s
         .free_buffer = hbuf_free,
         .get_base = hbuf_base,
         .init_tensor = hbuf_init_tensor,
-        .memset_tensor = hbuf_memset,
-        .set_tensor = hbuf_set,
-        .get_tensor = hbuf_get,
+        .memset_tensor = hy_tensor_host_memset,
+        .set_tensor = hy_tensor_host_set,
+        .get_tensor = hy_tensor_host_get,
         .clear = hbuf_clear,
     };
     return ggml_backend_buffer_init(bt, iface, h, size);

@@ -11,4 +11,10 @@
  * out of memory. *copy is NULL unless a copy was made. */
 const char *hy_tensor_host_data(const struct ggml_tensor *t, char **copy);
 
+/* The bytes of a tensor whose buffer is plain host memory, as a ggml buffer's
+ * memset_tensor / set_tensor / get_tensor (for hypura's own host buffer types) */
+void hy_tensor_host_memset(ggml_backend_buffer_t b, struct ggml_tensor *t, uint8_t v, size_t off, size_t n);
+void hy_tensor_host_set(ggml_backend_buffer_t b, struct ggml_tensor *t, const void *data, size_t off, size_t n);
+void hy_tensor_host_get(ggml_backend_buffer_t b, const struct ggml_tensor *t, void *data, size_t off, size_t n);
+
 #endif
