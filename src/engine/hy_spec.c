@@ -120,8 +120,8 @@ static int by_desc(const void *a, const void *b) {
 }
 
 /* One layer's routing shares, hottest first: as the plan reads them (hy_plan_layer_shares) */
-static void layer_shares(const hy_model_desc *d, const hy_plan_params *q, int l, double *sh) {
-    hy_plan_layer_shares(d, q, l, sh);
+static void layer_shares(const hy_model_desc *d, const hy_plan_params *q, int l, double keep, double *sh) {
+    hy_plan_layer_shares(d, q, l, keep, sh);
     qsort(sh, (size_t)d->n_expert, sizeof *sh, by_desc);
 }
 
@@ -155,11 +155,12 @@ static int pass_costs(const hy_model_desc *d, const hy_plan_params *q, const hy_
     int n_lay = 0;
     for (int l = 0; moe && l < L; l++) n_lay += has[l];
     double slots = pl->mode == HY_MODE_EXPERT ? pl->cache_slots_per_layer : 0;
+    double keep = moe ? hy_plan_routing_keep(d, q) : 1;
     for (int n = 1; n <= nmax; n++) {
         double io_bytes = 0, usum = 0, msum = 0, xmem = 0;
         for (int l = 0; moe && l < L; l++) {
             if (!has[l]) continue;
-            layer_shares(d, q, l, sh);
+            layer_shares(d, q, l, keep, sh);
             double u = 0, m = 0;
             for (int e = 0; e < E; e++) {
                 double qe = k * sh[e] > 1 ? 1 : k * sh[e];

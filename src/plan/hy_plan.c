@@ -568,7 +568,7 @@ static int by_gain(const void *a, const void *b) {
  * left over, summed over the layers (one layer's few dozen selections say little, fifty layers'
  * say much): 1 where the seen experts clearly differ or the sample is large, near 0 where they
  * are alike and the leaders of each layer lead by chance. */
-static double routing_keep(const hy_model_desc *d, const hy_plan_params *p) {
+double hy_plan_routing_keep(const hy_model_desc *d, const hy_plan_params *p) {
     const int E = d->n_expert, L = d->n_layer;
     double sel = p && p->expert_freq ? (double)p->expert_freq_tokens * experts_used(d) : 0;
     if (!(sel > 0) || p->expert_freq_n != (int64_t)L * E) return 1;
@@ -596,7 +596,7 @@ static double routing_keep(const hy_model_desc *d, const hy_plan_params *p) {
     return keep < 0 ? 0 : keep > 1 ? 1 : keep;
 }
 
-int hy_plan_layer_shares(const hy_model_desc *d, const hy_plan_params *p, int l, double *sh) {
+int hy_plan_layer_shares(const hy_model_desc *d, const hy_plan_params *p, int l, double keep, double *sh) {
     const int E = d->n_expert, k = experts_used(d);
     bool measured = p && p->expert_freq && p->expert_freq_n == (int64_t)d->n_layer * E && l >= 0 && l < d->n_layer;
     const double *f = measured ? p->expert_freq + (int64_t)l * E : NULL;
@@ -636,9 +636,10 @@ int hy_plan_layer_shares(const hy_model_desc *d, const hy_plan_params *p, int l,
      * dozen selections lead partly by chance, and caching the leaders of a small count promises
      * hits it will not make (a winner's curse). Among the seen, the shares keep only the part of
      * their distance from the seen experts' mean that the routing's own spread accounts for
-     * (routing_keep, over all layers: a James-Stein estimate); the unseen keep Good-Turing's. */
+     * (keep: hy_plan_routing_keep, over all layers: a James-Stein estimate); the unseen keep
+     * Good-Turing's. */
     if (sel > 0 && seen > 0) {
-        double keep = routing_keep(d, p), mean = (1 - m0) / seen;
+        double mean = (1 - m0) / seen;
         for (int e = 0; e < E; e++)
             if (SEEN(e)) sh[e] = mean + keep * (sh[e] - mean);
     }
@@ -683,7 +684,7 @@ static int predict_expert_cache(const hy_model_desc *d, const hy_plan_params *p,
         return -1;
     }
     /* per token a layer reads k slices of raw/E bytes: expert e's with probability k * share(e) */
-    double routed = 0;
+    double routed = 0, keep = per_expert ? hy_plan_routing_keep(d, p) : 1;
     size_t n = 0;
     bool any_data = false;
     for (int l = 0; l < L; l++) {
@@ -694,7 +695,7 @@ static int predict_expert_cache(const hy_model_desc *d, const hy_plan_params *p,
             it[n++] = (struct slot_gain){.gain = k * slice / E, .count = (uint64_t)E};
             continue;
         }
-        any_data |= hy_plan_layer_shares(d, p, l, sh) == 1;
+        any_data |= hy_plan_layer_shares(d, p, l, keep, sh) == 1;
         for (int e = 0; e < E; e++) it[n++] = (struct slot_gain){.gain = k * sh[e] * slice, .count = 1};
     }
     free(sh);

@@ -226,11 +226,15 @@ void hy_plan_free(hy_plan *p);
  * and routing frequencies, the placement unchanged (hy_plan_make calls it; call
  * again with measured frequencies). Pure; 0, or < 0 when out of memory. */
 int  hy_plan_predict(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out);
+/* How much of the spread among the seen experts' measured shares is the routing's own rather
+ * than chance, pooled over all layers (0..1; 1 without counts): hy_plan.c. Computed once per
+ * prediction and passed to hy_plan_layer_shares for each layer. */
+double hy_plan_routing_keep(const hy_model_desc *d, const hy_plan_params *p);
 /* Layer l's routing shares, sh[n_expert] summing to 1: from p's measured routing (Good-Turing's
- * mass for the experts not seen; the seen pulled toward their mean by as much of their spread
- * as chance explains: see hy_plan.c) -> 1; without data for the layer, the prior, hottest first
- * -> 0. The expert-streaming prediction and hy_spec's cost model read routing through it. */
-int  hy_plan_layer_shares(const hy_model_desc *d, const hy_plan_params *p, int l, double *sh);
+ * mass for the experts not seen; the seen pulled toward their mean, keeping `keep` of their
+ * distance from it: hy_plan_routing_keep) -> 1; without data for the layer, the prior, hottest
+ * first -> 0. The expert-streaming prediction and hy_spec's cost model read routing through it. */
+int  hy_plan_layer_shares(const hy_model_desc *d, const hy_plan_params *p, int l, double keep, double *sh);
 
 const char *hy_mode_name(hy_mode m);   /* "full-resident", "dense-FFN-streaming", "expert-streaming" */
 const char *hy_tier_name(hy_tier t);   /* "GPU", "RAM", "NVMe" */
