@@ -398,6 +398,29 @@ static void compare_with_gguf(const char *path, const mspec *m) {
     uint8_t *bytes = slurp(path, &flen);
     CHECK(bytes && flen == d->file_size, "slurp");
     if (bytes) CHECK(d->header_hash == fnv1a(bytes, gguf_get_data_offset(g)), "header_hash");
+    /* model_id: a byte-identical copy is the same model; a copy with other weights under the same
+     * header is another model with the same header hash */
+    if (bytes && d->data_offset < flen) {
+        char cp[4200];
+        snprintf(cp, sizeof cp, "%s.id-copy", path);
+        for (int flip = 0; flip < 2; flip++) {
+            if (flip)
+                for (size_t i = (size_t)d->data_offset; i < flen; i++) bytes[i] ^= 0x5a;
+            FILE *f = fopen(cp, "wb");
+            CHECK(f && fwrite(bytes, 1, flen, f) == flen && fclose(f) == 0, "write %s", cp);
+            hy_model_desc *c = NULL;
+            CHECK(hy_gguf_read(cp, &c, err, sizeof err) == 0 && c, "read %s: %s", cp, err);
+            if (c) {
+                CHECK(c->header_hash == d->header_hash, "copy's header hash");
+                CHECK(flip ? c->model_id != d->model_id : c->model_id == d->model_id, "model_id of the %s copy",
+                      flip ? "reweighted" : "identical");
+                hy_model_desc_free(c);
+            }
+            if (flip)
+                for (size_t i = (size_t)d->data_offset; i < flen; i++) bytes[i] ^= 0x5a;
+        }
+        unlink(cp);
+    }
 
     uint64_t by_role[HY_ROLE_COUNT] = {0};
     uint64_t *by_layer = calloc((size_t)(m ? m->n_layer : 0) + 1, sizeof *by_layer);
@@ -472,6 +495,7 @@ static void compare_with_gguf(const char *path, const mspec *m) {
         CHECK(rc == 0 && b, "parse_buffer: %s", err);
         if (b) {
             CHECK(b->header_hash == d->header_hash && b->n_tensors == d->n_tensors && b->path[0] == 0, "buffer");
+            CHECK(b->model_id == b->header_hash, "buffer: model_id is the header hash");
             for (int64_t i = 0; i < b->n_tensors; i++)
                 CHECK(!memcmp(&b->tensors[i], &d->tensors[i], sizeof b->tensors[i]), "buffer tensor %" PRId64, i);
             hy_model_desc_free(b);

@@ -6,7 +6,8 @@
  * experts that fire most (hy_coact_freq), and `hypura optimize` can lay
  * experts that fire together next to each other on disk
  * (hy_coact_permutation). Statistics are kept between runs in a JSON file
- * keyed by the model's GGUF header hash.
+ * keyed by the model's id (hy_model_desc.model_id: its GGUF header hash mixed with samples of
+ * its weights; the files keep the field name "header_hash" from format version 1).
  *
  * What is counted, per layer l (the "blk.N" index of the ffn_moe_topk-N node):
  *  - tokens[l]: tokens recorded; selections[l]: valid expert selections;
@@ -89,7 +90,7 @@ uint64_t hy_coact_tokens(const hy_coact *c);                    /* tokens record
 int hy_coact_save(const hy_coact *c, const char *path, char *err, size_t errlen);
 int hy_coact_load(const char *path, uint64_t header_hash, int n_layer, int n_expert, hy_coact **out, char *err,
                   size_t errlen);
-/* $XDG_DATA_HOME/hypura/coact/<header_hash as 16 hex digits>.json (directories created) */
+/* $XDG_DATA_HOME/hypura/coact/<model id as 16 hex digits>.json (directories created) */
 int hy_coact_default_path(uint64_t header_hash, char *buf, size_t len);
 /* Merge b into a (same n_layer and n_expert): counts add. a keeps its header_hash and n_used. */
 int hy_coact_merge(hy_coact *a, const hy_coact *b);

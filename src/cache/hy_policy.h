@@ -3,7 +3,7 @@
  * cache of the same capacity (hy_xcache, no I/O) replays the same routed
  * accesses under the other policy; the run adds both policies' hits to a small
  * record kept next to the model's co-activation statistics
- * ($XDG_DATA_HOME/hypura/coact/<header hash>.policy.json). The next run with
+ * ($XDG_DATA_HOME/hypura/coact/<model id>.policy.json). The next run with
  * the automatic policy takes the one that hit more, once the record holds
  * enough accesses to tell; until then decayed LFU, which favours skewed
  * routing, the common case.

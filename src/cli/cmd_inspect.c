@@ -285,7 +285,8 @@ static void print_human(const hy_model_desc *d, const summary *s, const inspect_
     printf("  GGUF           version %" PRIu32 ", %" PRId64 " key-value pairs, alignment %" PRIu64
            ", data at offset %" PRIu64 "\n",
            d->version, d->n_kv, d->alignment, d->data_offset);
-    printf("  header hash    %016" PRIx64 "\n", d->header_hash);
+    printf("  header hash    %016" PRIx64 "  model id %016" PRIx64 " (keys its statistics and calibration)\n",
+           d->header_hash, d->model_id);
 
     printf("\nhyperparameters\n");
     printf("  layers %d  embedding %d  feed-forward %d  heads %d  kv-heads %d  vocab %d  context %d\n", d->n_layer,
@@ -378,6 +379,9 @@ static json_t *build_json(const hy_model_desc *d, const summary *s) {
     set(root, "data_offset", jint(d->data_offset));
     set(root, "alignment", jint(d->alignment));
     set(root, "header_hash", json_string(hash));
+    char id[24];
+    snprintf(id, sizeof id, "%016" PRIx64, d->model_id);
+    set(root, "model_id", json_string(id));
     set(root, "file_type", json_integer(d->file_type));
     set(root, "file_type_name", ft ? json_string(ft) : json_null());
     set(root, "n_params", jint(d->n_params));

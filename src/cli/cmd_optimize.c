@@ -670,15 +670,15 @@ int hy_cmd_optimize(int argc, char **argv) {
     /* statistics: --stats, else the ones kept for this model, else calibrate */
     char default_stats[4200] = "";
     char stats_desc[4600] = "";
-    bool have_default = hy_coact_default_path(d->header_hash, default_stats, sizeof default_stats) == 0;
+    bool have_default = hy_coact_default_path(d->model_id, default_stats, sizeof default_stats) == 0;
     if (stats_path) {
-        if (hy_coact_load(stats_path, d->header_hash, L, E, &co, err, sizeof err)) {
+        if (hy_coact_load(stats_path, d->model_id, L, E, &co, err, sizeof err)) {
             fprintf(stderr, ERRP "%s\n", err);
             goto out;
         }
         snprintf(stats_desc, sizeof stats_desc, "%s (%" PRIu64 " tokens)", stats_path, hy_coact_tokens(co));
     } else if (have_default && access(default_stats, F_OK) == 0) {
-        if (hy_coact_load(default_stats, d->header_hash, L, E, &co, err, sizeof err)) {
+        if (hy_coact_load(default_stats, d->model_id, L, E, &co, err, sizeof err)) {
             fprintf(stderr, ERRP "warning: ignoring saved statistics: %s\n", err);
             co = NULL;
         } else {
@@ -686,7 +686,7 @@ int hy_cmd_optimize(int argc, char **argv) {
         }
     }
     if (!co) {
-        co = hy_coact_new(L, E, d->n_expert_used, d->header_hash);
+        co = hy_coact_new(L, E, d->n_expert_used, d->model_id);
         if (!co) {
             fprintf(stderr, ERRP "%s: %d layers x %d experts is beyond the co-activation statistics' limits\n",
                     model_path, L, E);

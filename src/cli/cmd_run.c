@@ -139,7 +139,7 @@ static void calibrate(const hy_session *ss, const hy_gen_stats *st, const hy_str
     double measured = (st->t_gen_s - (gen ? gen->stall_s : 0)) / st->n_gen;
     double raw = pl->pred_compute_s / pl->pred_compute_scale;
     char err[HY_ERRLEN];
-    if (measured <= 0 || hy_calib_record(NULL, ss->desc->header_hash, ss->n_threads, ss->plan_params.gpu_budget,
+    if (measured <= 0 || hy_calib_record(NULL, ss->desc->model_id, ss->n_threads, ss->plan_params.gpu_budget,
                                          hy_mode_name(pl->mode), measured, raw, err, sizeof err)) {
         if (measured > 0) fprintf(stderr, "hypura: warning: compute calibration not kept: %s\n", err);
         return;

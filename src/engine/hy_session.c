@@ -45,7 +45,7 @@ static uint64_t env_bytes(const char *name) {
  * that cannot be used is noted. */
 static void load_stats(hy_session *s) {
     const hy_model_desc *d = s->desc;
-    if (hy_coact_default_path(d->header_hash, s->expert_stats_path, sizeof s->expert_stats_path)) {
+    if (hy_coact_default_path(d->model_id, s->expert_stats_path, sizeof s->expert_stats_path)) {
         s->expert_stats_path[0] = 0;
         return;
     }
@@ -53,7 +53,7 @@ static void load_stats(hy_session *s) {
     if (!f) return;
     fclose(f);
     hy_coact *c = NULL;
-    if (hy_coact_load(s->expert_stats_path, d->header_hash, d->n_layer, d->n_expert, &c, s->expert_stats_error,
+    if (hy_coact_load(s->expert_stats_path, d->model_id, d->n_layer, d->n_expert, &c, s->expert_stats_error,
                       sizeof s->expert_stats_error))
         return;
     uint64_t tokens = hy_coact_tokens(c);
@@ -234,7 +234,7 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
     if (getenv("HYPURA_NO_CALIBRATION"))
         for (int m = 0; m < HY_MODE_COUNT; m++) s->calib[m] = (hy_calib){.scale = 1};
     else
-        hy_calib_get_modes(NULL, s->desc->header_hash, s->n_threads, q->gpu_budget, modes, HY_MODE_COUNT, s->calib);
+        hy_calib_get_modes(NULL, s->desc->model_id, s->n_threads, q->gpu_budget, modes, HY_MODE_COUNT, s->calib);
     for (int m = 0; m < HY_MODE_COUNT; m++)
         q->compute_scale[m] = s->calib[m].runs ? s->calib[m].scale : 0; /* 0: the plan's prior */
     q->lookahead = p->lookahead;
@@ -252,8 +252,8 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
     } else {
         hy_policy_record r = {0};
         char path[4096];
-        if (s->desc->n_expert > 1 && persist && !hy_policy_path(s->desc->header_hash, path, sizeof path))
-            hy_policy_load(path, s->desc->header_hash, &r);
+        if (s->desc->n_expert > 1 && persist && !hy_policy_path(s->desc->model_id, path, sizeof path))
+            hy_policy_load(path, s->desc->model_id, &r);
         s->cache_policy = (int)hy_policy_choose(&r, s->cache_policy_why, sizeof s->cache_policy_why);
     }
     double draft_tok_s = 0;

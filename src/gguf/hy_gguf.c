@@ -219,14 +219,15 @@ static int rd_str(cur_t *c, uint64_t *off, uint64_t *n) {
 
 static uint64_t remaining(const cur_t *c) { return c->fsize - c->pos; }
 
-static uint64_t fnv1a(const uint8_t *p, uint64_t n) {
-    uint64_t h = 0xcbf29ce484222325ULL;
+static uint64_t fnv1a_more(uint64_t h, const uint8_t *p, uint64_t n) {
     for (uint64_t i = 0; i < n; i++) {
         h ^= p[i];
         h *= 0x100000001b3ULL;
     }
     return h;
 }
+
+static uint64_t fnv1a(const uint8_t *p, uint64_t n) { return fnv1a_more(0xcbf29ce484222325ULL, p, n); }
 
 /* ------------------------------------------------------------------------ */
 /* key-value pairs                                                           */
@@ -741,6 +742,7 @@ static int parse(cur_t *c, hy_model_desc **out) {
         }
     }
     d->header_hash = fnv1a(c->buf, data_off);
+    d->model_id = d->header_hash;
 
     free(kv);
     *out = d;
@@ -779,6 +781,31 @@ static int read_upto(int fd, uint8_t *buf, uint64_t from, uint64_t to, const cha
         if (n == 0) return hy_fail(err, errlen, "%s: file shrank while being read", path);
         from += (uint64_t)n;
     }
+    return 0;
+}
+
+/* model_id: the header hash mixed with HY_GGUF_ID_SAMPLES windows of HY_GGUF_ID_WINDOW bytes spread
+ * evenly over the tensor data (a few small reads, whatever the file's size) */
+#define HY_GGUF_ID_SAMPLES 16
+#define HY_GGUF_ID_WINDOW  256
+static int sample_data(int fd, hy_model_desc *d, const char *path, char *err, size_t errlen) {
+    uint64_t lo = d->data_offset, hi = d->file_size;
+    if (hi <= lo) return 0; /* no tensor data: the header is the model */
+    uint64_t span = hi - lo, h = d->header_hash;
+    uint8_t win[HY_GGUF_ID_WINDOW];
+    for (int i = 0; i < HY_GGUF_ID_SAMPLES; i++) {
+        uint64_t at = lo + (uint64_t)((unsigned __int128)span * (unsigned)i / HY_GGUF_ID_SAMPLES);
+        uint64_t n = hi - at < sizeof win ? hi - at : sizeof win, got = 0;
+        while (got < n) {
+            ssize_t r = pread(fd, win + got, (size_t)(n - got), (off_t)(at + got));
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0) return hy_fail(err, errlen, "%s: read failed: %s", path, strerror(errno));
+            if (r == 0) return hy_fail(err, errlen, "%s: file shrank while being read", path);
+            got += (uint64_t)r;
+        }
+        h = fnv1a_more(h, win, n);
+    }
+    d->model_id = h;
     return 0;
 }
 
@@ -849,6 +876,12 @@ int hy_gguf_read(const char *path, hy_model_desc **out, char *err, size_t errlen
         len = want;
     }
     free(buf);
+    if (rc == 0 && sample_data(fd, *out, path, err, errlen)) {
+        hy_model_desc_free(*out);
+        *out = NULL;
+        close(fd);
+        return HY_GGUF_EIO;
+    }
     close(fd);
     if (rc == 0) {
         snprintf((*out)->path, sizeof (*out)->path, "%s", path);

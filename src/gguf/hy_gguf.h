@@ -79,7 +79,11 @@ typedef struct {
     hy_tensor_info *tensors;   /* n_tensors entries, in file order */
     uint64_t bytes_by_role[HY_ROLE_COUNT];
     uint64_t *bytes_by_layer;  /* n_layer entries; tensors with layer < 0 not included */
-    uint64_t header_hash;      /* 64-bit FNV-1a over the header bytes [0, data_offset): keys per-model caches */
+    uint64_t header_hash;      /* 64-bit FNV-1a over the header bytes [0, data_offset) */
+    uint64_t model_id;         /* keys per-model statistics and calibration: header_hash mixed with samples
+                                * of the tensor data (hy_gguf_read), so two files whose headers agree but
+                                * whose weights differ (one architecture and metadata, other weights) are
+                                * two models; = header_hash where only the header was given (parse_buffer) */
 } hy_model_desc;
 
 /* return codes (all < 0) */

@@ -16,7 +16,7 @@
  * Each new ratio moves the kept one halfway (in log space), so the figure
  * follows a machine that changes and one odd run moves it by at most sqrt(r).
  * Ratios outside [1/20, 20] are not kept (a suspended process, a broken clock).
- * An entry's key is the model's header hash, the thread count, the GPU budget
+ * An entry's key is the model's id (hy_model_desc.model_id), the thread count, the GPU budget
  * in whole GiB (the GPU's share of the work changes what a token's compute is)
  * and the plan's mode (a streamed pass is cut into pieces at the nodes the eval
  * callback serves: on the H200 machine's 16 threads expert-streaming a
@@ -36,7 +36,7 @@ typedef struct {
     bool per_model; /* this model's own (else the machine's, or nothing) */
 } hy_calib;
 
-/* The ratio kept for this model (header hash) at this thread count and GPU budget, else the
+/* The ratio kept for this model (its model_id) at this thread count and GPU budget, else the
  * machine's; scale 1 and runs 0 when there is none. Path NULL: the default file. */
 hy_calib hy_calib_get(const char *path, uint64_t model_hash, int threads, uint64_t gpu_budget, const char *mode);
 /* The same for n modes at once, the file read once. */

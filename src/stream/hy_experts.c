@@ -158,17 +158,17 @@ int hy_experts_init(hy_stream *s, const hy_model_desc *d, const hy_plan *plan, c
         s->shadow[p] = hy_xcache_new(nk, sizes, (uint64_t)s->n_slots, (hy_xc_policy)p, 64);
     free(sizes);
     if (!s->xc || (s->persist_stats && (!s->shadow[0] || !s->shadow[1]))) return hy_fail(err, errlen, "out of memory");
-    if (s->persist_stats && hy_policy_path(d->header_hash, s->policy_path, sizeof s->policy_path)) s->policy_path[0] = 0;
+    if (s->persist_stats && hy_policy_path(d->model_id, s->policy_path, sizeof s->policy_path)) s->policy_path[0] = 0;
 
-    s->coact = hy_coact_new(d->n_layer, d->n_expert, d->n_expert_used, d->header_hash);
+    s->coact = hy_coact_new(d->n_layer, d->n_expert, d->n_expert_used, d->model_id);
     if (!s->coact) return hy_fail(err, errlen, "out of memory");
-    if (s->persist_stats && hy_coact_default_path(d->header_hash, s->coact_path, sizeof s->coact_path) == 0) {
+    if (s->persist_stats && hy_coact_default_path(d->model_id, s->coact_path, sizeof s->coact_path) == 0) {
         hy_coact *old = NULL;
         char why[HY_ERRLEN];
         FILE *f = fopen(s->coact_path, "r");
         if (f) {
             fclose(f);
-            if (hy_coact_load(s->coact_path, d->header_hash, d->n_layer, d->n_expert, &old, why, sizeof why) == 0) {
+            if (hy_coact_load(s->coact_path, d->model_id, d->n_layer, d->n_expert, &old, why, sizeof why) == 0) {
                 hy_coact_merge(s->coact, old);
                 hy_coact_free(old);
                 /* warm start: the cache's scores begin at the persisted frequencies */
@@ -203,11 +203,11 @@ void hy_experts_free(hy_stream *s) {
     }
     if (s->policy_path[0] && s->shadow_accesses > 0) {
         hy_policy_record r;
-        hy_policy_load(s->policy_path, s->desc->header_hash, &r); /* a missing or bad one starts from zero */
+        hy_policy_load(s->policy_path, s->desc->model_id, &r); /* a missing or bad one starts from zero */
         r.accesses += s->shadow_accesses;
         for (int p = 0; p < 2; p++) r.hits[p] += s->shadow_hits[p];
         char err[HY_ERRLEN];
-        if (hy_policy_save(s->policy_path, s->desc->header_hash, &r, err, sizeof err))
+        if (hy_policy_save(s->policy_path, s->desc->model_id, &r, err, sizeof err))
             fprintf(stderr, "hypura: warning: could not save the cache policies' measurement: %s\n", err);
     }
     for (int p = 0; p < 2; p++) hy_xcache_free(s->shadow[p]);

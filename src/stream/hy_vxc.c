@@ -393,15 +393,15 @@ int hy_vxc_create(const hy_vxc_params *p, hy_vxc **out, char *err, size_t errlen
             hy_xcache_seed(v->xc[wi], e, w * p->freq[(size_t)l * v->n_expert + e], 0);
     }
     free(sizes);
-    if (p->persist_stats && hy_coact_default_path(d->header_hash, v->coact_path, sizeof v->coact_path) == 0) {
-        v->coact = hy_coact_new(d->n_layer, d->n_expert, d->n_expert_used, d->header_hash);
+    if (p->persist_stats && hy_coact_default_path(d->model_id, v->coact_path, sizeof v->coact_path) == 0) {
+        v->coact = hy_coact_new(d->n_layer, d->n_expert, d->n_expert_used, d->model_id);
         hy_coact *old = NULL;
         char why[HY_ERRLEN];
         FILE *fo = v->coact ? fopen(v->coact_path, "r") : NULL;
         if (fo) {
             fclose(fo);
             /* what earlier runs kept is saved again with this run's counts added */
-            if (hy_coact_load(v->coact_path, d->header_hash, d->n_layer, d->n_expert, &old, why, sizeof why) == 0) {
+            if (hy_coact_load(v->coact_path, d->model_id, d->n_layer, d->n_expert, &old, why, sizeof why) == 0) {
                 hy_coact_merge(v->coact, old);
                 hy_coact_free(old);
             } else {
