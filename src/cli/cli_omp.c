@@ -14,12 +14,7 @@ const char *hy_omp_spin_wanted(const char *setting, long cpus, double loadavg) {
 
 void hy_omp_spin_setup(char **argv) {
     if (getenv("HYPURA_OMP_SPIN_SET") || getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
-    double la = -1;
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-        if (fscanf(f, "%lf", &la) != 1) la = -1;
-        fclose(f);
-    }
+    double la = hy_omp_loadavg();
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     const char *count = hy_omp_spin_wanted(getenv("HYPURA_OMP_SPIN"), cpus, la);
     if (!count) return;
@@ -32,9 +27,30 @@ void hy_omp_spin_setup(char **argv) {
     unsetenv("HYPURA_OMP_SPIN_SET");
 }
 
+bool hy_omp_passive_wanted(const char *spin_set, const char *spincount, const char *wait_policy,
+                           double stall_piece_s, long cpus, double loadavg) {
+    if (wait_policy) return false;                   /* the user's, or already switched */
+    if (spincount && !spin_set) return false;        /* the user's spin count (libgomp takes it over a policy) */
+    if (spincount && strcmp(spincount, HY_OMP_SPIN_SHORT)) return false; /* hypura's long spin: spare cores */
+    bool quiet = loadavg >= 0 && cpus > 0 && loadavg < (double)cpus / 2;
+    if (spincount && stall_piece_s < HY_OMP_PASSIVE_STALL_S && quiet) return false; /* short waits, free cores */
+    return true;
+}
+
+double hy_omp_loadavg(void) {
+    double la = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &la) != 1) la = -1;
+        fclose(f);
+    }
+    return la;
+}
+
 const char *hy_omp_spin_note(char *buf, size_t len) {
     const char *set = getenv("HYPURA_OMP_SPIN_SET"), *sc = getenv("GOMP_SPINCOUNT"), *wp = getenv("OMP_WAIT_POLICY");
     if (set && sc) snprintf(buf, len, "threads spin %s times before sleeping (set by hypura: %s)", sc, set);
+    else if (set && wp) snprintf(buf, len, "threads sleep while they wait (OMP_WAIT_POLICY=%s set by hypura: %s)", wp, set);
     else if (sc || wp)
         snprintf(buf, len, "as given: GOMP_SPINCOUNT=%s OMP_WAIT_POLICY=%s", sc ? sc : "-", wp ? wp : "-");
     else snprintf(buf, len, "libgomp's default (HYPURA_OMP_SPIN=0)");

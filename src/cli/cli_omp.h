@@ -39,6 +39,25 @@ const char *hy_omp_spin_wanted(const char *setting, long cpus, double loadavg);
  * or set by the user; once: HYPURA_OMP_SPIN_SET marks the second start); returns when not, or when
  * the exec fails. */
 void hy_omp_spin_setup(char **argv);
+/* After the plan. A streamed plan leaves the threads idle while reads are in flight, and a
+ * spinning thread then takes a core that the process's own work and everything else on the
+ * machine need. On the 2-core machine with other builds running (load 2-5):
+ *  - the Mixtral-shaped MoE under a 1.5 GiB cap expert-streaming (7 ms of reads expected per
+ *    piece of the graph): 1.76-1.99 tok/s with a passive wait, 1.46-1.56 with the short spin;
+ *    streamed dense-style: 0.66 against 0.53-0.57, the short spin burning 27 s of CPU in 31 s;
+ *  - a qwen3moe with 99 % cache hits (waits well under a millisecond): 16.2-17.3 tok/s passive,
+ *    1.3-1.6 with the short spin at load 4-5 (the cores were oversubscribed), where on a quiet
+ *    machine the short spin had been faster (above).
+ * So hypura's short spin is kept for a streamed plan only where the plan expects less than
+ * HY_OMP_PASSIVE_STALL_S of waiting per piece (a spin that long ends in sleep anyway) and the
+ * load average is below half the cpus; else the threads wait passively. The long spin (spare
+ * cores) is kept, and so is whatever the user set. Nothing set by either (HYPURA_OMP_SPIN=0):
+ * passive, as libgomp's wait for streaming always was here. true: go passive. */
+#define HY_OMP_PASSIVE_STALL_S 0.001
+bool hy_omp_passive_wanted(const char *spin_set, const char *spincount, const char *wait_policy,
+                           double stall_piece_s, long cpus, double loadavg);
+/* the 1-minute load average, -1 when unknown */
+double hy_omp_loadavg(void);
 /* What is in force, for the profile's printout. */
 const char *hy_omp_spin_note(char *buf, size_t len);
 

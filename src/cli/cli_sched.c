@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli_omp.h"
 #include "engine/hy_session_rpc.h"
 #include "io/hy_io.h"
 #include "util/hy_util.h"
@@ -107,6 +108,34 @@ void hy_cli_reexec_passive(void) {
     unsetenv("OMP_WAIT_POLICY"); /* exec failed: go on as we are */
 }
 
+void hy_cli_omp_for_plan(const hy_plan *pl) {
+    if (pl->mode == HY_MODE_RESIDENT) return;
+    const char *set = getenv("HYPURA_OMP_SPIN_SET"), *sc = getenv("GOMP_SPINCOUNT");
+    double la = hy_omp_loadavg();
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (!hy_omp_passive_wanted(set, sc, getenv("OMP_WAIT_POLICY"), pl->pred_stall_piece_s, cpus, la)) return;
+    char old_sc[32] = "", old_set[128] = "", why[128];
+    if (sc) snprintf(old_sc, sizeof old_sc, "%s", sc);
+    if (set) snprintf(old_set, sizeof old_set, "%s", set);
+    if (sc)
+        snprintf(why, sizeof why, "the plan expects %.1f ms of waiting for storage per piece of the graph; load %.2f on %ld cpus",
+                 pl->pred_stall_piece_s * 1e3, la, cpus);
+    else snprintf(why, sizeof why, "the plan streams");
+    unsetenv("GOMP_SPINCOUNT"); /* hypura's own short spin (hy_omp_passive_wanted) */
+    setenv("HYPURA_OMP_SPIN_SET", why, 1);
+    hy_cli_reexec_passive();
+    /* not executed again: as it was */
+    if (old_sc[0]) setenv("GOMP_SPINCOUNT", old_sc, 1);
+    if (old_set[0]) setenv("HYPURA_OMP_SPIN_SET", old_set, 1);
+    else unsetenv("HYPURA_OMP_SPIN_SET");
+}
+
+void hy_cli_print_omp(const hy_plan *pl) {
+    if (pl->mode == HY_MODE_RESIDENT) return;
+    char note[256];
+    fprintf(stderr, "[hypura] openmp: %s\n", hy_omp_spin_note(note, sizeof note));
+}
+
 bool hy_cli_parse_int(const char *s, long lo, long hi, int *out) {
     char *end;
     errno = 0;
@@ -152,8 +181,9 @@ hy_session *hy_cli_session(const char *cmd, const hy_session_params *p, bool sho
         return NULL;
     }
     bool streams = s->plan.mode != HY_MODE_RESIDENT;
-    if (streams) hy_cli_reexec_passive(); /* returns only if it cannot (or need not) */
+    hy_cli_omp_for_plan(&s->plan); /* may start this process again (cli_omp.h) */
     if (show_plan || streams) hy_session_print_plan(stderr, s, false);
+    hy_cli_print_omp(&s->plan);
     if (hy_session_load(s, p, err, sizeof err)) {
         fprintf(stderr, "hypura %s: %s\n", cmd, err);
         hy_session_free(s);

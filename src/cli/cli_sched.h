@@ -83,6 +83,11 @@ int hy_cli_sched_opt(const char *cmd, int c, const char *arg, hy_session_params 
  * OMP_WAIT_POLICY once at load, so when it is unset this re-executes the
  * process with OMP_WAIT_POLICY=passive. Returns only when it did not. */
 void hy_cli_reexec_passive(void);
+/* After the plan: a streamed plan re-executes with a passive wait where hy_omp_passive_wanted
+ * says so (cli_omp.h), restoring what was set when it cannot. */
+void hy_cli_omp_for_plan(const hy_plan *pl);
+/* "[hypura] openmp: ..." for a streamed plan: how the threads wait */
+void hy_cli_print_omp(const hy_plan *pl);
 
 /* What run and serve do to start: plan (header + profile, read once), re-exec
  * with a passive OpenMP wait when the plan streams, print the plan (always when

@@ -111,8 +111,7 @@ static hy_session *serve_session(hy_session_params *sess, int *parallel) {
         }
         n = 1;
     }
-    bool streams = s->plan.mode != HY_MODE_RESIDENT;
-    if (streams) hy_cli_reexec_passive(); /* returns only if it cannot (or need not) */
+    hy_cli_omp_for_plan(&s->plan); /* may start this process again (cli_omp.h) */
     if (n < want) {
         if (first[0])
             fprintf(stderr, "hypura serve: the memory budget cannot hold %d sequences (%s); serving %d at once\n",
@@ -122,6 +121,7 @@ static hy_session *serve_session(hy_session_params *sess, int *parallel) {
                     total, n, n);
     }
     hy_session_print_plan(stderr, s, false);
+    hy_cli_print_omp(&s->plan);
     if (hy_session_load(s, sess, err, sizeof err)) {
         fprintf(stderr, "hypura serve: %s\n", err);
         hy_session_free(s);

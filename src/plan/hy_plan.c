@@ -796,6 +796,10 @@ int hy_plan_predict(const hy_model_desc *d, const hy_plan_params *p, hy_plan *ou
     out->pred_compute_s =
         ((double)touched / (out->pred_mem_gbps * 1e9) + out->pred_gpu_s + (double)pieces * piece_s) * out->pred_compute_scale;
     out->pred_io_bound = out->pred_io_s > out->pred_compute_s;
+    double waits = out->mode == HY_MODE_EXPERT ? out->pred_io_s
+                   : out->pred_io_bound         ? out->pred_io_s - out->pred_compute_s
+                                                : 0;
+    out->pred_stall_piece_s = pieces ? waits / (double)pieces : 0;
     double t = out->mode == HY_MODE_EXPERT      ? out->pred_io_s + out->pred_compute_s
                : out->pred_io_bound ? out->pred_io_s
                                     : out->pred_compute_s;

@@ -215,6 +215,8 @@ typedef struct {
     uint64_t pred_pieces;          /* pieces the eval callback cuts a pass into (streamed modes) */
     bool     pred_read_assumed, pred_mem_assumed; /* HY_PLAN_ASSUMED_* used: the profile had none */
     bool     pred_io_bound;        /* storage is the slower side (else memory) */
+    double   pred_stall_piece_s;   /* expected wait for storage between two pieces of the graph: expert-
+                                    * streaming's reads over its pieces; whole groups' I/O beyond compute */
     double   pred_io_s, pred_compute_s, pred_tok_s;
 } hy_plan;
 

@@ -44,6 +44,11 @@ add_executable(test_calib ${CMAKE_SOURCE_DIR}/tests/test_calib.c)
 target_link_libraries(test_calib PRIVATE hypura_core)
 add_test(NAME calib COMMAND test_calib ${HY_PROF_WORK})
 
+# cli_omp's decisions as functions: the spin at start, the passive wait after a streamed plan
+add_executable(test_omp ${CMAKE_SOURCE_DIR}/tests/test_omp.c ${CMAKE_SOURCE_DIR}/src/cli/cli_omp.c)
+target_link_libraries(test_omp PRIVATE hypura_core)
+add_test(NAME omp_decide COMMAND test_omp)
+
 # cli_omp: hypura starts itself again with GOMP_SPINCOUNT set: long where it pays (forced here
 # with HYPURA_OMP_SPIN=1), else short; never over the user's own setting, not at all with
 # HYPURA_OMP_SPIN=0
