@@ -82,6 +82,29 @@ int main(int argc, char **argv) {
     CHECK(hy_calib_record(path, A, 2, 0, "x", 0.02, 0.01, err, sizeof err) == 0, "%s", err);
     c = hy_calib_get(path, A, 2, 0, "x");
     CHECK(c.per_model && c.runs == 1 && fabs(c.scale - 2) < 1e-9, "rewritten: %g", c.scale);
+    /* storage: bytes over busy time against the profile's figure, per mode, for the machine; kept
+     * beside the compute ratios without touching them */
+    const char *modes[2] = {"x", "y"};
+    hy_calib r[2];
+    hy_calib_get_read_modes(path, modes, 2, r);
+    CHECK(r[0].scale == 1 && r[0].runs == 0 && r[1].runs == 0, "no storage figure yet");
+    uint64_t G = 1000000000ull;
+    CHECK(hy_calib_record_read(path, "x", 3 * G, 1.0, 2.0, err, sizeof err) == 0, "%s", err);
+    hy_calib_get_read_modes(path, modes, 2, r);
+    CHECK(r[0].runs == 1 && fabs(r[0].scale - 1.5) < 1e-9 && r[1].runs == 0, "3 GB/s against 2: %g (%d), y %d",
+          r[0].scale, r[0].runs, r[1].runs);
+    CHECK(hy_calib_record_read(path, "x", 1 * G, 1.0, 2.0, err, sizeof err) == 0, "%s", err);
+    hy_calib_get_read_modes(path, modes, 2, r);
+    CHECK(r[0].runs == 2 && fabs(r[0].scale - sqrt(1.5 * 0.5)) < 1e-9, "moved halfway: %g", r[0].scale);
+    c = hy_calib_get(path, A, 2, 0, "x");
+    CHECK(c.per_model && c.runs == 1 && fabs(c.scale - 2) < 1e-9, "compute untouched: %g", c.scale);
+    CHECK(hy_calib_record_read(path, "x", HY_CALIB_READ_MIN_BYTES - 1, 0.1, 2.0, err, sizeof err) < 0, "too little read");
+    CHECK(hy_calib_record_read(path, "x", 3 * G, 0, 2.0, err, sizeof err) < 0, "no busy time");
+    CHECK(hy_calib_record_read(path, "x", 3 * G, 1.0, 0, err, sizeof err) < 0, "no profile figure");
+    CHECK(hy_calib_record_read(path, "x", 100 * G, 1.0, 2.0, err, sizeof err) < 0 && strstr(err, "not kept"),
+          "50x: %s", err);
+    hy_calib_get_read_modes(path, modes, 2, r);
+    CHECK(r[0].runs == 2, "refused records leave it: %d", r[0].runs);
     /* a directory that cannot be written: an error naming the file */
     CHECK(hy_calib_record("/proc/hypura-no/calibration.json", A, 2, 0, "x", 0.02, 0.01, err, sizeof err) < 0 &&
               strstr(err, "/proc/hypura-no/calibration.json"),

@@ -269,6 +269,26 @@ static void test_predictions(void) {
     CHECK(hy_plan_predict(d, &mp, &p) == 0 && p.pred_compute_s == c0 && p.pred_compute_scale == HY_PLAN_EXPERT_COMPUTE_PRIOR,
           "bad scale ignored");
 
+    /* earlier runs' storage ratio multiplies the profile's read figure of that mode only; an assumed
+     * figure (no profile) is not scaled */
+    mp = pp;
+    mp.compute_scale[HY_MODE_EXPERT] = 1;
+    CHECK(hy_plan_predict(d, &mp, &p) == 0 && p.pred_read_scale == 1 && p.pred_io_s > 0, "no storage ratio");
+    double r0 = p.pred_io_s, g0 = p.pred_read_gbps;
+    mp.read_scale[HY_MODE_DENSE_FFN] = 4;
+    CHECK(hy_plan_predict(d, &mp, &p) == 0 && p.pred_io_s == r0, "another mode's storage ratio is not used");
+    mp.read_scale[HY_MODE_EXPERT] = 2;
+    CHECK(hy_plan_predict(d, &mp, &p) == 0 && fabs(p.pred_io_s * 2 - r0) < 1e-12 && p.pred_read_gbps == 2 * g0 &&
+              p.pred_read_scale == 2,
+          "reads x2 faster: %g s from %g s", p.pred_io_s, r0);
+    mp.read_scale[HY_MODE_EXPERT] = NAN;
+    CHECK(hy_plan_predict(d, &mp, &p) == 0 && p.pred_io_s == r0 && p.pred_read_scale == 1, "NaN ignored");
+    mp.read_scale[HY_MODE_EXPERT] = 2;
+    mp.seq_read_gbps = 0;
+    CHECK(hy_plan_predict(d, &mp, &p) == 0 && p.pred_read_assumed && p.pred_read_scale == 1 &&
+              p.pred_read_gbps == HY_PLAN_ASSUMED_READ_GBPS,
+          "assumed storage not scaled: %g", p.pred_read_gbps);
+
     /* per-type matvec rates: a type measured at half the memory bandwidth takes twice as long; an
      * unmeasured type (or nonsense) stays at memory bandwidth */
     mp = pp;

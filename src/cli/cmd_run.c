@@ -142,12 +142,23 @@ static void calibrate(const hy_session *ss, const hy_gen_stats *st, const hy_str
     if (measured <= 0 || hy_calib_record(NULL, ss->desc->model_id, ss->n_threads, ss->plan_params.gpu_budget,
                                          hy_mode_name(pl->mode), measured, raw, err, sizeof err)) {
         if (measured > 0) fprintf(stderr, "hypura: warning: compute calibration not kept: %s\n", err);
+    } else {
+        fprintf(stderr,
+                "[hypura] compute: %.4f s per token measured (generation less stalls), %.4f predicted from memory "
+                "bandwidth alone (x%.2f); kept for the next plans of this model\n",
+                measured, raw, measured / raw);
+    }
+    /* storage: what the generation's reads reached while in flight, against the profile's figure */
+    double prof = ss->plan_params.seq_read_gbps;
+    if (!gen || pl->pred_read_assumed || gen->bytes_read < HY_CALIB_READ_MIN_BYTES || !(gen->io_busy_s > 0)) return;
+    if (hy_calib_record_read(NULL, hy_mode_name(pl->mode), gen->bytes_read, gen->io_busy_s, prof, err, sizeof err)) {
+        fprintf(stderr, "hypura: warning: storage calibration not kept: %s\n", err);
         return;
     }
-    fprintf(stderr,
-            "[hypura] compute: %.4f s per token measured (generation less stalls), %.4f predicted from memory "
-            "bandwidth alone (x%.2f); kept for the next plans of this model\n",
-            measured, raw, measured / raw);
+    fprintf(stderr, "[hypura] storage: %.2f GB/s while reads were in flight, the profile's %.2f (x%.2f); kept for the "
+                    "next %s plans here\n",
+            gen->bytes_read / gen->io_busy_s / 1e9, prof, gen->bytes_read / gen->io_busy_s / 1e9 / prof,
+            hy_mode_name(pl->mode));
 }
 
 /* what the whole run's and generation's stream figures share, as JSON */

@@ -231,12 +231,16 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
     if (s->n_threads < 1) s->n_threads = 1;
     const char *modes[HY_MODE_COUNT];
     for (int m = 0; m < HY_MODE_COUNT; m++) modes[m] = hy_mode_name(m);
-    if (getenv("HYPURA_NO_CALIBRATION"))
-        for (int m = 0; m < HY_MODE_COUNT; m++) s->calib[m] = (hy_calib){.scale = 1};
-    else
+    if (getenv("HYPURA_NO_CALIBRATION")) {
+        for (int m = 0; m < HY_MODE_COUNT; m++) s->calib[m] = s->calib_read[m] = (hy_calib){.scale = 1};
+    } else {
         hy_calib_get_modes(NULL, s->desc->model_id, s->n_threads, q->gpu_budget, modes, HY_MODE_COUNT, s->calib);
-    for (int m = 0; m < HY_MODE_COUNT; m++)
+        hy_calib_get_read_modes(NULL, modes, HY_MODE_COUNT, s->calib_read);
+    }
+    for (int m = 0; m < HY_MODE_COUNT; m++) {
         q->compute_scale[m] = s->calib[m].runs ? s->calib[m].scale : 0; /* 0: the plan's prior */
+        q->read_scale[m] = s->calib_read[m].runs ? s->calib_read[m].scale : 0;
+    }
     q->lookahead = p->lookahead;
     /* batched steps (serve): their compute per layer is about a group's read (8 rows of a
      * 5.7 B Q4_K model on 2 cores: 0.78 s per step with 2 groups in flight where 1 stalled
@@ -551,7 +555,12 @@ static void print_prediction(FILE *f, const hy_session *s) {
     char a[32], b[32];
     fprintf(f, "  predicted: %.2f tok/s, bound by %s | I/O %.3f s per token", pl->pred_tok_s,
             pl->pred_io_bound ? "I/O" : "memory", pl->pred_io_s);
-    if (pl->pred_io_bytes)
+    const hy_calib *rb = &s->calib_read[pl->mode];
+    if (pl->pred_io_bytes && !pl->pred_read_assumed && rb->runs)
+        fprintf(f, " (%s at %.2f GB/s: the profile's %.2f x%.2f as %d earlier %s run%s read)",
+                hy_fmt_bytes(pl->pred_io_bytes, a, sizeof a), pl->pred_read_gbps, s->plan_params.seq_read_gbps,
+                pl->pred_read_scale, rb->runs, hy_mode_name(pl->mode), rb->runs > 1 ? "s" : "");
+    else if (pl->pred_io_bytes)
         fprintf(f, " (%s at %.2f GB/s %s)", hy_fmt_bytes(pl->pred_io_bytes, a, sizeof a), pl->pred_read_gbps,
                 pl->pred_read_assumed ? "assumed, not measured: no storage profile" : "measured");
     fprintf(f, " | memory %.3f s per token (%s at %.1f GB/s %s", pl->pred_compute_s,
@@ -690,6 +699,8 @@ json_t *hy_session_prediction_json(const hy_session *s) {
     json_object_set_new(o, "gpu_s", json_real(pl->pred_gpu_s));
     json_object_set_new(o, "storage_gbps", json_real(pl->pred_read_gbps));
     json_object_set_new(o, "storage_measured", json_boolean(!pl->pred_read_assumed));
+    json_object_set_new(o, "storage_scale", json_real(pl->pred_read_scale));
+    json_object_set_new(o, "storage_scale_runs", json_integer(s->calib_read[pl->mode].runs));
     json_object_set_new(o, "memory_gbps", json_real(pl->pred_mem_gbps));
     json_object_set_new(o, "memory_measured", json_boolean(!pl->pred_mem_assumed));
     json_object_set_new(o, "memory_source",

@@ -734,7 +734,10 @@ int hy_plan_predict(const hy_model_desc *d, const hy_plan_params *p, hy_plan *ou
     out->pred_read_assumed = !(p->seq_read_gbps > 0 && p->seq_read_gbps < 1e6);
     out->pred_mem_matvec = false;
     out->pred_mem_assumed = !(p->mem_bw_gbps > 0 && p->mem_bw_gbps < 1e6);
-    out->pred_read_gbps = out->pred_read_assumed ? HY_PLAN_ASSUMED_READ_GBPS : p->seq_read_gbps;
+    /* the profile's figure as earlier runs of this mode found it (hy_calib.h) */
+    double rs = out->mode >= 0 && out->mode < HY_MODE_COUNT ? p->read_scale[out->mode] : 0;
+    out->pred_read_scale = !out->pred_read_assumed && rs > 0.01 && rs < 100 ? rs : 1;
+    out->pred_read_gbps = out->pred_read_assumed ? HY_PLAN_ASSUMED_READ_GBPS : p->seq_read_gbps * out->pred_read_scale;
     out->pred_mem_gbps = out->pred_mem_assumed ? HY_PLAN_ASSUMED_MEM_GBPS : p->mem_bw_gbps;
     /* each weight type at the rate the CPU multiplies it by a vector, where the profile measured
      * it (arithmetic, not memory, bounds some types on few cores), else at memory bandwidth */

@@ -145,6 +145,8 @@ typedef struct {
      * is cut at the nodes the eval callback serves, which costs more where threads are many);
      * 0: none measured (expert-streaming then takes HY_PLAN_EXPERT_COMPUTE_PRIOR, the rest 1) */
     double   compute_scale[HY_MODE_COUNT];
+    /* what earlier runs' reads reached against seq_read_gbps, per mode (hy_calib.h); 0: none (1) */
+    double   read_scale[HY_MODE_COUNT];
     int      lookahead;      /* groups in flight ahead of compute; < 0 = automatic */
     int      min_lookahead;  /* automatic lookahead: at least this many where the budget allows it,
                                 even at the cost of streaming a group or two more (0: 1, the
@@ -212,6 +214,7 @@ typedef struct {
     uint64_t pred_gpu_bytes;       /* weight bytes a token reads on the GPU (charged at HY_PLAN_ASSUMED_GPU_GBPS) */
     double   pred_gpu_s;           /* their time, part of pred_compute_s */
     double   pred_compute_scale;   /* compute_scale[mode] as applied, or the mode's prior */
+    double   pred_read_scale;      /* read_scale[mode] as applied to a measured storage figure (else 1) */
     uint64_t pred_pieces;          /* pieces the eval callback cuts a pass into (streamed modes) */
     bool     pred_read_assumed, pred_mem_assumed; /* HY_PLAN_ASSUMED_* used: the profile had none */
     bool     pred_io_bound;        /* storage is the slower side (else memory) */

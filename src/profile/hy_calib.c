@@ -94,35 +94,23 @@ static json_t *moved(json_t *old, double ratio) {
     return json_pack("{s:f, s:i}", "scale", s, "runs", runs);
 }
 
-int hy_calib_record(const char *path, uint64_t model_hash, int threads, uint64_t gpu_budget, const char *mode,
-                    double measured_s, double predicted_s, char *err, size_t errlen) {
-    double ratio = predicted_s > 0 ? measured_s / predicted_s : 0;
-    if (!(ratio >= RATIO_MIN && ratio <= RATIO_MAX))
-        return hy_fail(err, errlen, "a compute ratio of %g is not kept (outside %g..%g)", ratio, RATIO_MIN, RATIO_MAX);
-    char def[4096];
-    if (!path) {
-        if (hy_calib_default_path(def, sizeof def)) return hy_fail(err, errlen, "no cache directory");
-        path = def;
+/* o's object member `name`, made when absent or not an object */
+static json_t *member(json_t *o, const char *name) {
+    json_t *m = json_object_get(o, name);
+    if (!json_is_object(m)) {
+        m = json_object();
+        json_object_set_new(o, name, m);
     }
-    json_t *o = load(path);
-    if (!o) o = json_pack("{s:i, s:{}}", "version", CALIB_VERSION, "models");
-    json_t *models = json_object_get(o, "models");
-    if (!json_is_object(models)) {
-        models = json_object();
-        json_object_set_new(o, "models", models);
-    }
-    char k[64];
-    model_key(k, sizeof k, model_hash, threads, gpu_budget, mode);
-    json_object_set_new(models, k, moved(json_object_get(models, k), ratio));
-    json_t *machine = json_object_get(o, "machine");
-    if (!json_is_object(machine)) {
-        machine = json_object();
-        json_object_set_new(o, "machine", machine);
-    }
-    char mk[64];
-    machine_key(mk, sizeof mk, threads, gpu_budget, mode);
-    if (predicted_s >= HY_CALIB_MACHINE_MIN_S) json_object_set_new(machine, mk, moved(json_object_get(machine, mk), ratio));
-    /* written whole to a temporary name, then renamed over: a reader sees the old or the new file */
+    return m;
+}
+
+static const char *resolve(const char *path, char *def, size_t n) {
+    if (path) return path;
+    return hy_calib_default_path(def, n) ? NULL : def;
+}
+
+/* written whole to a temporary name, then renamed over: a reader sees the old or the new file */
+static int save(json_t *o, const char *path, char *err, size_t errlen) {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
     int rc = json_dump_file(o, tmp, JSON_INDENT(1));
@@ -133,4 +121,56 @@ int hy_calib_record(const char *path, uint64_t model_hash, int threads, uint64_t
         return hy_fail(err, errlen, "cannot write %s: %s", path, rc ? "write failed" : strerror(e));
     }
     return 0;
+}
+
+static json_t *load_or_new(const char *path) {
+    json_t *o = load(path);
+    return o ? o : json_pack("{s:i}", "version", CALIB_VERSION);
+}
+
+int hy_calib_record(const char *path, uint64_t model_hash, int threads, uint64_t gpu_budget, const char *mode,
+                    double measured_s, double predicted_s, char *err, size_t errlen) {
+    double ratio = predicted_s > 0 ? measured_s / predicted_s : 0;
+    if (!(ratio >= RATIO_MIN && ratio <= RATIO_MAX))
+        return hy_fail(err, errlen, "a compute ratio of %g is not kept (outside %g..%g)", ratio, RATIO_MIN, RATIO_MAX);
+    char def[4096];
+    if (!(path = resolve(path, def, sizeof def))) return hy_fail(err, errlen, "no cache directory");
+    json_t *o = load_or_new(path);
+    json_t *models = member(o, "models");
+    char k[64];
+    model_key(k, sizeof k, model_hash, threads, gpu_budget, mode);
+    json_object_set_new(models, k, moved(json_object_get(models, k), ratio));
+    json_t *machine = member(o, "machine");
+    char mk[64];
+    machine_key(mk, sizeof mk, threads, gpu_budget, mode);
+    if (predicted_s >= HY_CALIB_MACHINE_MIN_S) json_object_set_new(machine, mk, moved(json_object_get(machine, mk), ratio));
+    return save(o, path, err, errlen);
+}
+
+void hy_calib_get_read_modes(const char *path, const char *const modes[], int n, hy_calib out[]) {
+    for (int i = 0; i < n; i++) out[i] = (hy_calib){.scale = 1, .runs = 0, .per_model = false};
+    char def[4096];
+    if (!(path = resolve(path, def, sizeof def))) return;
+    json_t *o = load(path);
+    if (!o) return;
+    json_t *st = json_object_get(o, "storage");
+    for (int i = 0; i < n; i++)
+        if (!read_entry(json_object_get(st, modes[i] ? modes[i] : ""), &out[i])) out[i] = (hy_calib){.scale = 1};
+    json_decref(o);
+}
+
+int hy_calib_record_read(const char *path, const char *mode, uint64_t bytes, double busy_s, double profile_gbps,
+                         char *err, size_t errlen) {
+    if (bytes < HY_CALIB_READ_MIN_BYTES || !(busy_s > 0) || !(profile_gbps > 0 && profile_gbps < 1e6))
+        return hy_fail(err, errlen, "too little read to measure storage");
+    double ratio = (double)bytes / busy_s / 1e9 / profile_gbps;
+    if (!(ratio >= RATIO_MIN && ratio <= RATIO_MAX))
+        return hy_fail(err, errlen, "a storage ratio of %g is not kept (outside %g..%g)", ratio, RATIO_MIN, RATIO_MAX);
+    char def[4096];
+    if (!(path = resolve(path, def, sizeof def))) return hy_fail(err, errlen, "no cache directory");
+    json_t *o = load_or_new(path);
+    json_t *st = member(o, "storage");
+    const char *k = mode ? mode : "";
+    json_object_set_new(st, k, moved(json_object_get(st, k), ratio));
+    return save(o, path, err, errlen);
 }

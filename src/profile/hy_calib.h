@@ -51,6 +51,17 @@ void hy_calib_get_modes(const char *path, uint64_t model_hash, int threads, uint
  * range, the file not writable). Two runs recording at once may lose one. */
 int hy_calib_record(const char *path, uint64_t model_hash, int threads, uint64_t gpu_budget, const char *mode,
                     double measured_s, double predicted_s, char *err, size_t errlen);
+/* Storage, the same way for the machine: what a run's reads reached (bytes read over the time
+ * reads were in flight) against the profile's sequential figure, per mode (whole groups are read
+ * in large requests, expert slices in small ones). The profile measures the disk once, and
+ * a disk's speed moves: this machine's profile said 1.58 GB/s where the streamed dense-style runs
+ * of a bench read at 1.94-2.19 GB/s, and `hypura iobench` gave 1.15 and 1.60 minutes apart.
+ * The plan multiplies the profile's figure by the kept ratio (read_scale in hy_plan_params).
+ * Runs that read less than HY_CALIB_READ_MIN_BYTES while generating are not kept. */
+#define HY_CALIB_READ_MIN_BYTES ((uint64_t)256 << 20)
+void hy_calib_get_read_modes(const char *path, const char *const modes[], int n, hy_calib out[]);
+int hy_calib_record_read(const char *path, const char *mode, uint64_t bytes, double busy_s, double profile_gbps,
+                         char *err, size_t errlen);
 /* hy_cache_dir()/calibration.json; 0 or < 0. */
 int hy_calib_default_path(char *buf, size_t len);
 

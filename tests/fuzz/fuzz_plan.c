@@ -293,6 +293,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     p.mem_bw_gbps = rd16(&r) / 100.0;
     p.gpu_budget = (budget_sel & 0xC0) == 0xC0 ? rd64(&r) >> (budget_sel & 0x3F) : 0;
     unsigned grow = rd16(&r);
+    /* earlier runs' storage ratios (hy_calib), per mode, from bits already read */
+    p.read_scale[HY_MODE_DENSE_FFN] = budget_sel & 0x10 ? 0.5 + (grow % 16) * 0.25 : 0;
+    p.read_scale[HY_MODE_EXPERT] = budget_sel & 0x20 ? 0.5 + ((grow >> 4) % 16) * 0.25 : 0;
 
     hy_model_desc *d = NULL;
     if (form & 1) {
