@@ -523,7 +523,7 @@ int hy_cmd_run(int argc, char **argv) {
                        : hy_engine_generate(e, prompt, &sp, print_piece, NULL, dump.f || dump.stream ? dump_logits : NULL,
                                             &dump, &st, err, sizeof err);
         const char *vwhy = ss ? hy_vxc_error(ss->vxc) : NULL;
-        if (!gr && vwhy) {
+        if (vwhy) { /* the cache's error is the cause of a failed decode too (an expert's read failed) */
             snprintf(err, sizeof err, "%s", vwhy);
             gr = -1;
         }

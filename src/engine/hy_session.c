@@ -297,11 +297,19 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
         }
     } else if (p->gpu_xcache && p->gpu_xcache != HY_XCACHE_AUTO) {
         char a[32], b[32];
-        if (s->plan.mode != HY_MODE_RESIDENT) {
-            hy_fail(err, errlen, "--gpu-xcache needs the model's CPU side to fit in RAM (plan: %s); a VRAM cache over the NVMe tier is not built yet",
-                    hy_mode_name(s->plan.mode));
+        if (s->plan.mode != HY_MODE_RESIDENT && s->plan.mode != HY_MODE_EXPERT) {
+            hy_fail(err, errlen, "--gpu-xcache is for MoE models; the plan is %s", hy_mode_name(s->plan.mode));
             goto fail;
         }
+        /* expert-streaming: the experts the memory budget cannot hold come from NVMe through a
+         * RAM expert cache of the plan's pool under the VRAM cache (hy_vxc.h); the cache serves
+         * every streamed tensor, so nothing else streams */
+        for (int64_t i = 0; s->plan.mode == HY_MODE_EXPERT && i < s->desc->n_tensors; i++)
+            if (s->plan.tier[i] == HY_TIER_NVME && !hy_vxc_serves(s->desc, &s->plan, i)) {
+                hy_fail(err, errlen, "--gpu-xcache: tensor '%s' streams from NVMe but is no expert tensor the cache serves",
+                        s->desc->tensors[i].name);
+                goto fail;
+            }
         s->xcache_slots = hy_vxc_slots_for(s->desc, &s->plan, p->gpu_xcache);
         uint64_t need = hy_vxc_bytes_for(s->desc, &s->plan, s->desc->n_expert_used);
         if (need == 0) {
@@ -365,7 +373,21 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
      * own CPU buffers use 4 KiB pages, measured several times slower here. */
     bool streams = s->plan.mode != HY_MODE_RESIDENT;
     bool gpu = s->plan.gpu_output;
-    bool vx = s->xcache_bytes > 0; /* hy_session_plan checked: full-resident, some expert layer in RAM */
+    bool vx = s->xcache_bytes > 0; /* hy_session_plan checked: some expert layer in RAM, or on NVMe */
+    /* the VRAM cache over the NVMe tier: the stream object only loads the resident tensors
+     * (a plan without the served ones: they load into the cache's buffer type) */
+    bool vxn = vx && s->plan.mode == HY_MODE_EXPERT;
+    hy_plan splan = s->plan;
+    hy_tier *stier = NULL;
+    if (vxn) {
+        stier = malloc(sizeof *stier * (size_t)(s->desc->n_tensors + 1));
+        if (!stier) return hy_fail(err, errlen, "out of memory");
+        for (int64_t i = 0; i < s->desc->n_tensors; i++)
+            stier[i] = hy_vxc_serves(s->desc, &s->plan, i) ? HY_TIER_GPU : s->plan.tier[i]; /* not the stream's */
+        splan.tier = stier;
+        splan.mode = HY_MODE_RESIDENT;
+        splan.pool_bytes = 0;
+    }
     /* Full-resident with repacking and no GPU: the tensors libllama would repack
      * go to HYPURA_REPACK (its layout and kernels, our memory and reads), the
      * rest to the RAM tier; libllama's own load path (load mode none) staged
@@ -378,7 +400,7 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
      * kernels share the unpacking among 4 rows (a GEMM): a batched step of 8-32
      * rows computes those weights ~1.8x faster here (2 cores, AVX2). The logits
      * then equal no resident run's (its streamed tensors would be repacked too). */
-    bool repack_streamed = streams && !gpu && !s->rpc && p->repack > 0;
+    bool repack_streamed = streams && !gpu && !s->rpc && p->repack > 0 && !vx;
     /* one more sequence for the batcher's holding sequence (hy_batch.h); a server of
      * one sequence needs it too when repacked weights stream (it pads every step) */
     ep.n_seq_max = p->n_seq > 1 || (p->n_seq == 1 && repack_streamed) ? p->n_seq + 1 : 1;
@@ -404,7 +426,7 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
         hy_stream_params sp = hy_stream_default_params();
         sp.model_path = p->model_path;
         sp.desc = s->desc;
-        sp.plan = &s->plan;
+        sp.plan = vxn ? &splan : &s->plan;
         sp.lookahead = p->lookahead;
         sp.io.backend = p->io_backend;
         sp.pagecache = p->pagecache;
@@ -414,7 +436,10 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
         sp.prefetch_experts = !p->no_expert_prefetch;
         sp.persist_stats = !p->no_persist_stats && !getenv("HYPURA_NO_PERSIST_STATS");
         sp.repack = repack_real;
-        if (hy_stream_create(&sp, &s->stream, err, errlen)) {
+        int src = hy_stream_create(&sp, &s->stream, err, errlen);
+        free(stier); /* the stream keeps no pointer to its plan's tiers once created */
+        stier = NULL;
+        if (src) {
             free(cls);
             return -1;
         }
@@ -456,6 +481,12 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
                             .freq = s->expert_freq,
                             .freq_tokens = s->expert_stats_tokens,
                             .persist_stats = !p->no_persist_stats && !getenv("HYPURA_NO_PERSIST_STATS")};
+        if (vxn) {
+            vp.model_path = p->model_path;
+            vp.ram_bytes = s->plan.pool_bytes; /* the expert cache the plan sized within the memory budget */
+            vp.io = hy_io_default_params();
+            vp.io.backend = p->io_backend;
+        }
         vtier = malloc(sizeof *vtier * (size_t)(s->desc->n_tensors + 1));
         if (!vtier) {
             free(cls);
@@ -830,8 +861,16 @@ void hy_session_print_stats(FILE *f, const hy_session *s, double seconds) {
                 sel ? 100.0 * (double)v.hits / (double)sel : 0.0, hy_fmt_bytes(v.h2d_bytes, b, sizeof b),
                 hy_fmt_bytes(v.tokens ? v.h2d_bytes / v.tokens : 0, c, sizeof c), (unsigned long long)v.tokens,
                 (unsigned long long)v.slot_passes, (unsigned long long)v.w_passes);
+        if (v.nvme) {
+            uint64_t r = v.ram_hits + v.ram_misses;
+            fprintf(f, "[hypura] under it: RAM expert cache %d experts (%s pinned), %.1f%% of the copies served from it; "
+                       "read %s from NVMe (%s per token, %s%s), %.2f s waiting for reads\n",
+                    v.ram_slots, hy_fmt_bytes(v.ram_bytes, a, sizeof a), r ? 100.0 * (double)v.ram_hits / (double)r : 0.0,
+                    hy_fmt_bytes(v.nvme_bytes, b, sizeof b), hy_fmt_bytes(v.tokens ? v.nvme_bytes / v.tokens : 0, c, sizeof c),
+                    v.io_backend ? v.io_backend : "?", v.direct ? ", O_DIRECT" : ", buffered", v.nvme_wait_s);
+        }
     }
-    if (s->stream && s->plan.mode != HY_MODE_RESIDENT) { /* a resident run's stream object only loads */
+    if (s->stream && s->plan.mode != HY_MODE_RESIDENT && !s->vxc) { /* a resident run's stream object only loads */
         hy_stream_stats st;
         hy_stream_get_stats(s->stream, &st);
         /* per pass (one decoded batch: the prompt's, then one per token), as the plan's "read per token";
