@@ -152,6 +152,15 @@ static int decide_draft(hy_session *s, const hy_session_params *p, double draft_
     return 0;
 }
 
+/* expert-streaming's plan, with every streamed tensor one the VRAM cache serves (through the RAM
+ * expert cache over NVMe, hy_vxc.h): nothing else would stream */
+static bool xcache_nvme_ok(const hy_model_desc *d, const hy_plan *pl) {
+    if (pl->mode != HY_MODE_EXPERT) return false;
+    for (int64_t i = 0; i < d->n_tensors; i++)
+        if (pl->tier[i] == HY_TIER_NVME && !hy_vxc_serves(d, pl, i)) return false;
+    return true;
+}
+
 int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, size_t errlen) {
     *out = NULL;
     hy_session *s = calloc(1, sizeof *s);
@@ -269,7 +278,8 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
         }
         goto fail;
     }
-    if (p->gpu_xcache == HY_XCACHE_AUTO && s->plan.mode == HY_MODE_RESIDENT && s->plan.gpu_output) {
+    if (p->gpu_xcache == HY_XCACHE_AUTO && (s->plan.mode == HY_MODE_RESIDENT || xcache_nvme_ok(s->desc, &s->plan)) &&
+        s->plan.gpu_output) {
         /* auto: the GPU keeps what it holds besides experts (output head, attention, K/V, compute),
          * and the rest of its budget is the cache, when that holds top-k experts per layer */
         uint64_t xg = 0;
@@ -283,7 +293,7 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
             tq.gpu_budget = keep;
             if (hy_plan_make(s->desc, &tq, &trial, err, errlen) == 0) {
                 uint64_t x = q->gpu_budget - keep;
-                if (trial.mode == HY_MODE_RESIDENT && hy_vxc_slots_for(s->desc, &trial, x) >= s->desc->n_expert_used &&
+                if ((trial.mode == HY_MODE_RESIDENT || xcache_nvme_ok(s->desc, &trial)) && hy_vxc_slots_for(s->desc, &trial, x) >= s->desc->n_expert_used &&
                     hy_vxc_slots_for(s->desc, &trial, x) < s->desc->n_expert) {
                     hy_plan_free(&s->plan);
                     s->plan = trial;
@@ -304,12 +314,10 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
         /* expert-streaming: the experts the memory budget cannot hold come from NVMe through a
          * RAM expert cache of the plan's pool under the VRAM cache (hy_vxc.h); the cache serves
          * every streamed tensor, so nothing else streams */
-        for (int64_t i = 0; s->plan.mode == HY_MODE_EXPERT && i < s->desc->n_tensors; i++)
-            if (s->plan.tier[i] == HY_TIER_NVME && !hy_vxc_serves(s->desc, &s->plan, i)) {
-                hy_fail(err, errlen, "--gpu-xcache: tensor '%s' streams from NVMe but is no expert tensor the cache serves",
-                        s->desc->tensors[i].name);
-                goto fail;
-            }
+        if (s->plan.mode == HY_MODE_EXPERT && !xcache_nvme_ok(s->desc, &s->plan)) {
+            hy_fail(err, errlen, "--gpu-xcache: a tensor streams from NVMe that is no expert tensor the cache serves");
+            goto fail;
+        }
         s->xcache_slots = hy_vxc_slots_for(s->desc, &s->plan, p->gpu_xcache);
         uint64_t need = hy_vxc_bytes_for(s->desc, &s->plan, s->desc->n_expert_used);
         if (need == 0) {
