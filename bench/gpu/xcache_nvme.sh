@@ -6,8 +6,10 @@
 # and Mixtral-shaped models of xcache_all.sh at GPU budgets $BUDGETS and a memory budget of
 # $MEMB: hypura with the cache (--gpu-xcache auto) and without it (expert-streaming, experts
 # on the CPU), and llama.cpp -ngl 99 -ncmoe N (N: the layers whose experts hypura keeps off
-# the GPU, and one fewer). Where a memory cgroup can be made, every run is capped at
+# the GPU; LLAMA_MORE=1: and one fewer). Where a memory cgroup can be made, every run is capped at
 # $CAP (the model does not fit: llama.cpp's mmap pages then come from the disk again).
+# WARM=1 runs each hypura configuration with kept routing statistics (a first run records them);
+# SEL=q3|mix picks one model; LLAMA_MORE=1 adds llama.cpp with one more expert layer on the GPU.
 # Results: bench/results/xcache_nvme.jsonl.
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/device_job.sh"
@@ -45,7 +47,7 @@ vram_start() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits 
 vram_stop() { kill $VPID 2>/dev/null; wait $VPID 2>/dev/null; VRAM=$(sort -n "$TMP/vram" | tail -1); VRAM=${VRAM:-0}; }
 hy() {
   local name=$1 m=$2; shift 2
-  "$BIN/hypura" estimate "$m" -c 1024 "$@" 2>&1 | grep -E "plan:|VRAM expert cache|expert cache:|predicted" | cut -c1-400 | sed 's/^/    /'
+  "$BIN/hypura" estimate "$m" -c 1024 "$@" 2>&1 | grep -E "plan:|VRAM expert cache|expert cache:|predicted|auto:|under it|PCIe" | cut -c1-400 | sed 's/^/    /'
   vram_start
   rm -f "$TMP/h.json"
   capped timeout 150 "$BIN/hypura" run "$m" -p "$P" -n $N_GEN --temp 0 -c 1024 --stats-json "$TMP/h.json" "$@" >/dev/null 2>"$TMP/h.err"
@@ -79,15 +81,25 @@ PY
     "$([[ $rc -ne 0 ]] && echo " FAILED rc $rc: $(tail -1 "$TMP/l.err")")"
   echo "{\"model\":\"$(basename $m)\",\"budget\":\"$B\",\"cap\":\"${CG:+$CAP}\",\"who\":\"llama\",\"config\":\"$name\",\"gen_tps\":${LT% *},\"prompt_tps\":${LT#* },\"vram_mib\":$VRAM}" >>"$OUTJ"
 }
+# --gpu-xcache auto's decision from the prediction alone (no statistics kept yet)
+for B in $BUDGETS; do for m in $Q3 $MIX; do
+  echo "== estimate $(basename $m) --gpu-budget $B --memory-budget $MEMB --gpu-xcache auto"
+  "$BIN/hypura" estimate "$m" -c 1024 --gpu-budget $B --memory-budget $MEMB --gpu-xcache auto 2>&1 |
+    grep -E "VRAM expert cache|under it|PCIe|predicted|auto:" | cut -c1-600
+done; done
+# WARM=1: each model's first run keeps its routing statistics (a fresh data directory), which the
+# second run's plan (expected hit rates, the auto decision) and caches (seeded LFU) start from
+if [[ -n ${WARM:-} ]]; then export XDG_DATA_HOME=$(mktemp -d); unset HYPURA_NO_PERSIST_STATS; fi
 for B in $BUDGETS; do
   for m in ${SEL:-$Q3 $MIX}; do
     [[ $m == mix ]] && m=$MIX; [[ $m == q3 ]] && m=$Q3
     echo "== $(basename $m) GPU budget $B memory budget $MEMB $(date -u +%T)"
+    [[ -n ${WARM:-} ]] && hy "--gpu-xcache auto, first run (keeps statistics)" "$m" --gpu-budget $B --gpu-xcache auto --memory-budget $MEMB
     hy "--gpu-xcache auto (RAM+NVMe under it)" "$m" --gpu-budget $B --gpu-xcache auto --memory-budget $MEMB
     hy "no VRAM cache (expert-streaming)" "$m" --gpu-budget $B --memory-budget $MEMB
     nl=$("$BIN/hypura" estimate "$m" -c 1024 --gpu-budget $B 2>&1 | sed -n 's/.*experts of \([0-9]*\) layers.*/\1/p' | head -1)
     tot=$( [[ $m == "$MIX" ]] && echo 32 || echo 56 )
-    [[ -z ${SKIP_LLAMA:-} ]] && for n in $(( tot - ${nl:-0} )) $(( tot - ${nl:-0} - 1 )); do ll "-ngl 99 -ncmoe $n" "$m" -ngl 99 -ncmoe $n; done
+    [[ -z ${SKIP_LLAMA:-} ]] && for n in $(( tot - ${nl:-0} )) ${LLAMA_MORE:+$(( tot - ${nl:-0} - 1 ))}; do ll "-ngl 99 -ncmoe $n" "$m" -ngl 99 -ncmoe $n; done
   done
 done
 echo "end $(date -u +%T)"

@@ -152,6 +152,33 @@ static int decide_draft(hy_session *s, const hy_session_params *p, double draft_
     return 0;
 }
 
+/* layers with expert tensors on tier `tier` */
+static int count_expert_layers(const hy_model_desc *d, const hy_plan *pl, hy_tier tier) {
+    int n = 0, last = -1;
+    for (int l = 0; l < d->n_layer; l++)
+        for (int64_t i = 0; i < d->n_tensors; i++)
+            if (d->tensors[i].layer == l && d->tensors[i].role == HY_ROLE_EXPERT && pl->tier[i] == tier && l != last) {
+                n++;
+                last = l;
+                break;
+            }
+    return n;
+}
+
+/* the VRAM cache's figures and prediction over plan pl (the cached layers' experts off the GPU) */
+static void xcache_predict(hy_session *s, const hy_plan *pl, const hy_plan_params *q, int slots) {
+    s->xcache_hit = hy_vxc_expected_hit(s->desc, pl, slots, s->expert_freq, &s->xcache_routed);
+    int n = 0;
+    for (int l = 0; l < s->desc->n_layer; l++)
+        for (int64_t i = 0; i < s->desc->n_tensors; i++)
+            if (s->desc->tensors[i].layer == l && hy_vxc_serves(s->desc, pl, i)) {
+                n++;
+                break;
+            }
+    s->xcache_layers = n;
+    s->xcache_pred_ok = hy_plan_vxc_predict(pl, q, s->xcache_routed, s->xcache_hit, n, &s->xcache_pred) == 0;
+}
+
 /* expert-streaming's plan, with every streamed tensor one the VRAM cache serves (through the RAM
  * expert cache over NVMe, hy_vxc.h): nothing else would stream */
 static bool xcache_nvme_ok(const hy_model_desc *d, const hy_plan *pl) {
@@ -278,31 +305,74 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
         }
         goto fail;
     }
-    if (p->gpu_xcache == HY_XCACHE_AUTO && (s->plan.mode == HY_MODE_RESIDENT || xcache_nvme_ok(s->desc, &s->plan)) &&
-        s->plan.gpu_output) {
+    if (p->gpu_xcache == HY_XCACHE_AUTO) {
         /* auto: the GPU keeps what it holds besides experts (output head, attention, K/V, compute),
-         * and the rest of its budget is the cache, when that holds top-k experts per layer */
-        uint64_t xg = 0;
-        for (int64_t i = 0; i < s->desc->n_tensors; i++)
-            if (s->plan.tier[i] == HY_TIER_GPU && s->desc->tensors[i].role == HY_ROLE_EXPERT) xg += s->desc->tensors[i].size;
-        uint64_t keep = s->plan.gpu_used - xg;
-        keep += keep / 32 + ((uint64_t)64 << 20); /* margin: CUDA's own allocations beside the plan's */
-        if (q->gpu_budget > keep) {
+         * and the rest of its budget is the cache, when that holds top-k experts per layer and
+         * the prediction says it beats whole expert layers on the GPU and the rest on the CPU */
+        char a[32], b[32];
+        if (!s->plan.gpu_output) {
+            snprintf(s->xcache_why, sizeof s->xcache_why, "not used: no GPU tier");
+        } else if (s->plan.mode != HY_MODE_RESIDENT && !xcache_nvme_ok(s->desc, &s->plan)) {
+            snprintf(s->xcache_why, sizeof s->xcache_why, "not used: the plan (%s) streams more than experts",
+                     hy_mode_name(s->plan.mode));
+        } else {
+            uint64_t xg = 0;
+            for (int64_t i = 0; i < s->desc->n_tensors; i++)
+                if (s->plan.tier[i] == HY_TIER_GPU && s->desc->tensors[i].role == HY_ROLE_EXPERT) xg += s->desc->tensors[i].size;
+            uint64_t keep = s->plan.gpu_used - xg;
+            keep += keep / 32 + ((uint64_t)64 << 20); /* margin: CUDA's own allocations beside the plan's */
             hy_plan trial;
             hy_plan_params tq = *q;
             tq.gpu_budget = keep;
-            if (hy_plan_make(s->desc, &tq, &trial, err, errlen) == 0) {
+            if (q->gpu_budget <= keep) {
+                snprintf(s->xcache_why, sizeof s->xcache_why, "not used: the GPU budget holds no more than the %s the rest needs there",
+                         hy_fmt_bytes(keep, a, sizeof a));
+            } else if (hy_plan_make(s->desc, &tq, &trial, err, errlen) == 0) {
                 uint64_t x = q->gpu_budget - keep;
-                if ((trial.mode == HY_MODE_RESIDENT || xcache_nvme_ok(s->desc, &trial)) && hy_vxc_slots_for(s->desc, &trial, x) >= s->desc->n_expert_used &&
-                    hy_vxc_slots_for(s->desc, &trial, x) < s->desc->n_expert) {
+                int slots = hy_vxc_slots_for(s->desc, &trial, x);
+                bool took = false;
+                if (trial.mode != HY_MODE_RESIDENT && !xcache_nvme_ok(s->desc, &trial)) {
+                    snprintf(s->xcache_why, sizeof s->xcache_why, "not used: without expert layers on the GPU the plan (%s) streams more than experts",
+                             hy_mode_name(trial.mode));
+                } else if (slots < s->desc->n_expert_used) {
+                    snprintf(s->xcache_why, sizeof s->xcache_why,
+                             "not used: the %s the GPU budget leaves for it holds fewer than %d experts per layer (top-k) "
+                             "besides the whole-layer area; at least %s",
+                             hy_fmt_bytes(x, a, sizeof a), s->desc->n_expert_used,
+                             hy_fmt_bytes(hy_vxc_bytes_for(s->desc, &trial, s->desc->n_expert_used), b, sizeof b));
+                } else if (slots >= s->desc->n_expert) {
+                    snprintf(s->xcache_why, sizeof s->xcache_why, "not used: every expert of the layers off the GPU fits in it");
+                } else {
+                    xcache_predict(s, &trial, &tq, slots);
+                    double alt = s->plan.pred_tok_s;
+                    s->xcache_alt_tok_s = alt;
+                    char c[32];
+                    int n = snprintf(s->xcache_why, sizeof s->xcache_why,
+                                     "predicted %.2f tok/s with a %s cache (%d of %d experts per layer, %.0f%% expected hits, "
+                                     "%s per token over PCIe) against %.2f without it (experts of %d layers whole on the GPU, "
+                                     "the rest on the CPU)",
+                                     s->xcache_pred.tok_s, hy_fmt_bytes(x, a, sizeof a), slots, s->desc->n_expert,
+                                     100.0 * s->xcache_hit, hy_fmt_bytes((uint64_t)s->xcache_pred.pcie_bytes, c, sizeof c), alt,
+                                     count_expert_layers(s->desc, &s->plan, HY_TIER_GPU));
+                    took = !s->xcache_pred_ok || alt <= 0 || s->xcache_pred.tok_s > alt;
+                    if (n > 0 && (size_t)n < sizeof s->xcache_why)
+                        snprintf(s->xcache_why + n, sizeof s->xcache_why - (size_t)n, "%s",
+                                 took ? ": used"
+                                      : ": not used (copying the misses costs more than computing those experts on the CPU)");
+                }
+                if (took) {
                     hy_plan_free(&s->plan);
                     s->plan = trial;
                     *q = tq;
                     s->xcache_bytes = x;
-                    s->xcache_slots = hy_vxc_slots_for(s->desc, &s->plan, x);
+                    s->xcache_slots = slots;
                 } else {
+                    s->xcache_pred_ok = false;
                     hy_plan_free(&trial);
                 }
+            } else {
+                snprintf(s->xcache_why, sizeof s->xcache_why, "not used: %s", err);
+                err[0] = 0;
             }
         }
     } else if (p->gpu_xcache && p->gpu_xcache != HY_XCACHE_AUTO) {
@@ -329,6 +399,7 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
                     s->desc->n_expert_used, hy_fmt_bytes(need, b, sizeof b));
             goto fail;
         }
+        xcache_predict(s, &s->plan, q, s->xcache_slots);
     }
     /* through the page cache, the kernel decides what stays under a cap (the expert cache's
      * slots are not what is read): no figure rather than a wrong one (bench/moe_vs_llama.sh
@@ -681,28 +752,42 @@ void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
                 hy_fmt_bytes(pl->io_bytes_per_token, a, sizeof a), hy_fmt_bytes(pl->pred_io_bytes, b, sizeof b));
     }
     if (s->xcache_bytes) {
-        uint64_t routed = 0;
-        double hit = hy_vxc_expected_hit(s->desc, pl, s->xcache_slots, s->expert_freq, &routed);
+        double hit = s->xcache_hit;
+        uint64_t routed = s->xcache_routed;
         char src[4500];
         if (s->expert_freq && s->expert_stats_tokens) /* the plan's own flag is set by expert-streaming only */
             snprintf(src, sizeof src, "from this model's routing statistics: %llu tokens in %s",
                      (unsigned long long)s->expert_stats_tokens, s->expert_stats_path);
         else
             hit_source(s, src, sizeof src);
-        int nl = 0;
-        for (int l = 0; l < s->desc->n_layer; l++)
-            for (int64_t i = 0; i < s->desc->n_tensors; i++)
-                if (s->desc->tensors[i].layer == l && hy_vxc_serves(s->desc, pl, i)) {
-                    nl++;
-                    break;
-                }
-        fprintf(f, "  VRAM expert cache: %s (--gpu-xcache, out of the GPU budget): %d layers whose experts stay in RAM "
-                   "compute on the GPU from %d of %d experts per layer; expected hit rate %.1f%% (%s); PCIe per token: "
-                   "%s routed, %s expected after hits\n",
-                hy_fmt_bytes(s->xcache_bytes, a, sizeof a), nl, s->xcache_slots, s->desc->n_expert, 100.0 * hit, src,
-                hy_fmt_bytes(routed, b, sizeof b), hy_fmt_bytes((uint64_t)((1.0 - hit) * (double)routed), c, sizeof c));
+        bool nv = pl->mode == HY_MODE_EXPERT;
+        fprintf(f, "  VRAM expert cache: %s (--gpu-xcache, out of the GPU budget): %d layers whose experts stay off the GPU "
+                   "(%s) compute on the GPU from %d of %d experts per layer; expected hit rate %.1f%% (%s)\n",
+                hy_fmt_bytes(s->xcache_bytes, a, sizeof a), s->xcache_layers, nv ? "on NVMe" : "in pinned RAM", s->xcache_slots,
+                s->desc->n_expert, 100.0 * hit, src);
+        if (nv)
+            fprintf(f, "    under it: RAM expert cache %s (%d experts, pinned; the plan's expert cache) over NVMe: %s per token "
+                       "expected from storage (direct I/O)\n",
+                    hy_fmt_bytes(pl->pool_bytes, a, sizeof a), hy_vxc_ram_slots_for(s->desc, pl, pl->pool_bytes, 4096),
+                    hy_fmt_bytes(pl->pred_io_bytes, b, sizeof b));
+        else
+            fprintf(f, "    under it: the experts of those layers whole in pinned RAM (%s)\n",
+                    hy_fmt_bytes(pl->bytes_tier[HY_TIER_RAM], a, sizeof a));
+        fprintf(f, "    PCIe per token: %s routed, %s expected after hits\n", hy_fmt_bytes(routed, b, sizeof b),
+                hy_fmt_bytes((uint64_t)((1.0 - hit) * (double)routed), c, sizeof c));
+    } else if (s->xcache_why[0]) {
+        fprintf(f, "  VRAM expert cache (--gpu-xcache auto): %s\n", s->xcache_why);
     }
-    if (s->xcache_bytes) fprintf(f, "  predicted: none (the prediction does not model the VRAM expert cache yet)\n");
+    if (s->xcache_bytes && s->xcache_pred_ok) {
+        const hy_plan_vxc_pred *xp = &s->xcache_pred;
+        fprintf(f, "  predicted: %.2f tok/s with the VRAM expert cache (this plan's %.3f s per token less %.3f s of CPU "
+                   "expert compute; + %.3f s copying %s over PCIe at %.0f GB/s assumed, %.3f s on the GPU at %.0f GB/s "
+                   "assumed, %.3f s for %d layer synchronizations)%s%s\n",
+                xp->tok_s, pl->pred_tok_s > 0 ? 1.0 / pl->pred_tok_s : 0.0, xp->cpu_saved_s, xp->pcie_s,
+                hy_fmt_bytes((uint64_t)xp->pcie_bytes, a, sizeof a), HY_PLAN_ASSUMED_PCIE_GBPS, xp->gpu_s,
+                HY_PLAN_ASSUMED_GPU_GBPS, xp->sync_s, s->xcache_layers, s->xcache_why[0] ? "\n  auto: " : "",
+                s->xcache_why);
+    } else if (s->xcache_bytes) fprintf(f, "  predicted: none (no prediction for the plan under the VRAM expert cache)\n");
     else if (s->pred_none) fprintf(f, "  predicted: none (%s)\n", s->pred_none);
     else print_prediction(f, s);
     hy_session_rpc_print(f, s);
