@@ -176,7 +176,8 @@ static void xcache_predict(hy_session *s, const hy_plan *pl, const hy_plan_param
                 break;
             }
     s->xcache_layers = n;
-    s->xcache_pred_ok = hy_plan_vxc_predict(pl, q, s->xcache_routed, s->xcache_hit, n, &s->xcache_pred) == 0;
+    s->xcache_pred_ok = hy_plan_vxc_predict(pl, q, s->xcache_routed, s->xcache_hit, n, s->desc->n_expert_used,
+                                             &s->xcache_pred) == 0;
 }
 
 /* expert-streaming's plan, with every streamed tensor one the VRAM cache serves (through the RAM
@@ -346,19 +347,17 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
                     xcache_predict(s, &trial, &tq, slots);
                     double alt = s->plan.pred_tok_s;
                     s->xcache_alt_tok_s = alt;
+                    const hy_plan_vxc_pred *xp = &s->xcache_pred;
                     char c[32];
-                    int n = snprintf(s->xcache_why, sizeof s->xcache_why,
-                                     "predicted %.2f tok/s with a %s cache (%d of %d experts per layer, %.0f%% expected hits, "
-                                     "%s per token over PCIe) against %.2f without it (experts of %d layers whole on the GPU, "
-                                     "the rest on the CPU)",
-                                     s->xcache_pred.tok_s, hy_fmt_bytes(x, a, sizeof a), slots, s->desc->n_expert,
-                                     100.0 * s->xcache_hit, hy_fmt_bytes((uint64_t)s->xcache_pred.pcie_bytes, c, sizeof c), alt,
-                                     count_expert_layers(s->desc, &s->plan, HY_TIER_GPU));
-                    took = !s->xcache_pred_ok || alt <= 0 || s->xcache_pred.tok_s > alt;
-                    if (n > 0 && (size_t)n < sizeof s->xcache_why)
-                        snprintf(s->xcache_why + n, sizeof s->xcache_why - (size_t)n, "%s",
-                                 took ? ": used"
-                                      : ": not used (copying the misses costs more than computing those experts on the CPU)");
+                    took = !s->xcache_pred_ok || xp->pays;
+                    snprintf(s->xcache_why, sizeof s->xcache_why,
+                             "%s: a %s cache (%d of %d experts per layer, %.0f%% expected hits) serves the %d layers' experts "
+                             "in %.1f ms per token (%s of misses over PCIe), against %.1f ms on the CPU; predicted %.2f tok/s "
+                             "with it, %.2f without it (experts of %d layers whole on the GPU)",
+                             took ? "used" : "not used", hy_fmt_bytes(x, a, sizeof a), slots, s->desc->n_expert,
+                             100.0 * s->xcache_hit, s->xcache_layers, 1e3 * (xp->pcie_s + xp->gpu_s + xp->sync_s),
+                             hy_fmt_bytes((uint64_t)xp->pcie_bytes, c, sizeof c), 1e3 * xp->cpu_alt_s, xp->tok_s, alt,
+                             count_expert_layers(s->desc, &s->plan, HY_TIER_GPU));
                 }
                 if (took) {
                     hy_plan_free(&s->plan);

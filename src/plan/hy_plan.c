@@ -853,7 +853,7 @@ int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, 
     return 0;
 }
 
-int hy_plan_vxc_predict(const hy_plan *trial, const hy_plan_params *p, uint64_t routed, double hit, int layers,
+int hy_plan_vxc_predict(const hy_plan *trial, const hy_plan_params *p, uint64_t routed, double hit, int layers, int k,
                         hy_plan_vxc_pred *out) {
     memset(out, 0, sizeof *out);
     if (!trial || trial->pred_tok_s <= 0 || trial->pred_mem_gbps <= 0 || layers <= 0) return -1;
@@ -875,5 +875,8 @@ int hy_plan_vxc_predict(const hy_plan *trial, const hy_plan_params *p, uint64_t 
     out->nvme_bytes = trial->mode == HY_MODE_EXPERT ? (double)trial->pred_io_bytes : 0;
     double tt = out->rest_s + out->pcie_s + out->gpu_s + out->sync_s;
     out->tok_s = tt > 0 ? 1.0 / tt : 0;
+    out->cpu_alt_s = (double)routed / (trial->pred_mem_gbps * 1e9) * scale +
+                     (double)layers * (double)(k > 0 ? k : 1) * HY_PLAN_CPU_EXPERT_OP_S;
+    out->pays = out->pcie_s + out->gpu_s + out->sync_s < out->cpu_alt_s;
     return 0;
 }
