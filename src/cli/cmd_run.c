@@ -212,6 +212,14 @@ static int write_stats_json(const char *path, const hy_session *ss, const hy_gen
             json_object_set_new(x, "tokens", json_integer((json_int_t)v.tokens));
             json_object_set_new(x, "slot_passes", json_integer((json_int_t)v.slot_passes));
             json_object_set_new(x, "batched_passes", json_integer((json_int_t)v.w_passes));
+            if (v.nvme) { /* the NVMe tier under it: the RAM expert cache and the reads */
+                json_object_set_new(x, "ram_slots", json_integer(v.ram_slots));
+                json_object_set_new(x, "ram_bytes", json_integer((json_int_t)v.ram_bytes));
+                json_object_set_new(x, "ram_hits", json_integer((json_int_t)v.ram_hits));
+                json_object_set_new(x, "ram_misses", json_integer((json_int_t)v.ram_misses));
+                json_object_set_new(x, "nvme_bytes", json_integer((json_int_t)v.nvme_bytes));
+                json_object_set_new(x, "nvme_wait_s", json_real(v.nvme_wait_s));
+            }
             json_object_set_new(o, "vram_xcache", x);
         }
         /* predicted next to measured: gen_tps against predicted_tok_s */

@@ -313,6 +313,8 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
         char a[32], b[32];
         if (!s->plan.gpu_output) {
             snprintf(s->xcache_why, sizeof s->xcache_why, "not used: no GPU tier");
+        } else if (s->plan.mode == HY_MODE_EXPERT && p->pagecache) {
+            snprintf(s->xcache_why, sizeof s->xcache_why, "not used: --io pagecache (the cache over NVMe reads with direct I/O)");
         } else if (s->plan.mode != HY_MODE_RESIDENT && !xcache_nvme_ok(s->desc, &s->plan)) {
             snprintf(s->xcache_why, sizeof s->xcache_why, "not used: the plan (%s) streams more than experts",
                      hy_mode_name(s->plan.mode));
@@ -385,6 +387,11 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
          * every streamed tensor, so nothing else streams */
         if (s->plan.mode == HY_MODE_EXPERT && !xcache_nvme_ok(s->desc, &s->plan)) {
             hy_fail(err, errlen, "--gpu-xcache: a tensor streams from NVMe that is no expert tensor the cache serves");
+            goto fail;
+        }
+        if (s->plan.mode == HY_MODE_EXPERT && p->pagecache) {
+            hy_fail(err, errlen, "--gpu-xcache over the NVMe tier reads experts with direct I/O into its RAM expert cache; "
+                                 "--io pagecache does not apply");
             goto fail;
         }
         s->xcache_slots = hy_vxc_slots_for(s->desc, &s->plan, p->gpu_xcache);
@@ -921,6 +928,28 @@ char *hy_session_plan_json(const hy_session *s, bool tensors) {
     json_object_set_new(o, "storage_gbps", json_real(pl->pred_read_gbps));
     json_object_set_new(o, "storage_measured", json_boolean(!pl->pred_read_assumed));
     json_object_set_new(o, "prediction", hy_session_prediction_json(s));
+    if (s->xcache_bytes || s->xcache_why[0]) { /* the VRAM expert cache (--gpu-xcache) */
+        json_t *x = json_object();
+        json_object_set_new(x, "bytes", json_integer((json_int_t)s->xcache_bytes));
+        if (s->xcache_bytes) {
+            json_object_set_new(x, "layers", json_integer(s->xcache_layers));
+            json_object_set_new(x, "slots_per_layer", json_integer(s->xcache_slots));
+            json_object_set_new(x, "expected_hit_rate", json_real(s->xcache_hit));
+            json_object_set_new(x, "routed_bytes_per_token", json_integer((json_int_t)s->xcache_routed));
+            json_object_set_new(x, "tier_under", json_string(pl->mode == HY_MODE_EXPERT ? "ram+nvme" : "ram"));
+        }
+        if (s->xcache_pred_ok) {
+            const hy_plan_vxc_pred *xp = &s->xcache_pred;
+            json_object_set_new(x, "pred_tok_s", json_real(xp->tok_s));
+            json_object_set_new(x, "pcie_bytes_per_token", json_real(xp->pcie_bytes));
+            json_object_set_new(x, "nvme_bytes_per_token", json_real(xp->nvme_bytes));
+            json_object_set_new(x, "gpu_path_s", json_real(xp->pcie_s + xp->gpu_s + xp->sync_s));
+            json_object_set_new(x, "cpu_path_s", json_real(xp->cpu_alt_s));
+            json_object_set_new(x, "pays", json_boolean(xp->pays));
+        }
+        if (s->xcache_why[0]) json_object_set_new(x, "auto", json_string(s->xcache_why));
+        json_object_set_new(o, "vram_xcache", x);
+    }
     if (s->rpc) json_object_set_new(o, "remote", hy_session_rpc_json(s));
     if (tensors) {
         json_t *arr = json_array();
