@@ -212,7 +212,11 @@ static int write_stats_json(const char *path, const hy_session *ss, const hy_gen
             json_object_set_new(x, "tokens", json_integer((json_int_t)v.tokens));
             json_object_set_new(x, "slot_passes", json_integer((json_int_t)v.slot_passes));
             json_object_set_new(x, "batched_passes", json_integer((json_int_t)v.w_passes));
+            json_object_set_new(x, "preload_vram", json_integer(v.preload_vram));
+            json_object_set_new(x, "preload_s", json_real(v.preload_s));
             if (v.nvme) { /* the NVMe tier under it: the RAM expert cache and the reads */
+                json_object_set_new(x, "preload_ram", json_integer(v.preload_ram));
+                json_object_set_new(x, "preload_bytes", json_integer((json_int_t)v.preload_bytes));
                 json_object_set_new(x, "ram_slots", json_integer(v.ram_slots));
                 json_object_set_new(x, "ram_bytes", json_integer((json_int_t)v.ram_bytes));
                 json_object_set_new(x, "ram_hits", json_integer((json_int_t)v.ram_hits));

@@ -982,6 +982,14 @@ void hy_session_print_stats(FILE *f, const hy_session *s, double seconds) {
                 sel ? 100.0 * (double)v.hits / (double)sel : 0.0, hy_fmt_bytes(v.h2d_bytes, b, sizeof b),
                 hy_fmt_bytes(v.tokens ? v.h2d_bytes / v.tokens : 0, c, sizeof c), (unsigned long long)v.tokens,
                 (unsigned long long)v.slot_passes, (unsigned long long)v.w_passes);
+        if (v.preload_ram || v.preload_vram) {
+            char r[96] = "";
+            if (v.nvme)
+                snprintf(r, sizeof r, "%d experts into the RAM expert cache (%s read), ", v.preload_ram,
+                         hy_fmt_bytes(v.preload_bytes, a, sizeof a));
+            fprintf(f, "[hypura] filled ahead from the routing statistics at load: %s%d experts into the VRAM windows, %.2f s\n",
+                    r, v.preload_vram, v.preload_s);
+        }
         if (v.nvme) {
             uint64_t r = v.ram_hits + v.ram_misses;
             fprintf(f, "[hypura] under it: RAM expert cache %d experts (%s pinned), %.1f%% of the copies served from it; "

@@ -90,6 +90,7 @@ struct hy_vxc {
     int n_held;
     hy_io_ticket **tk;               /* a chunk's reads */
     int *pend_e, *pend_s;            /* this layer's copies to make: expert, slot (-1: into W) */
+    double *freq;                    /* routing shares from the statistics [n_layer * n_expert], or NULL */
     hy_vxc_stats st;
     bool failed;
     char error[HY_ERRLEN];
@@ -526,6 +527,11 @@ int hy_vxc_create(const hy_vxc_params *p, hy_vxc **out, char *err, size_t errlen
             hy_xcache_seed(v->xc[wi], e, w * p->freq[(size_t)l * v->n_expert + e], 0);
     }
     free(sizes);
+    if (use_freq) { /* kept for filling the caches ahead at attach (preload) */
+        v->freq = malloc(sizeof *v->freq * (size_t)L * (size_t)v->n_expert);
+        if (!v->freq) goto oom;
+        memcpy(v->freq, p->freq, sizeof *v->freq * (size_t)L * (size_t)v->n_expert);
+    }
     v->pend_e = malloc(sizeof(int) * (size_t)v->n_expert);
     v->pend_s = malloc(sizeof(int) * (size_t)v->n_expert);
     if (!v->pend_e || !v->pend_s) goto oom;
@@ -569,6 +575,8 @@ static uint64_t w_off(const hy_vxc *v, int kind) {
     return (uint64_t)v->n_win * (uint64_t)v->slots * v->kinds[kind].stride;
 }
 
+static int preload(hy_vxc *v, char *err, size_t errlen);
+
 int hy_vxc_attach(hy_vxc *v, char *err, size_t errlen) {
     if (v->failed) return hy_fail(err, errlen, "%s", v->error);
     for (int i = 0; i < v->n_vt; i++)
@@ -610,7 +618,7 @@ int hy_vxc_attach(hy_vxc *v, char *err, size_t errlen) {
         x->t->buffer = kd->buf;
         x->t->data = kd->base + window_off(v, x->layer, x->kind);
     }
-    return 0;
+    return v->freq ? preload(v, err, errlen) : 0;
 }
 
 void hy_vxc_free(hy_vxc *v) {
@@ -633,6 +641,7 @@ void hy_vxc_free(hy_vxc *v) {
     free(v->tk);
     free(v->pend_e);
     free(v->pend_s);
+    free(v->freq);
     if (v->be) ggml_backend_free(v->be);
     if (v->ids_buf) ggml_backend_buffer_free(v->ids_buf);
     for (int k = 0; k < v->n_kinds; k++)
@@ -721,6 +730,17 @@ static int ram_take(hy_vxc *v, int key) {
     return s;
 }
 
+/* a read of expert e of x, page-aligned, into its kind's region of RAM slot rs */
+static hy_io_ticket *read_slice(hy_vxc *v, const struct vxt *x, int e, int rs, char *why, size_t whylen) {
+    uint64_t off = x->file_off + (uint64_t)e * v->kinds[x->kind].stride;
+    uint64_t a0 = off - off % v->io_align, end = round_up(off + v->kinds[x->kind].stride, v->io_align);
+    if (end > v->file_size) end = v->file_size; /* a read may end at EOF unaligned (hy_io.h) */
+    uint8_t *dst = v->ram_base + (uint64_t)rs * v->ram_slot_bytes + v->kind_off[x->kind];
+    hy_io_ticket *t = hy_io_read_async(v->io, dst, a0, end - a0, why, whylen);
+    if (t) v->st.nvme_bytes += end - a0;
+    return t;
+}
+
 /* The copies of this layer's pending experts (pend_e, to the window slot pend_s or W when -1):
  * from the served tensors' own host memory, or with the NVMe tier from the RAM cache, the
  * misses read from the file first (a chunk of reads in flight at once, as many as free or
@@ -761,19 +781,13 @@ static void deliver(hy_vxc *v, int layer, int n) {
             hold(v, key);
             v->st.ram_misses++;
             for (const int *pi = lv; *pi >= 0; pi++) {
-                const struct vxt *x = &v->vt[*pi];
-                uint64_t off = x->file_off + (uint64_t)e * v->kinds[x->kind].stride;
-                uint64_t a0 = off - off % v->io_align, end = round_up(off + v->kinds[x->kind].stride, v->io_align);
-                if (end > v->file_size) end = v->file_size; /* a read may end at EOF unaligned (hy_io.h) */
-                uint8_t *dst = v->ram_base + (uint64_t)rs * v->ram_slot_bytes + v->kind_off[x->kind];
-                v->tk[nt] = hy_io_read_async(v->io, dst, a0, end - a0, why, sizeof why);
+                v->tk[nt] = read_slice(v, &v->vt[*pi], e, rs, why, sizeof why);
                 if (!v->tk[nt]) {
                     if (!bad) vfail(v, "VRAM expert cache: reading an expert: %s%s", why, "");
                     bad = true;
                     continue;
                 }
                 nt++;
-                v->st.nvme_bytes += end - a0;
             }
         }
         if (c == 0) {
@@ -811,6 +825,97 @@ static void deliver(hy_vxc *v, int layer, int n) {
         }
         i += c;
     }
+}
+
+static const double *cmp_base;
+static int cmp_key_desc(const void *a, const void *b) {
+    double x = cmp_base[*(const int *)a], y = cmp_base[*(const int *)b];
+    return x < y ? 1 : x > y ? -1 : *(const int *)a - *(const int *)b;
+}
+
+/* Filling the caches ahead from the routing statistics, at attach: a seeded score orders evictions
+ * but fills no slot, so each run would start with every expert a miss. The RAM expert cache gets
+ * the experts with the largest shares over all served layers (as many as it holds; read with every
+ * request of a batch in flight), then each layer's window its hottest experts of those in RAM (the
+ * tier under it). The policies' scores are the seeded ones either way. */
+static int preload(hy_vxc *v, char *err, size_t errlen) {
+    const int L = v->d->n_layer, E = v->n_expert;
+    double t0 = hy_now();
+    int *keys = malloc(sizeof(int) * (size_t)L * (size_t)E);
+    if (!keys) return hy_fail(err, errlen, "out of memory");
+    if (v->io) {
+        int n = 0;
+        for (int l = 0; l < L; l++)
+            if (v->win[l] >= 0)
+                for (int e = 0; e < E; e++)
+                    if (v->freq[(size_t)l * E + e] > 0) keys[n++] = l * E + e;
+        cmp_base = v->freq; /* keys index freq directly: key = layer * E + expert */
+        qsort(keys, (size_t)n, sizeof *keys, cmp_key_desc);
+        if (n > v->n_ram) n = v->n_ram;
+        const int batch = 64;
+        hy_io_ticket **tk = calloc((size_t)batch * (size_t)v->n_kinds, sizeof *tk);
+        if (!tk) {
+            free(keys);
+            return hy_fail(err, errlen, "out of memory");
+        }
+        char why[HY_ERRLEN] = "";
+        int rc = 0;
+        for (int i = 0; i < n && !rc; i += batch) {
+            int nt = 0;
+            for (int j = i; j < n && j < i + batch && !rc; j++) {
+                int key = keys[j], l = key / E, e = key % E, rs = ram_take(v, key);
+                if (rs < 0) break;
+                for (const int *pi = v->layer_vt[l]; *pi >= 0 && !rc; pi++) {
+                    tk[nt] = read_slice(v, &v->vt[*pi], e, rs, why, sizeof why);
+                    if (tk[nt]) nt++;
+                    else rc = -1;
+                }
+                v->st.preload_ram++;
+            }
+            for (int j = 0; j < nt; j++) {
+                char w2[HY_ERRLEN];
+                if (hy_io_wait(v->io, tk[j], w2, sizeof w2) && !rc) {
+                    rc = -1;
+                    snprintf(why, sizeof why, "%s", w2);
+                }
+            }
+        }
+        free(tk);
+        v->st.preload_bytes = v->st.nvme_bytes;
+        v->st.nvme_bytes = 0; /* the passes' reads are counted from here */
+        if (rc) {
+            free(keys);
+            return hy_fail(err, errlen, "VRAM expert cache: filling the RAM expert cache ahead: %s", why);
+        }
+    }
+    for (int l = 0; l < L; l++) {
+        int wi = v->win[l], n = 0;
+        if (wi < 0) continue;
+        for (int e = 0; e < E; e++)
+            if (v->freq[(size_t)l * E + e] > 0 && (!v->io || v->ram_slot_of[l * E + e] >= 0)) keys[n++] = l * E + e;
+        cmp_base = v->freq;
+        qsort(keys, (size_t)n, sizeof *keys, cmp_key_desc);
+        if (n > v->slots) n = v->slots;
+        int *slot_of = v->slot_of + (size_t)wi * E, *expert_in = v->expert_in + (size_t)wi * v->slots;
+        for (int s = 0; s < n; s++) {
+            int e = keys[s] % E;
+            hy_xcache_insert(v->xc[wi], e, false, 0);
+            slot_of[e] = s;
+            expert_in[s] = e;
+            for (const int *pi = v->layer_vt[l]; *pi >= 0; pi++) {
+                const struct vxt *x = &v->vt[*pi];
+                const uint8_t *src = v->io ? ram_src(v, x, v->ram_slot_of[l * E + e], e)
+                                           : x->host + (uint64_t)e * v->kinds[x->kind].stride;
+                copy_from(v, x, src, window_off(v, l, x->kind) + (uint64_t)s * v->kinds[x->kind].stride);
+            }
+            v->st.preload_vram++;
+        }
+    }
+    ggml_backend_synchronize(v->be);
+    v->st.h2d_bytes = 0; /* the passes' copies are counted from here */
+    v->st.preload_s = hy_now() - t0;
+    free(keys);
+    return 0;
 }
 
 static void on_router(hy_vxc *v, struct ggml_tensor *t, int layer) {

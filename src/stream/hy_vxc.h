@@ -96,6 +96,10 @@ typedef struct {
     double nvme_wait_s;          /* time waiting for those reads */
     const char *io_backend;
     bool direct;
+    /* filled ahead at attach from the routing statistics (RAM: read from the file; VRAM: copied) */
+    int preload_ram, preload_vram;
+    uint64_t preload_bytes;
+    double preload_s;
 } hy_vxc_stats;
 
 /* Bytes the cache needs for `slots` per layer over the plan's RAM- or NVMe-tier expert layers
@@ -121,7 +125,8 @@ int  hy_vxc_create(const hy_vxc_params *p, hy_vxc **out, char *err, size_t errle
 /* the buffer type the served tensors load into (pinned host memory where the device offers it;
  * address space only, never filled, with model_path set) */
 ggml_backend_buffer_type_t hy_vxc_host_buft(hy_vxc *v);
-/* after the model's load, before its context: allocate the device arenas and point the tensors there */
+/* after the model's load, before its context: allocate the device arenas and point the tensors there;
+ * with routing statistics (freq), fill the RAM expert cache and the windows with the hottest experts */
 int  hy_vxc_attach(hy_vxc *v, char *err, size_t errlen);
 /* llama_context_params.cb_eval / abort_callback */
 bool hy_vxc_eval_cb(struct ggml_tensor *t, bool ask, void *user_data);

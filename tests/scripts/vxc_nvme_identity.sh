@@ -50,6 +50,29 @@ for m in mixtral qwen3moe gpt-oss; do
     done
   done
 done
+# with routing statistics kept, a run fills the caches ahead at load (the RAM expert cache from the
+# file, the VRAM windows from it; or the windows from pinned RAM when the experts fit there): the
+# next run's logits stay the resident run's
+for m in qwen3moe gpt-oss; do
+  f=$WORK/$m.gguf
+  run "$f" -p "$p" -n 20 --mode resident --dump-logits "$WORK/ref.bin" >/dev/null || { echo "FAIL $m: resident run"; fail=1; continue; }
+  min=$(est "$f" --memory-budget 1M | sed -n 's/.*the minimum is \([0-9.]*\) MiB.*/\1/p')
+  mb=$(python3 -c "print(round($min + 0.1, 1))")M
+  export XDG_DATA_HOME=$WORK/data-$m
+  for mode in nvme ram; do
+    args=(--mode stream --memory-budget "$mb"); [[ $mode == ram ]] && args=()
+    for r in 1 2; do
+      env -u HYPURA_NO_PERSIST_STATS HYPURA_XCACHE_CPU=1 "$HY_BIN/hypura" run "$f" -p "$p" -n 20 --temp 0 -c 256 -t 2 --no-repack \
+        "${args[@]}" --gpu-xcache 12M --dump-logits "$WORK/x.bin" >/dev/null 2>"$WORK/last.err" ||
+        { echo "FAIL $m $mode run $r with statistics: $(tail -1 "$WORK/last.err")"; fail=1; continue; }
+      filled=$(grep -o 'filled ahead.*' "$WORK/last.err")
+      if ! cmp -s "$WORK/ref.bin" "$WORK/x.bin"; then echo "DIFFER $m $mode run $r with statistics [$filled]"; fail=1
+      elif [[ $r -eq 2 && -z $filled ]]; then echo "FAIL $m $mode: the second run filled nothing ahead"; fail=1
+      elif [[ $r -eq 2 ]]; then echo "ok $m $mode: logits identical after filling ahead [$filled]"; fi
+    done
+  done
+  export XDG_DATA_HOME=$WORK/data
+done
 # a read error of an expert slice (an injected EIO over the last expert tensor) stops the run with it
 f=$WORK/qwen3moe.gguf
 off=$("$HY_BIN/hypura" inspect "$f" --json --tensors | python3 -c "
