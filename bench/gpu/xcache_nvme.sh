@@ -9,7 +9,8 @@
 # the GPU; LLAMA_MORE=1: and one fewer). Where a memory cgroup can be made, every run is capped at
 # $CAP (the model does not fit: llama.cpp's mmap pages then come from the disk again).
 # WARM=1 runs each hypura configuration with kept routing statistics (a first run records them);
-# SEL=q3|mix picks one model; LLAMA_MORE=1 adds llama.cpp with one more expert layer on the GPU.
+# SEL=q3|mix picks one model; LLAMA_MORE=1 adds llama.cpp with one more expert layer on the GPU;
+# ONLY_CACHE=1 leaves out hypura without the cache, SKIP_LLAMA=1 llama.cpp.
 # Results: bench/results/xcache_nvme.jsonl.
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/device_job.sh"
@@ -53,7 +54,7 @@ hy() {
   capped timeout 150 "$BIN/hypura" run "$m" -p "$P" -n $N_GEN --temp 0 -c 1024 --stats-json "$TMP/h.json" "$@" >/dev/null 2>"$TMP/h.err"
   local rc=$?
   vram_stop
-  grep -E "^\[hypura\] (VRAM expert cache|under it|load [0-9]|experts:|streamed)" "$TMP/h.err" | cut -c1-500 | sed 's/^/    /'
+  grep -E "^\[hypura\] (VRAM expert cache|under it|filled ahead|load [0-9]|experts:|streamed)" "$TMP/h.err" | cut -c1-500 | sed 's/^/    /'
   [[ $rc -eq 0 ]] || echo "    hypura failed (rc $rc): $(tail -2 "$TMP/h.err")"
   HT=$(hypura_json_tps "$TMP/h.json" 2>/dev/null || echo 0); HT=${HT:-0}
   local long=$(python3 -c "print(' '.join(['$P'] * 30))")
@@ -96,7 +97,7 @@ for B in $BUDGETS; do
     echo "== $(basename $m) GPU budget $B memory budget $MEMB $(date -u +%T)"
     [[ -n ${WARM:-} ]] && hy "--gpu-xcache auto, first run (keeps statistics)" "$m" --gpu-budget $B --gpu-xcache auto --memory-budget $MEMB
     hy "--gpu-xcache auto (RAM+NVMe under it)" "$m" --gpu-budget $B --gpu-xcache auto --memory-budget $MEMB
-    hy "no VRAM cache (expert-streaming)" "$m" --gpu-budget $B --memory-budget $MEMB
+    [[ -z ${ONLY_CACHE:-} ]] && hy "no VRAM cache (expert-streaming)" "$m" --gpu-budget $B --memory-budget $MEMB
     nl=$("$BIN/hypura" estimate "$m" -c 1024 --gpu-budget $B 2>&1 | sed -n 's/.*experts of \([0-9]*\) layers.*/\1/p' | head -1)
     tot=$( [[ $m == "$MIX" ]] && echo 32 || echo 56 )
     [[ -z ${SKIP_LLAMA:-} ]] && for n in $(( tot - ${nl:-0} )) ${LLAMA_MORE:+$(( tot - ${nl:-0} - 1 ))}; do ll "-ngl 99 -ncmoe $n" "$m" -ngl 99 -ncmoe $n; done
