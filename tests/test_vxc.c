@@ -1,5 +1,6 @@
-/* The VRAM expert cache's pure sizing and prediction (hy_vxc.h): which tensors it
- * serves, its bytes for a slot count and back, and the expected hit rate. */
+/* The VRAM expert cache's pure sizing and prediction (hy_vxc.h, hy_plan_vxc_predict): which
+ * tensors it serves (RAM- and NVMe-tier experts), its bytes for a slot count and back, the RAM
+ * expert cache's slots under it, the expected hit rate, and the speed prediction and judgement. */
 #include <math.h>
 
 #include "stream/hy_vxc.h"
@@ -52,6 +53,42 @@ int main(void) {
     double pr = hy_vxc_expected_hit(d, &p, 3, NULL, &routed);
     CHECK(pr > 3.0 / E && pr < 1, "prior: skewed, %f", pr);
     CHECK(hy_vxc_expected_hit(d, &p, E, NULL, &routed) > 0.999, "every expert cached: all hit");
+    /* the NVMe tier (expert-streaming): served too; a RAM slot holds every kind with room for
+     * a page-aligned read */
+    for (int64_t i = 0; i < d->n_tensors; i++)
+        if (p.tier[i] == HY_TIER_RAM) p.tier[i] = HY_TIER_NVME;
+    served = 0;
+    for (int64_t i = 0; i < d->n_tensors; i++) served += hy_vxc_serves(d, &p, i);
+    CHECK(served == 12, "NVMe-tier experts served: %d", served);
+    CHECK(hy_vxc_ram_slot_bytes(d, &p, 4096) == 3 * (4 * MIB + 4096), "RAM slot bytes %llu",
+          (unsigned long long)hy_vxc_ram_slot_bytes(d, &p, 4096));
+    CHECK(hy_vxc_ram_slots_for(d, &p, 10 * (4 * MIB + 4096) * 3, 4096) == 10, "10 RAM slots");
+    CHECK(hy_vxc_ram_slots_for(d, &p, (uint64_t)1 << 40, 4096) == L * E, "RAM slots capped at every expert");
+    CHECK(hy_vxc_ram_slots_for(d, &p, 100, 4096) == 0, "100 bytes hold no RAM slot");
+    /* the prediction: the trial's time less the CPU's charge for the routed experts, plus copies
+     * of the misses, GPU reads and one sync per layer; pays when that beats the CPU */
+    hy_plan tr = p;
+    tr.mode = HY_MODE_RESIDENT;
+    tr.pred_tok_s = 10;          /* 100 ms per token */
+    tr.pred_mem_gbps = 10;       /* 1 GB of routed experts: 100 ms on the CPU */
+    tr.pred_compute_scale = 1;
+    tr.pred_compute_s = 0.1;
+    tr.pred_gpu_s = 0;
+    hy_plan_params pp = hy_plan_default_params();
+    pp.piece_s = 1e-5;
+    hy_plan_vxc_pred xp;
+    CHECK(hy_plan_vxc_predict(&tr, &pp, 1000000000ull, 0.5, 10, 2, &xp) == 0, "predicts");
+    CHECK(fabs(xp.cpu_saved_s - 0.1) < 1e-9 && fabs(xp.rest_s) < 1e-9, "the CPU's charge: %f", xp.cpu_saved_s);
+    CHECK(fabs(xp.pcie_bytes - 5e8) < 1 && fabs(xp.pcie_s - 5e8 / (HY_PLAN_ASSUMED_PCIE_GBPS * 1e9)) < 1e-12, "PCIe");
+    CHECK(fabs(xp.sync_s - 1e-4) < 1e-12, "one sync per layer");
+    double t = xp.pcie_s + xp.gpu_s + xp.sync_s;
+    CHECK(fabs(xp.tok_s - 1 / t) < 1e-6, "tok/s %f", xp.tok_s);
+    CHECK(xp.pays && fabs(xp.cpu_alt_s - (0.1 + 20 * HY_PLAN_CPU_EXPERT_OP_S)) < 1e-12, "pays against a slow CPU");
+    tr.pred_mem_gbps = 1000; /* a CPU as fast as the GPU's copies: copying half of it does not pay */
+    CHECK(hy_plan_vxc_predict(&tr, &pp, 1000000000ull, 0.5, 10, 2, &xp) == 0 && !xp.pays, "does not pay");
+    CHECK(hy_plan_vxc_predict(&tr, &pp, 1000000000ull, 1.0, 10, 2, &xp) == 0 && xp.pcie_bytes == 0, "all hit: no copies");
+    tr.pred_tok_s = 0;
+    CHECK(hy_plan_vxc_predict(&tr, &pp, 1000000000ull, 0.5, 10, 2, &xp) < 0, "no prediction without the plan's");
     /* nothing left in RAM: nothing to serve */
     for (int64_t i = 0; i < d->n_tensors; i++) p.tier[i] = HY_TIER_GPU;
     CHECK(hy_vxc_bytes_for(d, &p, 2) == 0 && hy_vxc_slots_for(d, &p, (uint64_t)1 << 40) == 0, "all on the GPU");

@@ -223,6 +223,18 @@ static int write_stats_json(const char *path, const hy_session *ss, const hy_gen
             json_object_set_new(x, "tokens", json_integer((json_int_t)v.tokens));
             json_object_set_new(x, "slot_passes", json_integer((json_int_t)v.slot_passes));
             json_object_set_new(x, "batched_passes", json_integer((json_int_t)v.w_passes));
+            json_object_set_new(x, "preload_vram", json_integer(v.preload_vram));
+            json_object_set_new(x, "preload_s", json_real(v.preload_s));
+            if (v.nvme) { /* the NVMe tier under it: the RAM expert cache and the reads */
+                json_object_set_new(x, "preload_ram", json_integer(v.preload_ram));
+                json_object_set_new(x, "preload_bytes", json_integer((json_int_t)v.preload_bytes));
+                json_object_set_new(x, "ram_slots", json_integer(v.ram_slots));
+                json_object_set_new(x, "ram_bytes", json_integer((json_int_t)v.ram_bytes));
+                json_object_set_new(x, "ram_hits", json_integer((json_int_t)v.ram_hits));
+                json_object_set_new(x, "ram_misses", json_integer((json_int_t)v.ram_misses));
+                json_object_set_new(x, "nvme_bytes", json_integer((json_int_t)v.nvme_bytes));
+                json_object_set_new(x, "nvme_wait_s", json_real(v.nvme_wait_s));
+            }
             json_object_set_new(o, "vram_xcache", x);
         }
         /* predicted next to measured: gen_tps against predicted_tok_s */
@@ -534,7 +546,7 @@ int hy_cmd_run(int argc, char **argv) {
                        : hy_engine_generate(e, prompt, &sp, print_piece, NULL, dump.f || dump.stream ? dump_logits : NULL,
                                             &dump, &st, err, sizeof err);
         const char *vwhy = ss ? hy_vxc_error(ss->vxc) : NULL;
-        if (!gr && vwhy) {
+        if (vwhy) { /* the cache's error is the cause of a failed decode too (an expert's read failed) */
             snprintf(err, sizeof err, "%s", vwhy);
             gr = -1;
         }

@@ -152,6 +152,43 @@ static int decide_draft(hy_session *s, const hy_session_params *p, double draft_
     return 0;
 }
 
+/* layers with expert tensors on tier `tier` */
+static int count_expert_layers(const hy_model_desc *d, const hy_plan *pl, hy_tier tier) {
+    int n = 0, last = -1;
+    for (int l = 0; l < d->n_layer; l++)
+        for (int64_t i = 0; i < d->n_tensors; i++)
+            if (d->tensors[i].layer == l && d->tensors[i].role == HY_ROLE_EXPERT && pl->tier[i] == tier && l != last) {
+                n++;
+                last = l;
+                break;
+            }
+    return n;
+}
+
+/* the VRAM cache's figures and prediction over plan pl (the cached layers' experts off the GPU) */
+static void xcache_predict(hy_session *s, const hy_plan *pl, const hy_plan_params *q, int slots) {
+    s->xcache_hit = hy_vxc_expected_hit(s->desc, pl, slots, s->expert_freq, &s->xcache_routed);
+    int n = 0;
+    for (int l = 0; l < s->desc->n_layer; l++)
+        for (int64_t i = 0; i < s->desc->n_tensors; i++)
+            if (s->desc->tensors[i].layer == l && hy_vxc_serves(s->desc, pl, i)) {
+                n++;
+                break;
+            }
+    s->xcache_layers = n;
+    s->xcache_pred_ok = hy_plan_vxc_predict(pl, q, s->xcache_routed, s->xcache_hit, n, s->desc->n_expert_used,
+                                             &s->xcache_pred) == 0;
+}
+
+/* expert-streaming's plan, with every streamed tensor one the VRAM cache serves (through the RAM
+ * expert cache over NVMe, hy_vxc.h): nothing else would stream */
+static bool xcache_nvme_ok(const hy_model_desc *d, const hy_plan *pl) {
+    if (pl->mode != HY_MODE_EXPERT) return false;
+    for (int64_t i = 0; i < d->n_tensors; i++)
+        if (pl->tier[i] == HY_TIER_NVME && !hy_vxc_serves(d, pl, i)) return false;
+    return true;
+}
+
 int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, size_t errlen) {
     *out = NULL;
     hy_session *s = calloc(1, sizeof *s);
@@ -286,37 +323,92 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
         }
         goto fail;
     }
-    if (p->gpu_xcache == HY_XCACHE_AUTO && s->plan.mode == HY_MODE_RESIDENT && s->plan.gpu_output) {
+    if (p->gpu_xcache == HY_XCACHE_AUTO) {
         /* auto: the GPU keeps what it holds besides experts (output head, attention, K/V, compute),
-         * and the rest of its budget is the cache, when that holds top-k experts per layer */
-        uint64_t xg = 0;
-        for (int64_t i = 0; i < s->desc->n_tensors; i++)
-            if (s->plan.tier[i] == HY_TIER_GPU && s->desc->tensors[i].role == HY_ROLE_EXPERT) xg += s->desc->tensors[i].size;
-        uint64_t keep = s->plan.gpu_used - xg;
-        keep += keep / 32 + ((uint64_t)64 << 20); /* margin: CUDA's own allocations beside the plan's */
-        if (q->gpu_budget > keep) {
+         * and the rest of its budget is the cache, when that holds top-k experts per layer and
+         * the prediction says it beats whole expert layers on the GPU and the rest on the CPU */
+        char a[32], b[32];
+        if (!s->plan.gpu_output) {
+            snprintf(s->xcache_why, sizeof s->xcache_why, "not used: no GPU tier");
+        } else if (s->plan.mode == HY_MODE_EXPERT && p->pagecache) {
+            snprintf(s->xcache_why, sizeof s->xcache_why, "not used: --io pagecache (the cache over NVMe reads with direct I/O)");
+        } else if (s->plan.mode != HY_MODE_RESIDENT && !xcache_nvme_ok(s->desc, &s->plan)) {
+            snprintf(s->xcache_why, sizeof s->xcache_why, "not used: the plan (%s) streams more than experts",
+                     hy_mode_name(s->plan.mode));
+        } else {
+            uint64_t xg = 0;
+            for (int64_t i = 0; i < s->desc->n_tensors; i++)
+                if (s->plan.tier[i] == HY_TIER_GPU && s->desc->tensors[i].role == HY_ROLE_EXPERT) xg += s->desc->tensors[i].size;
+            uint64_t keep = s->plan.gpu_used - xg;
+            keep += keep / 32 + ((uint64_t)64 << 20); /* margin: CUDA's own allocations beside the plan's */
             hy_plan trial;
             hy_plan_params tq = *q;
             tq.gpu_budget = keep;
-            if (hy_plan_make(s->desc, &tq, &trial, err, errlen) == 0) {
+            if (q->gpu_budget <= keep) {
+                snprintf(s->xcache_why, sizeof s->xcache_why, "not used: the GPU budget holds no more than the %s the rest needs there",
+                         hy_fmt_bytes(keep, a, sizeof a));
+            } else if (hy_plan_make(s->desc, &tq, &trial, err, errlen) == 0) {
                 uint64_t x = q->gpu_budget - keep;
-                if (trial.mode == HY_MODE_RESIDENT && hy_vxc_slots_for(s->desc, &trial, x) >= s->desc->n_expert_used &&
-                    hy_vxc_slots_for(s->desc, &trial, x) < s->desc->n_expert) {
+                int slots = hy_vxc_slots_for(s->desc, &trial, x);
+                bool took = false;
+                if (trial.mode != HY_MODE_RESIDENT && !xcache_nvme_ok(s->desc, &trial)) {
+                    snprintf(s->xcache_why, sizeof s->xcache_why, "not used: without expert layers on the GPU the plan (%s) streams more than experts",
+                             hy_mode_name(trial.mode));
+                } else if (slots < s->desc->n_expert_used) {
+                    snprintf(s->xcache_why, sizeof s->xcache_why,
+                             "not used: the %s the GPU budget leaves for it holds fewer than %d experts per layer (top-k) "
+                             "besides the whole-layer area; at least %s",
+                             hy_fmt_bytes(x, a, sizeof a), s->desc->n_expert_used,
+                             hy_fmt_bytes(hy_vxc_bytes_for(s->desc, &trial, s->desc->n_expert_used), b, sizeof b));
+                } else if (slots >= s->desc->n_expert) {
+                    snprintf(s->xcache_why, sizeof s->xcache_why, "not used: every expert of the layers off the GPU fits in it");
+                } else {
+                    xcache_predict(s, &trial, &tq, slots);
+                    double alt = s->plan.pred_tok_s;
+                    s->xcache_alt_tok_s = alt;
+                    const hy_plan_vxc_pred *xp = &s->xcache_pred;
+                    char c[32];
+                    took = !s->xcache_pred_ok || xp->pays;
+                    snprintf(s->xcache_why, sizeof s->xcache_why,
+                             "%s: a %s cache (%d of %d experts per layer, %.0f%% expected hits) serves the %d layers' experts "
+                             "in %.1f ms per token (%s of misses over PCIe), against %.1f ms on the CPU; predicted %.2f tok/s "
+                             "with it, %.2f without it (experts of %d layers whole on the GPU)",
+                             took ? "used" : "not used", hy_fmt_bytes(x, a, sizeof a), slots, s->desc->n_expert,
+                             100.0 * s->xcache_hit, s->xcache_layers, 1e3 * (xp->pcie_s + xp->gpu_s + xp->sync_s),
+                             hy_fmt_bytes((uint64_t)xp->pcie_bytes, c, sizeof c), 1e3 * xp->cpu_alt_s, xp->tok_s, alt,
+                             count_expert_layers(s->desc, &s->plan, HY_TIER_GPU));
+                }
+                if (took) {
                     hy_plan_free(&s->plan);
                     s->plan = trial;
                     *q = tq;
                     s->xcache_bytes = x;
-                    s->xcache_slots = hy_vxc_slots_for(s->desc, &s->plan, x);
+                    s->xcache_slots = slots;
                 } else {
+                    s->xcache_pred_ok = false;
                     hy_plan_free(&trial);
                 }
+            } else {
+                snprintf(s->xcache_why, sizeof s->xcache_why, "not used: %s", err);
+                err[0] = 0;
             }
         }
     } else if (p->gpu_xcache && p->gpu_xcache != HY_XCACHE_AUTO) {
         char a[32], b[32];
-        if (s->plan.mode != HY_MODE_RESIDENT) {
-            hy_fail(err, errlen, "--gpu-xcache needs the model's CPU side to fit in RAM (plan: %s); a VRAM cache over the NVMe tier is not built yet",
-                    hy_mode_name(s->plan.mode));
+        if (s->plan.mode != HY_MODE_RESIDENT && s->plan.mode != HY_MODE_EXPERT) {
+            hy_fail(err, errlen, "--gpu-xcache is for MoE models; the plan is %s", hy_mode_name(s->plan.mode));
+            goto fail;
+        }
+        /* expert-streaming: the experts the memory budget cannot hold come from NVMe through a
+         * RAM expert cache of the plan's pool under the VRAM cache (hy_vxc.h); the cache serves
+         * every streamed tensor, so nothing else streams */
+        if (s->plan.mode == HY_MODE_EXPERT && !xcache_nvme_ok(s->desc, &s->plan)) {
+            hy_fail(err, errlen, "--gpu-xcache: a tensor streams from NVMe that is no expert tensor the cache serves");
+            goto fail;
+        }
+        if (s->plan.mode == HY_MODE_EXPERT && p->pagecache) {
+            hy_fail(err, errlen, "--gpu-xcache over the NVMe tier reads experts with direct I/O into its RAM expert cache; "
+                                 "--io pagecache does not apply");
             goto fail;
         }
         s->xcache_slots = hy_vxc_slots_for(s->desc, &s->plan, p->gpu_xcache);
@@ -330,6 +422,7 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
                     s->desc->n_expert_used, hy_fmt_bytes(need, b, sizeof b));
             goto fail;
         }
+        xcache_predict(s, &s->plan, q, s->xcache_slots);
     }
     /* through the page cache, the kernel decides what stays under a cap (the expert cache's
      * slots are not what is read): no figure rather than a wrong one (bench/moe_vs_llama.sh
@@ -382,7 +475,21 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
      * own CPU buffers use 4 KiB pages, measured several times slower here. */
     bool streams = s->plan.mode != HY_MODE_RESIDENT;
     bool gpu = s->plan.gpu_output;
-    bool vx = s->xcache_bytes > 0; /* hy_session_plan checked: full-resident, some expert layer in RAM */
+    bool vx = s->xcache_bytes > 0; /* hy_session_plan checked: some expert layer in RAM, or on NVMe */
+    /* the VRAM cache over the NVMe tier: the stream object only loads the resident tensors
+     * (a plan without the served ones: they load into the cache's buffer type) */
+    bool vxn = vx && s->plan.mode == HY_MODE_EXPERT;
+    hy_plan splan = s->plan;
+    hy_tier *stier = NULL;
+    if (vxn) {
+        stier = malloc(sizeof *stier * (size_t)(s->desc->n_tensors + 1));
+        if (!stier) return hy_fail(err, errlen, "out of memory");
+        for (int64_t i = 0; i < s->desc->n_tensors; i++)
+            stier[i] = hy_vxc_serves(s->desc, &s->plan, i) ? HY_TIER_GPU : s->plan.tier[i]; /* not the stream's */
+        splan.tier = stier;
+        splan.mode = HY_MODE_RESIDENT;
+        splan.pool_bytes = 0;
+    }
     /* Full-resident with repacking and no GPU: the tensors libllama would repack
      * go to HYPURA_REPACK (its layout and kernels, our memory and reads), the
      * rest to the RAM tier; libllama's own load path (load mode none) staged
@@ -395,7 +502,7 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
      * kernels share the unpacking among 4 rows (a GEMM): a batched step of 8-32
      * rows computes those weights ~1.8x faster here (2 cores, AVX2). The logits
      * then equal no resident run's (its streamed tensors would be repacked too). */
-    bool repack_streamed = streams && !gpu && !s->rpc && p->repack > 0;
+    bool repack_streamed = streams && !gpu && !s->rpc && p->repack > 0 && !vx;
     /* one more sequence for the batcher's holding sequence (hy_batch.h); a server of
      * one sequence needs it too when repacked weights stream (it pads every step) */
     ep.n_seq_max = p->n_seq > 1 || (p->n_seq == 1 && repack_streamed) ? p->n_seq + 1 : 1;
@@ -421,7 +528,7 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
         hy_stream_params sp = hy_stream_default_params();
         sp.model_path = p->model_path;
         sp.desc = s->desc;
-        sp.plan = &s->plan;
+        sp.plan = vxn ? &splan : &s->plan;
         sp.lookahead = p->lookahead;
         sp.io.backend = p->io_backend;
         sp.pagecache = p->pagecache;
@@ -431,7 +538,10 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
         sp.prefetch_experts = !p->no_expert_prefetch;
         sp.persist_stats = !p->no_persist_stats && !getenv("HYPURA_NO_PERSIST_STATS");
         sp.repack = repack_real;
-        if (hy_stream_create(&sp, &s->stream, err, errlen)) {
+        int src = hy_stream_create(&sp, &s->stream, err, errlen);
+        free(stier); /* the stream keeps no pointer to its plan's tiers once created */
+        stier = NULL;
+        if (src) {
             free(cls);
             return -1;
         }
@@ -473,6 +583,12 @@ int hy_session_load(hy_session *s, const hy_session_params *p, char *err, size_t
                             .freq = s->expert_freq,
                             .freq_tokens = s->expert_stats_tokens,
                             .persist_stats = !p->no_persist_stats && !getenv("HYPURA_NO_PERSIST_STATS")};
+        if (vxn) {
+            vp.model_path = p->model_path;
+            vp.ram_bytes = s->plan.pool_bytes; /* the expert cache the plan sized within the memory budget */
+            vp.io = hy_io_default_params();
+            vp.io.backend = p->io_backend;
+        }
         vtier = malloc(sizeof *vtier * (size_t)(s->desc->n_tensors + 1));
         if (!vtier) {
             free(cls);
@@ -664,28 +780,42 @@ void hy_session_print_plan(FILE *f, const hy_session *s, bool tensors) {
                 hy_fmt_bytes(pl->io_bytes_per_token, a, sizeof a), hy_fmt_bytes(pl->pred_io_bytes, b, sizeof b));
     }
     if (s->xcache_bytes) {
-        uint64_t routed = 0;
-        double hit = hy_vxc_expected_hit(s->desc, pl, s->xcache_slots, s->expert_freq, &routed);
+        double hit = s->xcache_hit;
+        uint64_t routed = s->xcache_routed;
         char src[4500];
         if (s->expert_freq && s->expert_stats_tokens) /* the plan's own flag is set by expert-streaming only */
             snprintf(src, sizeof src, "from this model's routing statistics: %llu tokens in %s",
                      (unsigned long long)s->expert_stats_tokens, s->expert_stats_path);
         else
             hit_source(s, src, sizeof src);
-        int nl = 0;
-        for (int l = 0; l < s->desc->n_layer; l++)
-            for (int64_t i = 0; i < s->desc->n_tensors; i++)
-                if (s->desc->tensors[i].layer == l && hy_vxc_serves(s->desc, pl, i)) {
-                    nl++;
-                    break;
-                }
-        fprintf(f, "  VRAM expert cache: %s (--gpu-xcache, out of the GPU budget): %d layers whose experts stay in RAM "
-                   "compute on the GPU from %d of %d experts per layer; expected hit rate %.1f%% (%s); PCIe per token: "
-                   "%s routed, %s expected after hits\n",
-                hy_fmt_bytes(s->xcache_bytes, a, sizeof a), nl, s->xcache_slots, s->desc->n_expert, 100.0 * hit, src,
-                hy_fmt_bytes(routed, b, sizeof b), hy_fmt_bytes((uint64_t)((1.0 - hit) * (double)routed), c, sizeof c));
+        bool nv = pl->mode == HY_MODE_EXPERT;
+        fprintf(f, "  VRAM expert cache: %s (--gpu-xcache, out of the GPU budget): %d layers whose experts stay off the GPU "
+                   "(%s) compute on the GPU from %d of %d experts per layer; expected hit rate %.1f%% (%s)\n",
+                hy_fmt_bytes(s->xcache_bytes, a, sizeof a), s->xcache_layers, nv ? "on NVMe" : "in pinned RAM", s->xcache_slots,
+                s->desc->n_expert, 100.0 * hit, src);
+        if (nv)
+            fprintf(f, "    under it: RAM expert cache %s (%d experts, pinned; the plan's expert cache) over NVMe: %s per token "
+                       "expected from storage (direct I/O)\n",
+                    hy_fmt_bytes(pl->pool_bytes, a, sizeof a), hy_vxc_ram_slots_for(s->desc, pl, pl->pool_bytes, 4096),
+                    hy_fmt_bytes(pl->pred_io_bytes, b, sizeof b));
+        else
+            fprintf(f, "    under it: the experts of those layers whole in pinned RAM (%s)\n",
+                    hy_fmt_bytes(pl->bytes_tier[HY_TIER_RAM], a, sizeof a));
+        fprintf(f, "    PCIe per token: %s routed, %s expected after hits\n", hy_fmt_bytes(routed, b, sizeof b),
+                hy_fmt_bytes((uint64_t)((1.0 - hit) * (double)routed), c, sizeof c));
+    } else if (s->xcache_why[0]) {
+        fprintf(f, "  VRAM expert cache (--gpu-xcache auto): %s\n", s->xcache_why);
     }
-    if (s->xcache_bytes) fprintf(f, "  predicted: none (the prediction does not model the VRAM expert cache yet)\n");
+    if (s->xcache_bytes && s->xcache_pred_ok) {
+        const hy_plan_vxc_pred *xp = &s->xcache_pred;
+        fprintf(f, "  predicted: %.2f tok/s with the VRAM expert cache (this plan's %.3f s per token less %.3f s of CPU "
+                   "expert compute; + %.3f s copying %s over PCIe at %.0f GB/s assumed, %.3f s on the GPU at %.0f GB/s "
+                   "assumed, %.3f s for %d layer synchronizations)%s%s\n",
+                xp->tok_s, pl->pred_tok_s > 0 ? 1.0 / pl->pred_tok_s : 0.0, xp->cpu_saved_s, xp->pcie_s,
+                hy_fmt_bytes((uint64_t)xp->pcie_bytes, a, sizeof a), HY_PLAN_ASSUMED_PCIE_GBPS, xp->gpu_s,
+                HY_PLAN_ASSUMED_GPU_GBPS, xp->sync_s, s->xcache_layers, s->xcache_why[0] ? "\n  auto: " : "",
+                s->xcache_why);
+    } else if (s->xcache_bytes) fprintf(f, "  predicted: none (no prediction for the plan under the VRAM expert cache)\n");
     else if (s->pred_none) fprintf(f, "  predicted: none (%s)\n", s->pred_none);
     else print_prediction(f, s);
     hy_session_rpc_print(f, s);
@@ -823,6 +953,28 @@ char *hy_session_plan_json(const hy_session *s, bool tensors) {
     json_object_set_new(o, "storage_gbps", json_real(pl->pred_read_gbps));
     json_object_set_new(o, "storage_measured", json_boolean(!pl->pred_read_assumed));
     json_object_set_new(o, "prediction", hy_session_prediction_json(s));
+    if (s->xcache_bytes || s->xcache_why[0]) { /* the VRAM expert cache (--gpu-xcache) */
+        json_t *x = json_object();
+        json_object_set_new(x, "bytes", json_integer((json_int_t)s->xcache_bytes));
+        if (s->xcache_bytes) {
+            json_object_set_new(x, "layers", json_integer(s->xcache_layers));
+            json_object_set_new(x, "slots_per_layer", json_integer(s->xcache_slots));
+            json_object_set_new(x, "expected_hit_rate", json_real(s->xcache_hit));
+            json_object_set_new(x, "routed_bytes_per_token", json_integer((json_int_t)s->xcache_routed));
+            json_object_set_new(x, "tier_under", json_string(pl->mode == HY_MODE_EXPERT ? "ram+nvme" : "ram"));
+        }
+        if (s->xcache_pred_ok) {
+            const hy_plan_vxc_pred *xp = &s->xcache_pred;
+            json_object_set_new(x, "pred_tok_s", json_real(xp->tok_s));
+            json_object_set_new(x, "pcie_bytes_per_token", json_real(xp->pcie_bytes));
+            json_object_set_new(x, "nvme_bytes_per_token", json_real(xp->nvme_bytes));
+            json_object_set_new(x, "gpu_path_s", json_real(xp->pcie_s + xp->gpu_s + xp->sync_s));
+            json_object_set_new(x, "cpu_path_s", json_real(xp->cpu_alt_s));
+            json_object_set_new(x, "pays", json_boolean(xp->pays));
+        }
+        if (s->xcache_why[0]) json_object_set_new(x, "auto", json_string(s->xcache_why));
+        json_object_set_new(o, "vram_xcache", x);
+    }
     if (s->rpc) json_object_set_new(o, "remote", hy_session_rpc_json(s));
     if (tensors) {
         json_t *arr = json_array();
@@ -855,8 +1007,24 @@ void hy_session_print_stats(FILE *f, const hy_session *s, double seconds) {
                 sel ? 100.0 * (double)v.hits / (double)sel : 0.0, hy_fmt_bytes(v.h2d_bytes, b, sizeof b),
                 hy_fmt_bytes(v.tokens ? v.h2d_bytes / v.tokens : 0, c, sizeof c), (unsigned long long)v.tokens,
                 (unsigned long long)v.slot_passes, (unsigned long long)v.w_passes);
+        if (v.preload_ram || v.preload_vram) {
+            char r[96] = "";
+            if (v.nvme)
+                snprintf(r, sizeof r, "%d experts into the RAM expert cache (%s read), ", v.preload_ram,
+                         hy_fmt_bytes(v.preload_bytes, a, sizeof a));
+            fprintf(f, "[hypura] filled ahead from the routing statistics at load: %s%d experts into the VRAM windows, %.2f s\n",
+                    r, v.preload_vram, v.preload_s);
+        }
+        if (v.nvme) {
+            uint64_t r = v.ram_hits + v.ram_misses;
+            fprintf(f, "[hypura] under it: RAM expert cache %d experts (%s pinned), %.1f%% of the copies served from it; "
+                       "read %s from NVMe (%s per token, %s%s), %.2f s waiting for reads\n",
+                    v.ram_slots, hy_fmt_bytes(v.ram_bytes, a, sizeof a), r ? 100.0 * (double)v.ram_hits / (double)r : 0.0,
+                    hy_fmt_bytes(v.nvme_bytes, b, sizeof b), hy_fmt_bytes(v.tokens ? v.nvme_bytes / v.tokens : 0, c, sizeof c),
+                    v.io_backend ? v.io_backend : "?", v.direct ? ", O_DIRECT" : ", buffered", v.nvme_wait_s);
+        }
     }
-    if (s->stream && s->plan.mode != HY_MODE_RESIDENT) { /* a resident run's stream object only loads */
+    if (s->stream && s->plan.mode != HY_MODE_RESIDENT && !s->vxc) { /* a resident run's stream object only loads */
         hy_stream_stats st;
         hy_stream_get_stats(s->stream, &st);
         /* per pass (one decoded batch: the prompt's, then one per token), as the plan's "read per token";

@@ -859,3 +859,31 @@ int hy_plan_make(const hy_model_desc *d, const hy_plan_params *p, hy_plan *out, 
     hy_plan_free(&alt);
     return 0;
 }
+
+int hy_plan_vxc_predict(const hy_plan *trial, const hy_plan_params *p, uint64_t routed, double hit, int layers, int k,
+                        hy_plan_vxc_pred *out) {
+    memset(out, 0, sizeof *out);
+    if (!trial || trial->pred_tok_s <= 0 || trial->pred_mem_gbps <= 0 || layers <= 0) return -1;
+    if (hit < 0) hit = 0;
+    if (hit > 1) hit = 1;
+    double scale = trial->pred_compute_scale > 0 ? trial->pred_compute_scale : 1;
+    double t = 1.0 / trial->pred_tok_s;
+    /* what the trial charged the CPU for these bytes, never more than its CPU share of the time */
+    double cpu = (double)routed / (trial->pred_mem_gbps * 1e9) * scale;
+    double cpu_max = trial->pred_compute_s - trial->pred_gpu_s * scale;
+    if (cpu > cpu_max) cpu = cpu_max > 0 ? cpu_max : 0;
+    out->cpu_saved_s = cpu;
+    out->rest_s = t - cpu > 0 ? t - cpu : 0;
+    out->pcie_bytes = (1.0 - hit) * (double)routed;
+    out->pcie_s = out->pcie_bytes / (HY_PLAN_ASSUMED_PCIE_GBPS * 1e9);
+    out->gpu_s = (double)routed / (HY_PLAN_ASSUMED_GPU_GBPS * 1e9);
+    double piece = p && p->piece_s > 0 && p->piece_s < 1 ? p->piece_s : 0;
+    out->sync_s = (double)layers * piece;
+    out->nvme_bytes = trial->mode == HY_MODE_EXPERT ? (double)trial->pred_io_bytes : 0;
+    double tt = out->rest_s + out->pcie_s + out->gpu_s + out->sync_s;
+    out->tok_s = tt > 0 ? 1.0 / tt : 0;
+    out->cpu_alt_s = (double)routed / (trial->pred_mem_gbps * 1e9) * scale +
+                     (double)layers * (double)(k > 0 ? k : 1) * HY_PLAN_CPU_EXPERT_OP_S;
+    out->pays = out->pcie_s + out->gpu_s + out->sync_s < out->cpu_alt_s;
+    return 0;
+}

@@ -241,6 +241,37 @@ double hy_plan_routing_keep(const hy_model_desc *d, const hy_plan_params *p);
  * first -> 0. The expert-streaming prediction and hy_spec's cost model read routing through it. */
 int  hy_plan_layer_shares(const hy_model_desc *d, const hy_plan_params *p, int l, double keep, double *sh);
 
+/* The VRAM expert cache (--gpu-xcache, src/stream/hy_vxc.h) in the prediction. `trial` is the plan
+ * with the cached layers' experts off the GPU (computed on the CPU from RAM, or streamed: its
+ * prediction charges them there); the cache moves their compute to the GPU, where a token reads
+ * `routed` expert bytes over `layers` cached layers, of which the share `hit` is found in VRAM and
+ * the rest is copied host -> device first (HY_PLAN_ASSUMED_PCIE_GBPS; no overlap: the copies of a
+ * layer land before its matmuls), with one host synchronization per layer (piece_s). Storage reads
+ * stay the trial's (the RAM expert cache under the VRAM one sees the same misses of the hot set).
+ * A steady-state figure: the caches' first fills are not in it.
+ * Whether the cache pays (`pays`): the cached layers' experts served on the GPU (copies of the
+ * misses, GPU reads, syncs) against the same experts computed on the CPU (`cpu_alt_s`: their
+ * bytes at the trial's measured rate and compute scale, plus HY_PLAN_CPU_EXPERT_OP_S per
+ * selected expert and layer, `k` of them per layer).
+ * Pure. 0, or < 0 when the trial has no prediction. */
+#define HY_PLAN_CPU_EXPERT_OP_S 40e-6 /* per expert matmul a token selects, on the CPU besides its bytes: the
+                                         qwen3moe-layout bench model (2.65 MiB experts, top-8) without the cache
+                                         decoded 24 ms per token on the H200 machine's 16 threads with 46 layers of
+                                         experts on the CPU, where their bytes at the measured matvec rate take ~8 */
+#define HY_PLAN_ASSUMED_PCIE_GBPS 50.0 /* pinned host->device copies: 52.8 GB/s measured on the H200 machine
+                                          (bench/gpu/managed_probe.cu), 55 on the H100 one */
+typedef struct {
+    double tok_s;
+    double pcie_bytes;     /* per token: VRAM misses copied */
+    double nvme_bytes;     /* per token: read from storage (the trial's expected reads) */
+    double cpu_saved_s;    /* the trial's charge for computing those experts on the CPU */
+    double pcie_s, gpu_s, sync_s, rest_s; /* rest: the trial's time less cpu_saved_s */
+    double cpu_alt_s;      /* the same experts computed on the CPU */
+    bool   pays;           /* pcie_s + gpu_s + sync_s < cpu_alt_s */
+} hy_plan_vxc_pred;
+int hy_plan_vxc_predict(const hy_plan *trial, const hy_plan_params *p, uint64_t routed, double hit, int layers, int k,
+                        hy_plan_vxc_pred *out);
+
 const char *hy_mode_name(hy_mode m);   /* "full-resident", "dense-FFN-streaming", "expert-streaming" */
 const char *hy_tier_name(hy_tier t);   /* "GPU", "RAM", "NVMe" */
 

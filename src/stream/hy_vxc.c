@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,7 +20,8 @@
 
 struct vxt {                     /* one served expert tensor */
     struct ggml_tensor *t;       /* set by init_tensor */
-    const uint8_t *host;         /* its bytes in (pinned) host memory */
+    const uint8_t *host;         /* its bytes in (pinned) host memory; NULL: read from the file */
+    uint64_t file_off;           /* its offset in the model file */
     int64_t info;                /* index in the model description */
     int layer, kind;
 };
@@ -74,6 +76,21 @@ struct hy_vxc {
     char coact_path[4096];
     int32_t *rec;                    /* the choice as [n_tok][k], for hy_coact_record */
     size_t rec_cap;
+    /* the NVMe tier: a RAM expert cache of pinned slots over direct reads of the file */
+    hy_io *io;
+    uint64_t io_align, file_size;
+    uint64_t ram_slot_bytes, kind_off[VX_MAX_KINDS]; /* a slot: each kind's region at kind_off */
+    int n_ram;
+    ggml_backend_buffer_t ram_buf;
+    uint8_t *ram_base;
+    hy_xcache *ram_xc;               /* keys layer * n_expert + expert */
+    int *ram_slot_of, *ram_key_in;   /* [n_layer * n_expert], [n_ram] */
+    int *ram_free, n_free;           /* free slots */
+    int *held;                       /* keys pinned until the copies of this layer are synchronized */
+    int n_held;
+    hy_io_ticket **tk;               /* a chunk's reads */
+    int *pend_e, *pend_s;            /* this layer's copies to make: expert, slot (-1: into W) */
+    double *freq;                    /* routing shares from the statistics [n_layer * n_expert], or NULL */
     hy_vxc_stats st;
     bool failed;
     char error[HY_ERRLEN];
@@ -97,7 +114,7 @@ static const char *kind_suffix(const char *name) {
 bool hy_vxc_serves(const hy_model_desc *d, const hy_plan *plan, int64_t i) {
     if (!plan || !plan->tier || i < 0 || i >= d->n_tensors || d->n_expert <= 1) return false;
     const hy_tensor_info *t = &d->tensors[i];
-    return plan->tier[i] == HY_TIER_RAM && t->role == HY_ROLE_EXPERT && t->layer >= 0 && t->layer < d->n_layer &&
+    return (plan->tier[i] == HY_TIER_RAM || plan->tier[i] == HY_TIER_NVME) && t->role == HY_ROLE_EXPERT && t->layer >= 0 && t->layer < d->n_layer &&
            t->n_experts == d->n_expert && t->expert_stride > 0 && kind_suffix(t->name);
 }
 
@@ -164,6 +181,26 @@ int hy_vxc_slots_for(const hy_model_desc *d, const hy_plan *plan, uint64_t bytes
     return s > (uint64_t)d->n_expert ? d->n_expert : (int)s;
 }
 
+static uint64_t round_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+
+uint64_t hy_vxc_ram_slot_bytes(const hy_model_desc *d, const hy_plan *plan, uint64_t align) {
+    struct vkind kinds[VX_MAX_KINDS];
+    int nl, nk;
+    uint64_t pe, b = 0;
+    if (align == 0) align = 1;
+    if (shape(d, plan, &nl, &pe, &nk, kinds) || nl == 0) return 0;
+    /* a slice starts anywhere in a page: its aligned read covers at most one page more */
+    for (int k = 0; k < nk; k++) b += round_up(kinds[k].stride, align) + align;
+    return b;
+}
+
+int hy_vxc_ram_slots_for(const hy_model_desc *d, const hy_plan *plan, uint64_t ram_bytes, uint64_t align) {
+    uint64_t b = hy_vxc_ram_slot_bytes(d, plan, align);
+    if (b == 0) return 0;
+    uint64_t n = ram_bytes / b, max = (uint64_t)d->n_layer * (uint64_t)d->n_expert;
+    return (int)(n > max ? max : n);
+}
+
 static int cmp_desc(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? 1 : x > y ? -1 : 0;
@@ -212,16 +249,22 @@ double hy_vxc_expected_hit(const hy_model_desc *d, const hy_plan *plan, int slot
 
 struct hbuf {
     hy_vxc *v;
-    ggml_backend_buffer_t real;
+    ggml_backend_buffer_t real;  /* the served tensors' bytes; NULL with the NVMe tier */
+    uint8_t *map, *base;         /* the NVMe tier: address space only (PROT_NONE: a stray touch faults) */
+    size_t map_len;
 };
 
 static void hbuf_free(ggml_backend_buffer_t b) {
     struct hbuf *h = b->context;
-    ggml_backend_buffer_free(h->real);
+    if (h->real) ggml_backend_buffer_free(h->real);
+    if (h->map) munmap(h->map, h->map_len);
     free(h);
 }
 
-static void *hbuf_base(ggml_backend_buffer_t b) { return ggml_backend_buffer_get_base(((struct hbuf *)b->context)->real); }
+static void *hbuf_base(ggml_backend_buffer_t b) {
+    struct hbuf *h = b->context;
+    return h->real ? ggml_backend_buffer_get_base(h->real) : h->base;
+}
 
 static enum ggml_status hbuf_init_tensor(ggml_backend_buffer_t b, struct ggml_tensor *t) {
     struct hbuf *h = b->context;
@@ -237,7 +280,7 @@ static enum ggml_status hbuf_init_tensor(ggml_backend_buffer_t b, struct ggml_te
             return GGML_STATUS_FAILED;
         }
         x->t = t;
-        x->host = t->data;
+        x->host = h->real ? t->data : NULL;
         return GGML_STATUS_SUCCESS;
     }
     vfail(v, "VRAM expert cache: unexpected tensor '%s'%s", t->name, "");
@@ -246,7 +289,24 @@ static enum ggml_status hbuf_init_tensor(ggml_backend_buffer_t b, struct ggml_te
 
 static void hbuf_clear(ggml_backend_buffer_t b, uint8_t val) {
     struct hbuf *h = b->context;
-    ggml_backend_buffer_clear(h->real, val);
+    if (h->real) ggml_backend_buffer_clear(h->real, val);
+}
+
+/* the NVMe tier: the loader's bytes (a pointer into its mapping) are not kept, so
+ * loading reads none of them; the tensors are read per slice when routed */
+static void hbuf_set_ignore(ggml_backend_buffer_t b, struct ggml_tensor *t, const void *data, size_t off, size_t n) {
+    (void)b, (void)t, (void)data, (void)off, (void)n;
+}
+
+static void hbuf_memset_ignore(ggml_backend_buffer_t b, struct ggml_tensor *t, uint8_t val, size_t off, size_t n) {
+    (void)b, (void)t, (void)val, (void)off, (void)n;
+}
+
+static void hbuf_get_none(ggml_backend_buffer_t b, const struct ggml_tensor *t, void *data, size_t off, size_t n) {
+    struct hbuf *h = b->context;
+    memset(data, 0, n);
+    (void)off;
+    vfail(h->v, "VRAM expert cache: tensor '%s' was read back from the host, where it %s", t->name, "is not loaded");
 }
 
 static const char *hbuft_name(ggml_backend_buffer_type_t bt) {
@@ -259,20 +319,33 @@ static ggml_backend_buffer_t hbuft_alloc(ggml_backend_buffer_type_t bt, size_t s
     struct hbuf *h = calloc(1, sizeof *h);
     if (!h) return NULL;
     h->v = v;
-    h->real = ggml_backend_buft_alloc_buffer(v->host_real, size);
-    if (!h->real) {
-        free(h);
-        return NULL;
+    if (v->io) {
+        size_t al = ggml_backend_buft_get_alignment(v->host_real);
+        if (al < 4096) al = 4096;
+        h->map_len = (size ? size : 1) + al;
+        h->map = mmap(NULL, h->map_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (h->map == MAP_FAILED) {
+            free(h);
+            return NULL;
+        }
+        h->base = (uint8_t *)(((uintptr_t)h->map + al - 1) & ~(uintptr_t)(al - 1));
+    } else {
+        h->real = ggml_backend_buft_alloc_buffer(v->host_real, size);
+        if (!h->real) {
+            free(h);
+            return NULL;
+        }
     }
     struct ggml_backend_buffer_i iface = {
         .free_buffer = hbuf_free,
         .get_base = hbuf_base,
         .init_tensor = hbuf_init_tensor,
         .memset_tensor = hy_tensor_host_memset,
-        .set_tensor = hy_tensor_host_set,
-        .get_tensor = hy_tensor_host_get,
+        .set_tensor = v->io ? hbuf_set_ignore : hy_tensor_host_set,
+        .get_tensor = v->io ? hbuf_get_none : hy_tensor_host_get,
         .clear = hbuf_clear,
     };
+    if (v->io) iface.memset_tensor = hbuf_memset_ignore;
     return ggml_backend_buffer_init(bt, iface, h, size);
 }
 
@@ -283,6 +356,66 @@ static size_t hbuft_alignment(ggml_backend_buffer_type_t bt) {
 static bool hbuft_is_host(ggml_backend_buffer_type_t bt) {
     (void)bt;
     return true;
+}
+
+/* the NVMe tier: the reader, the RAM cache's pinned slots and its policy */
+static int setup_nvme(hy_vxc *v, const hy_vxc_params *p, char *err, size_t errlen) {
+    const hy_model_desc *d = v->d;
+    v->io = hy_io_open(p->model_path, &p->io, err, errlen);
+    if (!v->io) return -1;
+    v->io_align = hy_io_alignment(v->io);
+    if (v->io_align == 0) v->io_align = 1;
+    v->file_size = hy_io_file_size(v->io);
+    uint64_t off = 0;
+    for (int k = 0; k < v->n_kinds; k++) {
+        v->kind_off[k] = off;
+        off += round_up(v->kinds[k].stride, v->io_align) + v->io_align;
+    }
+    v->ram_slot_bytes = off;
+    v->n_ram = hy_vxc_ram_slots_for(d, p->plan, p->ram_bytes, v->io_align);
+    if (v->n_ram < 1) {
+        char a[32], b[32];
+        return hy_fail(err, errlen, "the RAM expert cache under the VRAM cache: %s holds no expert (one takes %s)",
+                       hy_fmt_bytes(p->ram_bytes, a, sizeof a), hy_fmt_bytes(off, b, sizeof b));
+    }
+    uint64_t size = (uint64_t)v->n_ram * v->ram_slot_bytes + v->io_align;
+    v->ram_buf = ggml_backend_buft_alloc_buffer(v->host_real, size);
+    if (!v->ram_buf) {
+        char a[32];
+        return hy_fail(err, errlen, "cannot allocate %s of pinned memory for the RAM expert cache", hy_fmt_bytes(size, a, sizeof a));
+    }
+    uintptr_t b0 = (uintptr_t)ggml_backend_buffer_get_base(v->ram_buf);
+    v->ram_base = (uint8_t *)((b0 + v->io_align - 1) / v->io_align * v->io_align);
+    int nk = d->n_layer * v->n_expert;
+    uint64_t *sizes = malloc(sizeof *sizes * (size_t)nk);
+    v->ram_slot_of = malloc(sizeof(int) * (size_t)nk);
+    v->ram_key_in = malloc(sizeof(int) * (size_t)v->n_ram);
+    v->ram_free = malloc(sizeof(int) * (size_t)v->n_ram);
+    v->held = malloc(sizeof(int) * (size_t)v->n_expert);
+    v->tk = calloc((size_t)v->n_expert * (size_t)v->n_kinds, sizeof *v->tk);
+    if (!sizes || !v->ram_slot_of || !v->ram_key_in || !v->ram_free || !v->held || !v->tk) {
+        free(sizes);
+        return hy_fail(err, errlen, "out of memory");
+    }
+    for (int i = 0; i < nk; i++) sizes[i] = 1, v->ram_slot_of[i] = -1;
+    for (int i = 0; i < v->n_ram; i++) v->ram_key_in[i] = -1, v->ram_free[i] = v->n_ram - 1 - i;
+    v->n_free = v->n_ram;
+    v->ram_xc = hy_xcache_new(nk, sizes, (uint64_t)v->n_ram, (hy_xc_policy)p->policy, 64);
+    free(sizes);
+    if (!v->ram_xc) return hy_fail(err, errlen, "out of memory");
+    if (p->freq && p->freq_tokens > 0) {
+        double w = p->freq_tokens > 64 ? 64 : (double)p->freq_tokens;
+        for (int l = 0; l < d->n_layer; l++)
+            if (v->win[l] >= 0)
+                for (int e = 0; e < v->n_expert; e++)
+                    hy_xcache_seed(v->ram_xc, l * v->n_expert + e, w * p->freq[(size_t)l * v->n_expert + e], 0);
+    }
+    v->st.nvme = true;
+    v->st.ram_slots = v->n_ram;
+    v->st.ram_bytes = size;
+    v->st.io_backend = hy_io_backend_name(v->io);
+    v->st.direct = hy_io_is_direct(v->io);
+    return 0;
 }
 
 /* ------------------------------------------------ create, attach, free */
@@ -344,6 +477,7 @@ int hy_vxc_create(const hy_vxc_params *p, hy_vxc **out, char *err, size_t errlen
         const hy_tensor_info *t = &d->tensors[i];
         struct vxt *x = &v->vt[v->n_vt];
         x->info = i;
+        x->file_off = t->offset;
         x->layer = t->layer;
         x->kind = 0;
         while (strcmp(v->kinds[x->kind].suffix, kind_suffix(t->name))) x->kind++;
@@ -393,6 +527,18 @@ int hy_vxc_create(const hy_vxc_params *p, hy_vxc **out, char *err, size_t errlen
             hy_xcache_seed(v->xc[wi], e, w * p->freq[(size_t)l * v->n_expert + e], 0);
     }
     free(sizes);
+    if (use_freq) { /* kept for filling the caches ahead at attach (preload) */
+        v->freq = malloc(sizeof *v->freq * (size_t)L * (size_t)v->n_expert);
+        if (!v->freq) goto oom;
+        memcpy(v->freq, p->freq, sizeof *v->freq * (size_t)L * (size_t)v->n_expert);
+    }
+    v->pend_e = malloc(sizeof(int) * (size_t)v->n_expert);
+    v->pend_s = malloc(sizeof(int) * (size_t)v->n_expert);
+    if (!v->pend_e || !v->pend_s) goto oom;
+    if (p->model_path && setup_nvme(v, p, err, errlen)) {
+        hy_vxc_free(v);
+        return -1;
+    }
     if (p->persist_stats && hy_coact_default_path(d->model_id, v->coact_path, sizeof v->coact_path) == 0) {
         v->coact = hy_coact_new(d->n_layer, d->n_expert, d->n_expert_used, d->model_id);
         hy_coact *old = NULL;
@@ -428,6 +574,8 @@ static uint64_t window_off(const hy_vxc *v, int layer, int kind) {
 static uint64_t w_off(const hy_vxc *v, int kind) {
     return (uint64_t)v->n_win * (uint64_t)v->slots * v->kinds[kind].stride;
 }
+
+static int preload(hy_vxc *v, char *err, size_t errlen);
 
 int hy_vxc_attach(hy_vxc *v, char *err, size_t errlen) {
     if (v->failed) return hy_fail(err, errlen, "%s", v->error);
@@ -470,7 +618,7 @@ int hy_vxc_attach(hy_vxc *v, char *err, size_t errlen) {
         x->t->buffer = kd->buf;
         x->t->data = kd->base + window_off(v, x->layer, x->kind);
     }
-    return 0;
+    return v->freq ? preload(v, err, errlen) : 0;
 }
 
 void hy_vxc_free(hy_vxc *v) {
@@ -482,6 +630,18 @@ void hy_vxc_free(hy_vxc *v) {
     }
     hy_coact_free(v->coact);
     free(v->rec);
+    if (v->be) ggml_backend_synchronize(v->be); /* no copy out of the RAM slots in flight */
+    if (v->io) hy_io_close(v->io);
+    if (v->ram_buf) ggml_backend_buffer_free(v->ram_buf);
+    hy_xcache_free(v->ram_xc);
+    free(v->ram_slot_of);
+    free(v->ram_key_in);
+    free(v->ram_free);
+    free(v->held);
+    free(v->tk);
+    free(v->pend_e);
+    free(v->pend_s);
+    free(v->freq);
     if (v->be) ggml_backend_free(v->be);
     if (v->ids_buf) ggml_backend_buffer_free(v->ids_buf);
     for (int k = 0; k < v->n_kinds; k++)
@@ -524,11 +684,238 @@ static void restore_all(hy_vxc *v) {
     v->n_sw = 0;
 }
 
-static void copy_slice(hy_vxc *v, const struct vxt *x, int expert, uint64_t dst_off) {
+static uint64_t dst_of(const hy_vxc *v, const struct vxt *x, int layer, int e, int s) {
+    uint64_t stride = v->kinds[x->kind].stride;
+    return s < 0 ? w_off(v, x->kind) + (uint64_t)e * stride : window_off(v, layer, x->kind) + (uint64_t)s * stride;
+}
+
+static void copy_from(hy_vxc *v, const struct vxt *x, const uint8_t *src, uint64_t dst_off) {
     const struct vkind *kd = &v->kinds[x->kind];
-    ggml_backend_tensor_set_async(v->be, (struct ggml_tensor *)&kd->whole, x->host + (uint64_t)expert * kd->stride,
-                                  (size_t)dst_off, (size_t)kd->stride);
+    ggml_backend_tensor_set_async(v->be, (struct ggml_tensor *)&kd->whole, src, (size_t)dst_off, (size_t)kd->stride);
     v->st.h2d_bytes += kd->stride;
+}
+
+/* expert e of x in its RAM slot: the slot's region for x's kind holds the page-aligned read */
+static const uint8_t *ram_src(const hy_vxc *v, const struct vxt *x, int slot, int e) {
+    uint64_t off = x->file_off + (uint64_t)e * v->kinds[x->kind].stride;
+    return v->ram_base + (uint64_t)slot * v->ram_slot_bytes + v->kind_off[x->kind] + off % v->io_align;
+}
+
+static void hold(hy_vxc *v, int key) {
+    hy_xcache_pin(v->ram_xc, key, true);
+    v->held[v->n_held++] = key;
+}
+
+/* after a synchronize: no copy reads a RAM slot any more */
+static void unhold_all(hy_vxc *v) {
+    for (int i = 0; i < v->n_held; i++) hy_xcache_pin(v->ram_xc, v->held[i], false);
+    v->n_held = 0;
+}
+
+/* a RAM slot for key: the policy's victim's, freed (its copies have landed: held keys are never victims) */
+static int ram_take(hy_vxc *v, int key) {
+    int victims[8];
+    bool fits = false;
+    int nv = hy_xcache_make_room(v->ram_xc, 1, victims, 8, &fits);
+    for (int i = 0; i < nv; i++) {
+        int s = v->ram_slot_of[victims[i]];
+        v->ram_slot_of[victims[i]] = -1;
+        if (s >= 0) v->ram_key_in[s] = -1, v->ram_free[v->n_free++] = s;
+    }
+    if (!fits || v->n_free == 0) return -1;
+    int s = v->ram_free[--v->n_free];
+    hy_xcache_insert(v->ram_xc, key, false, v->tick);
+    v->ram_slot_of[key] = s;
+    v->ram_key_in[s] = key;
+    return s;
+}
+
+/* a read of expert e of x, page-aligned, into its kind's region of RAM slot rs */
+static hy_io_ticket *read_slice(hy_vxc *v, const struct vxt *x, int e, int rs, char *why, size_t whylen) {
+    uint64_t off = x->file_off + (uint64_t)e * v->kinds[x->kind].stride;
+    uint64_t a0 = off - off % v->io_align, end = round_up(off + v->kinds[x->kind].stride, v->io_align);
+    if (end > v->file_size) end = v->file_size; /* a read may end at EOF unaligned (hy_io.h) */
+    uint8_t *dst = v->ram_base + (uint64_t)rs * v->ram_slot_bytes + v->kind_off[x->kind];
+    hy_io_ticket *t = hy_io_read_async(v->io, dst, a0, end - a0, why, whylen);
+    if (t) v->st.nvme_bytes += end - a0;
+    return t;
+}
+
+/* The copies of this layer's pending experts (pend_e, to the window slot pend_s or W when -1):
+ * from the served tensors' own host memory, or with the NVMe tier from the RAM cache, the
+ * misses read from the file first (a chunk of reads in flight at once, as many as free or
+ * evictable RAM slots allow). */
+static void deliver(hy_vxc *v, int layer, int n) {
+    const int *lv = v->layer_vt[layer];
+    if (!v->io) {
+        for (int i = 0; i < n; i++)
+            for (const int *pi = lv; *pi >= 0; pi++) {
+                const struct vxt *x = &v->vt[*pi];
+                copy_from(v, x, x->host + (uint64_t)v->pend_e[i] * v->kinds[x->kind].stride,
+                          dst_of(v, x, layer, v->pend_e[i], v->pend_s[i]));
+            }
+        return;
+    }
+    int E = v->n_expert, n_miss = 0;
+    for (int i = 0; i < n; i++) { /* RAM hits: their copies start at once */
+        int e = v->pend_e[i], key = layer * E + e, rs = v->ram_slot_of[key];
+        hy_xcache_access(v->ram_xc, key, v->tick);
+        if (rs < 0) {
+            v->pend_e[n_miss] = e, v->pend_s[n_miss++] = v->pend_s[i];
+            continue;
+        }
+        v->st.ram_hits++;
+        hold(v, key);
+        for (const int *pi = lv; *pi >= 0; pi++)
+            copy_from(v, &v->vt[*pi], ram_src(v, &v->vt[*pi], rs, e), dst_of(v, &v->vt[*pi], layer, e, v->pend_s[i]));
+    }
+    char why[HY_ERRLEN];
+    int i = 0;
+    while (i < n_miss && !v->failed) {
+        int c = 0, nt = 0;
+        bool bad = false;
+        for (; i + c < n_miss; c++) {
+            int e = v->pend_e[i + c], key = layer * E + e;
+            int rs = ram_take(v, key);
+            if (rs < 0) break;
+            hold(v, key);
+            v->st.ram_misses++;
+            for (const int *pi = lv; *pi >= 0; pi++) {
+                v->tk[nt] = read_slice(v, &v->vt[*pi], e, rs, why, sizeof why);
+                if (!v->tk[nt]) {
+                    if (!bad) vfail(v, "VRAM expert cache: reading an expert: %s%s", why, "");
+                    bad = true;
+                    continue;
+                }
+                nt++;
+            }
+        }
+        if (c == 0) {
+            /* every RAM slot is the source of a copy in flight: let those land, then reuse them */
+            if (v->n_held == 0) {
+                vfail(v, "VRAM expert cache: the RAM expert cache has no slot to read into%s%s", "", "");
+                break;
+            }
+            ggml_backend_synchronize(v->be);
+            unhold_all(v);
+            continue;
+        }
+        double t0 = hy_now();
+        for (int j = 0; j < nt; j++)
+            if (hy_io_wait(v->io, v->tk[j], why, sizeof why) && !bad) {
+                vfail(v, "VRAM expert cache: reading an expert: %s%s", why, "");
+                bad = true;
+            }
+        v->st.nvme_wait_s += hy_now() - t0;
+        if (bad) {
+            /* what the failed reads left in their slots is not an expert: forget them */
+            for (int j = 0; j < c; j++) {
+                int key = layer * E + v->pend_e[i + j], rs = v->ram_slot_of[key];
+                hy_xcache_pin(v->ram_xc, key, false);
+                hy_xcache_remove(v->ram_xc, key);
+                v->ram_slot_of[key] = -1;
+                if (rs >= 0) v->ram_key_in[rs] = -1, v->ram_free[v->n_free++] = rs;
+            }
+            break;
+        }
+        for (int j = 0; j < c; j++) {
+            int e = v->pend_e[i + j], rs = v->ram_slot_of[layer * E + e];
+            for (const int *pi = lv; *pi >= 0; pi++)
+                copy_from(v, &v->vt[*pi], ram_src(v, &v->vt[*pi], rs, e), dst_of(v, &v->vt[*pi], layer, e, v->pend_s[i + j]));
+        }
+        i += c;
+    }
+}
+
+static const double *cmp_base;
+static int cmp_key_desc(const void *a, const void *b) {
+    double x = cmp_base[*(const int *)a], y = cmp_base[*(const int *)b];
+    return x < y ? 1 : x > y ? -1 : *(const int *)a - *(const int *)b;
+}
+
+/* Filling the caches ahead from the routing statistics, at attach: a seeded score orders evictions
+ * but fills no slot, so each run would start with every expert a miss. The RAM expert cache gets
+ * the experts with the largest shares over all served layers (as many as it holds; read with every
+ * request of a batch in flight), then each layer's window its hottest experts of those in RAM (the
+ * tier under it). The policies' scores are the seeded ones either way. */
+static int preload(hy_vxc *v, char *err, size_t errlen) {
+    const int L = v->d->n_layer, E = v->n_expert;
+    double t0 = hy_now();
+    int *keys = malloc(sizeof(int) * (size_t)L * (size_t)E);
+    if (!keys) return hy_fail(err, errlen, "out of memory");
+    if (v->io) {
+        int n = 0;
+        for (int l = 0; l < L; l++)
+            if (v->win[l] >= 0)
+                for (int e = 0; e < E; e++)
+                    if (v->freq[(size_t)l * E + e] > 0) keys[n++] = l * E + e;
+        cmp_base = v->freq; /* keys index freq directly: key = layer * E + expert */
+        qsort(keys, (size_t)n, sizeof *keys, cmp_key_desc);
+        if (n > v->n_ram) n = v->n_ram;
+        const int batch = 64;
+        hy_io_ticket **tk = calloc((size_t)batch * (size_t)v->n_kinds, sizeof *tk);
+        if (!tk) {
+            free(keys);
+            return hy_fail(err, errlen, "out of memory");
+        }
+        char why[HY_ERRLEN] = "";
+        int rc = 0;
+        for (int i = 0; i < n && !rc; i += batch) {
+            int nt = 0;
+            for (int j = i; j < n && j < i + batch && !rc; j++) {
+                int key = keys[j], l = key / E, e = key % E, rs = ram_take(v, key);
+                if (rs < 0) break;
+                for (const int *pi = v->layer_vt[l]; *pi >= 0 && !rc; pi++) {
+                    tk[nt] = read_slice(v, &v->vt[*pi], e, rs, why, sizeof why);
+                    if (tk[nt]) nt++;
+                    else rc = -1;
+                }
+                v->st.preload_ram++;
+            }
+            for (int j = 0; j < nt; j++) {
+                char w2[HY_ERRLEN];
+                if (hy_io_wait(v->io, tk[j], w2, sizeof w2) && !rc) {
+                    rc = -1;
+                    snprintf(why, sizeof why, "%s", w2);
+                }
+            }
+        }
+        free(tk);
+        v->st.preload_bytes = v->st.nvme_bytes;
+        v->st.nvme_bytes = 0; /* the passes' reads are counted from here */
+        if (rc) {
+            free(keys);
+            return hy_fail(err, errlen, "VRAM expert cache: filling the RAM expert cache ahead: %s", why);
+        }
+    }
+    for (int l = 0; l < L; l++) {
+        int wi = v->win[l], n = 0;
+        if (wi < 0) continue;
+        for (int e = 0; e < E; e++)
+            if (v->freq[(size_t)l * E + e] > 0 && (!v->io || v->ram_slot_of[l * E + e] >= 0)) keys[n++] = l * E + e;
+        cmp_base = v->freq;
+        qsort(keys, (size_t)n, sizeof *keys, cmp_key_desc);
+        if (n > v->slots) n = v->slots;
+        int *slot_of = v->slot_of + (size_t)wi * E, *expert_in = v->expert_in + (size_t)wi * v->slots;
+        for (int s = 0; s < n; s++) {
+            int e = keys[s] % E;
+            hy_xcache_insert(v->xc[wi], e, false, 0);
+            slot_of[e] = s;
+            expert_in[s] = e;
+            for (const int *pi = v->layer_vt[l]; *pi >= 0; pi++) {
+                const struct vxt *x = &v->vt[*pi];
+                const uint8_t *src = v->io ? ram_src(v, x, v->ram_slot_of[l * E + e], e)
+                                           : x->host + (uint64_t)e * v->kinds[x->kind].stride;
+                copy_from(v, x, src, window_off(v, l, x->kind) + (uint64_t)s * v->kinds[x->kind].stride);
+            }
+            v->st.preload_vram++;
+        }
+    }
+    ggml_backend_synchronize(v->be);
+    v->st.h2d_bytes = 0; /* the passes' copies are counted from here */
+    v->st.preload_s = hy_now() - t0;
+    free(keys);
+    return 0;
 }
 
 static void on_router(hy_vxc *v, struct ggml_tensor *t, int layer) {
@@ -584,19 +971,19 @@ static void on_router(hy_vxc *v, struct ggml_tensor *t, int layer) {
         }
     }
     v->cur_w = n_tok > HY_VXC_SLOT_TOKENS || n_union > v->slots || (size_t)k * (size_t)n_tok > v->ids_cap;
-    const int *lv = v->layer_vt[layer];
     if (v->cur_w) {
         /* a batch: the routed experts whole into W, at their own index */
         v->st.w_passes++;
+        int n = 0;
         for (int e = 0; e < v->n_expert; e++)
-            if (want[e])
-                for (const int *pi = lv; *pi >= 0; pi++)
-                    copy_slice(v, &v->vt[*pi], e, w_off(v, v->vt[*pi].kind) + (uint64_t)e * v->kinds[v->vt[*pi].kind].stride);
+            if (want[e]) v->pend_e[n] = e, v->pend_s[n++] = -1;
+        deliver(v, layer, n);
     } else {
         v->st.slot_passes++;
         hy_xcache *xc = v->xc[wi];
         int *slot_of = v->slot_of + (size_t)wi * v->n_expert;
         int *expert_in = v->expert_in + (size_t)wi * v->slots;
+        int n_pend = 0;
         for (int e = 0; e < v->n_expert; e++)
             if (want[e]) {
                 if (hy_xcache_access(xc, e, v->tick)) v->st.hits++;
@@ -622,9 +1009,10 @@ static void on_router(hy_vxc *v, struct ggml_tensor *t, int layer) {
             hy_xcache_insert(xc, e, false, v->tick);
             slot_of[e] = s;
             expert_in[s] = e;
-            for (const int *pi = lv; *pi >= 0; pi++)
-                copy_slice(v, &v->vt[*pi], e, window_off(v, layer, v->vt[*pi].kind) + (uint64_t)s * v->kinds[v->vt[*pi].kind].stride);
+            v->pend_e[n_pend] = e;
+            v->pend_s[n_pend++] = s;
         }
+        if (!v->failed) deliver(v, layer, n_pend);
         for (int e = 0; e < v->n_expert; e++)
             if (want[e]) hy_xcache_pin(xc, e, false);
         /* the choices in slots, where the matmuls will read them */
@@ -645,6 +1033,7 @@ static void on_router(hy_vxc *v, struct ggml_tensor *t, int layer) {
     }
     /* every copy has landed before the layer's matmuls are launched */
     ggml_backend_synchronize(v->be);
+    unhold_all(v);
     free(copy);
     free(want);
 }

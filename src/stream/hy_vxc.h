@@ -33,6 +33,16 @@
  *    keeping it is what keeps prefill bit-identical; mmvq (decode) computes each
  *    row from the selected expert's rows alone, wherever they sit.
  *
+ * The NVMe tier under it (hy_vxc_params.model_path set: the memory budget cannot
+ * hold the served experts in RAM, the plan is expert-streaming): the served
+ * tensors then load nowhere (their host buffer is address space only, never
+ * touched; the loader's bytes are ignored) and a miss of the VRAM window is
+ * served from a RAM expert cache of pinned slots (ram_bytes of them, one slot =
+ * one expert of a layer across kinds, the same hy_xcache policy and seeding as
+ * the windows), else read from the GGUF file with direct I/O (hy_io, all of a
+ * chunk's reads in flight at once) into a RAM slot and copied from there. A slot
+ * that is the source of a copy not yet synchronized is pinned, never evicted.
+ *
  * Invariants: a node reading a cached tensor other than mul_mat_id (src 0) or
  * add_id (src 1), or before its layer's router ran in the pass, aborts the pass
  * with an error (never computes on a window); every swap is undone before the
@@ -47,6 +57,7 @@
 
 #include "ggml-backend.h"
 #include "gguf/hy_gguf.h"
+#include "io/hy_io.h"
 #include "plan/hy_plan.h"
 
 typedef struct hy_vxc hy_vxc;
@@ -64,6 +75,9 @@ typedef struct {
     uint64_t freq_tokens;
     bool persist_stats;          /* record the routing into this model's co-activation statistics (hy_coact,
                                     the file the CPU expert cache keeps too) and save them at the end */
+    const char *model_path;      /* set: the served experts are not loaded but read from this file (NVMe tier) */
+    uint64_t ram_bytes;          /* with model_path: pinned RAM for the RAM expert cache between NVMe and VRAM */
+    hy_io_params io;
 } hy_vxc_params;
 
 typedef struct {
@@ -73,26 +87,46 @@ typedef struct {
     uint64_t h2d_bytes;          /* copied host -> device, slot misses and W fills */
     uint64_t slot_passes, w_passes; /* layer passes served by the windows / by W */
     uint64_t tokens;             /* tokens through the first cached layer */
+    /* the NVMe tier (model_path set) */
+    bool nvme;
+    int ram_slots;               /* experts (of a layer, every kind) the RAM cache holds */
+    uint64_t ram_bytes;          /* its pinned memory */
+    uint64_t ram_hits, ram_misses; /* copies to the device served from the RAM cache / read from the file first */
+    uint64_t nvme_bytes;         /* read from the file (page-aligned ranges) */
+    double nvme_wait_s;          /* time waiting for those reads */
+    const char *io_backend;
+    bool direct;
+    /* filled ahead at attach from the routing statistics (RAM: read from the file; VRAM: copied) */
+    int preload_ram, preload_vram;
+    uint64_t preload_bytes;
+    double preload_s;
 } hy_vxc_stats;
 
-/* Bytes the cache needs for `slots` per layer over the plan's RAM-tier expert layers
+/* Bytes the cache needs for `slots` per layer over the plan's RAM- or NVMe-tier expert layers
  * (0 when there is none); and the slots per layer a budget of `bytes` gives (capped
  * at n_expert; 0 if the budget cannot hold W). Pure. */
 uint64_t hy_vxc_bytes_for(const hy_model_desc *d, const hy_plan *plan, int slots);
 int      hy_vxc_slots_for(const hy_model_desc *d, const hy_plan *plan, uint64_t bytes);
+/* With the NVMe tier: the bytes one RAM slot takes (every kind's slice with room to read it
+ * page-aligned: `align` = the direct-I/O alignment), and the slots `ram_bytes` give. Pure. */
+uint64_t hy_vxc_ram_slot_bytes(const hy_model_desc *d, const hy_plan *plan, uint64_t align);
+int      hy_vxc_ram_slots_for(const hy_model_desc *d, const hy_plan *plan, uint64_t ram_bytes, uint64_t align);
 /* The share of slot-mode selections `slots` per layer are expected to hit, over the served
  * layers: the top `slots` measured shares of each layer (freq, as hy_vxc_params; a layer
  * without data, or freq NULL, takes the plan's prior rank^-HY_PLAN_ROUTING_PRIOR). *routed:
  * bytes of experts one token routes through the served layers (top-k slices). Pure. */
 double   hy_vxc_expected_hit(const hy_model_desc *d, const hy_plan *plan, int slots, const double *freq,
                              uint64_t *routed);
-/* whether tensor i of the model is one the cache serves (RAM-tier expert tensor) */
+/* whether tensor i of the model is one the cache serves (an expert tensor of the RAM tier, or of
+ * the NVMe tier: expert-streaming's, served through the RAM expert cache) */
 bool     hy_vxc_serves(const hy_model_desc *d, const hy_plan *plan, int64_t i);
 
 int  hy_vxc_create(const hy_vxc_params *p, hy_vxc **out, char *err, size_t errlen);
-/* the buffer type the served tensors load into (pinned host memory where the device offers it) */
+/* the buffer type the served tensors load into (pinned host memory where the device offers it;
+ * address space only, never filled, with model_path set) */
 ggml_backend_buffer_type_t hy_vxc_host_buft(hy_vxc *v);
-/* after the model's load, before its context: allocate the device arenas and point the tensors there */
+/* after the model's load, before its context: allocate the device arenas and point the tensors there;
+ * with routing statistics (freq), fill the RAM expert cache and the windows with the hottest experts */
 int  hy_vxc_attach(hy_vxc *v, char *err, size_t errlen);
 /* llama_context_params.cb_eval / abort_callback */
 bool hy_vxc_eval_cb(struct ggml_tensor *t, bool ask, void *user_data);

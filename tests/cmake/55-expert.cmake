@@ -15,6 +15,8 @@ endforeach()
 # the VRAM expert cache's mechanism (#15) with its arenas on the CPU device: bit-identity
 add_test(NAME vxc_identity
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/vxc_identity.sh ${HY_BIN} ${HY_TEST_WORK})
+add_test(NAME vxc_nvme_identity
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scripts/vxc_nvme_identity.sh ${HY_BIN} ${HY_TEST_WORK})
 add_executable(test_vxc ${CMAKE_CURRENT_SOURCE_DIR}/test_vxc.c)
 target_link_libraries(test_vxc PRIVATE hypura_core)
 add_test(NAME vxc_unit COMMAND test_vxc)

@@ -77,5 +77,21 @@ print("   first differing byte", first, "of", n)
 PY
     fi
   done
+  # the NVMe tier under the cache: expert-streaming at its least memory budget, the misses
+  # of the windows served from the RAM expert cache or read from the file (hy_vxc.h)
+  x=$(python3 -c "import math; print(math.ceil($need + 0.1))")
+  g=$((base + x))
+  min=$("$HY_BIN/hypura" estimate "$m" -c 256 --gpu-budget ${g}M --mode stream --memory-budget 1M 2>&1 |
+        sed -n 's/.*the minimum is \([0-9.]*\) MiB.*/\1/p')
+  mb=$(python3 -c "print(round(${min:-0} + 0.1, 1))")M
+  got=$(run "$m" -p "$p" --gpu-budget ${g}M --gpu-xcache ${x}M --mode stream --memory-budget $mb --dump-logits "$WORK/vx.bin") ||
+    { echo "FAIL vxc+nvme $km --memory-budget $mb: $(tail -1 "$WORK/last.err")"; fail=1; continue; }
+  line=$(grep -o 'VRAM expert cache: [0-9]* layers x.*' "$WORK/last.err")
+  under=$(grep -o 'under it: RAM expert cache.*' "$WORK/last.err")
+  if cmp -s "$WORK/vref.bin" "$WORK/vx.bin" && [[ "$got" == "$(cat "$WORK/vref.txt")" ]] && [[ -n $under ]]; then
+    echo "ok vxc+nvme $km --gpu-budget ${g}M --gpu-xcache ${x}M --memory-budget $mb: logits identical to all-GPU [$line] [$under]"
+  else
+    echo "FAIL vxc+nvme $km --gpu-budget ${g}M --gpu-xcache ${x}M --memory-budget $mb: logits differ from all-GPU [$line] [$under]"; fail=1
+  fi
 done
 exit $fail
