@@ -674,6 +674,8 @@ int hy_stream_create(const hy_stream_params *p, hy_stream **out, char *err, size
     /* HYPURA_PREFETCH=coact predicts from co-activation statistics alone (for comparison) */
     const char *pf = getenv("HYPURA_PREFETCH");
     s->pregate = !(pf && !strcmp(pf, "coact"));
+    const char *bp = getenv("HYPURA_BATCH_PREFETCH"); /* hy_experts.c, on_router */
+    s->batch_prefetch = !(bp && !strcmp(bp, "0"));
     s->persist_stats = p->persist_stats;
     s->pagecache = p->pagecache && plan->mode == HY_MODE_EXPERT;
     s->lookahead = s->adaptive && s->max_lookahead > 1 ? 1 : s->max_lookahead;

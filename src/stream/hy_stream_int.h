@@ -88,6 +88,7 @@ struct hy_stream {
     int *slot_key;             /* per slot: the cached key, or -1 */
     int *free_slots, n_free;   /* a stack; popped lowest first at the start */
     int *pinned, n_pinned;     /* keys the current layer needs */
+    int *xpf, n_xpf;           /* keys prefetched for the next layer in a batch, held until its router */
     /* nodes whose expert tensor and ids are swapped to the arena until they have computed: one
      * layer's (hy_experts.c: swap_in) */
     struct xswap {
@@ -104,6 +105,7 @@ struct hy_stream {
     bool prefetch_off;         /* turned off at run time: it lost (see hy_experts.c) */
     struct ggml_tensor **routers; /* per layer: its router weight (ffn_gate_inp) if in our RAM tier */
     bool pregate;              /* predict the next layer's experts with its router on this layer's input */
+    bool batch_prefetch;       /* a batch's guesses evict whatever they score, pinned until used */
     /* both eviction policies replayed on the routed accesses without I/O (hy_policy.h) */
     struct hy_xcache *shadow[2];
     uint64_t shadow_accesses, shadow_hits[2];

@@ -2,7 +2,8 @@
 # Expert-streaming never changes the math: logits of every generated step equal
 # the resident run's (same kernels: --no-repack), with skewed and uniform
 # routing, caches that force eviction, prefetch on and off, LFU and LRU, a
-# multi-batch prompt (union of experts per batch); dense-style streaming of the
+# multi-batch prompt (union of experts per batch; a batch's prefetch rule and the
+# one-sequence one); dense-style streaming of the
 # same MoE file too. Also: only routed slices are read (I/O << whole tensors).
 # The fine-grained layouts (qwen3moe, gpt-oss, qwen2moe): expert_identity_arch.sh.
 set -euo pipefail
@@ -30,6 +31,9 @@ for skew in 1 0; do
   run "$m" -p "$long" -n 4 -b 64 --no-repack --dump-logits "$WORK/ref2.bin" >/dev/null
   run "$m" -p "$long" -n 4 -b 64 $tight --dump-logits "$WORK/x2.bin" >/dev/null
   cmp -s "$WORK/ref2.bin" "$WORK/x2.bin" && echo "ok skew=$skew multi-batch prompt" || { echo "DIFFER skew=$skew multi-batch"; fail=1; }
+  # a batch's guesses (read whatever they score, pinned until used) against the one-sequence rule
+  HYPURA_BATCH_PREFETCH=0 run "$m" -p "$long" -n 4 -b 64 $tight --dump-logits "$WORK/x3.bin" >/dev/null
+  cmp -s "$WORK/ref2.bin" "$WORK/x3.bin" && echo "ok skew=$skew multi-batch prompt, HYPURA_BATCH_PREFETCH=0" || { echo "DIFFER skew=$skew multi-batch, HYPURA_BATCH_PREFETCH=0"; fail=1; }
 done
 # statistics persist per model (XDG data dir), and a corrupt file is ignored with a warning
 f=$(ls "$WORK"/data/hypura/coact/*.json | head -1)
