@@ -105,7 +105,8 @@ typedef struct {
     const char *pred_none;            /* why no speed is predicted (NULL: one is): --io pagecache */
     hy_calib calib[HY_MODE_COUNT];    /* earlier runs' compute ratios per mode (plan_params.compute_scale) */
     hy_calib calib_read[HY_MODE_COUNT]; /* earlier runs' storage ratios per mode (plan_params.read_scale) */
-    int calib_read_from[HY_MODE_COUNT]; /* the mode whose runs calib_read[m] comes from (m, or the other streamed one) */
+    int calib_read_from[HY_MODE_COUNT];
+    hy_calib calib_wait;              /* expert-streaming's share of read time waited for (plan_params.io_wait_share) */ /* the mode whose runs calib_read[m] comes from (m, or the other streamed one) */
     int      n_threads;               /* threads the engine will use (the calibration's key) */
     uint64_t pred_gen_tokens;         /* tokens of routing behind the one at generation start */
     int      cache_policy;            /* expert cache: the policy in use (0 LFU, 1 LRU) */

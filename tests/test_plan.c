@@ -289,6 +289,37 @@ static void test_predictions(void) {
               p.pred_read_gbps == HY_PLAN_ASSUMED_READ_GBPS,
           "assumed storage not scaled: %g", p.pred_read_gbps);
 
+    /* expert-streaming waits for io_wait_share of its reads (earlier runs' measure), else all of them */
+    mp = pp;
+    mp.compute_scale[HY_MODE_EXPERT] = 1;
+    CHECK(hy_plan_predict(d, &mp, &p) == 0 && p.mode == HY_MODE_EXPERT && p.pred_io_wait_s == p.pred_io_s &&
+              fabs(p.pred_tok_s - 1 / (p.pred_io_s + p.pred_compute_s)) < 1e-9 * p.pred_tok_s,
+          "every read waited for");
+    double io_a = p.pred_io_s, c_a = p.pred_compute_s;
+    mp.io_wait_share = 0.25;
+    CHECK(hy_plan_predict(d, &mp, &p) == 0 && p.pred_io_s == io_a && fabs(p.pred_io_wait_s - 0.25 * io_a) < 1e-15 &&
+              fabs(p.pred_tok_s - 1 / (0.25 * io_a + c_a)) < 1e-9 * p.pred_tok_s,
+          "a quarter waited for: %g of %g s", p.pred_io_wait_s, io_a);
+    mp.io_wait_share = 7; /* nonsense: all */
+    CHECK(hy_plan_predict(d, &mp, &p) == 0 && p.pred_io_wait_s == io_a, "bad share ignored");
+
+    /* fewer threads than the profile measured with: the CPU's rates times (t/T)^HY_PLAN_THREAD_EXP;
+     * as many or more (or unknown): as measured */
+    mp = pp;
+    mp.compute_scale[HY_MODE_EXPERT] = 1;
+    CHECK(hy_plan_predict(d, &mp, &p) == 0 && p.pred_thread_scale == 1, "no thread counts: %g", p.pred_thread_scale);
+    double w16 = p.pred_compute_s - (double)p.pred_pieces * mp.piece_s - p.pred_gpu_s, m16 = p.pred_mem_gbps;
+    mp.threads = 16, mp.profile_threads = 16;
+    CHECK(hy_plan_predict(d, &mp, &p) == 0 && p.pred_thread_scale == 1, "all threads");
+    mp.threads = 32;
+    CHECK(hy_plan_predict(d, &mp, &p) == 0 && p.pred_thread_scale == 1, "more threads than profiled: no gain");
+    mp.threads = 2;
+    double f = pow(2.0 / 16, HY_PLAN_THREAD_EXP);
+    CHECK(hy_plan_predict(d, &mp, &p) == 0 && fabs(p.pred_thread_scale - f) < 1e-12 &&
+              fabs((p.pred_compute_s - (double)p.pred_pieces * mp.piece_s - p.pred_gpu_s) * f - w16) < 1e-9 * w16 &&
+              fabs(p.pred_mem_gbps - m16 * f) < 1e-9 * m16,
+          "2 of 16 threads: x%g, compute %g s from %g", p.pred_thread_scale, p.pred_compute_s, w16);
+
     /* per-type matvec rates: a type measured at half the memory bandwidth takes twice as long; an
      * unmeasured type (or nonsense) stays at memory bandwidth */
     mp = pp;

@@ -148,6 +148,17 @@ static void calibrate(const hy_session *ss, const hy_gen_stats *st, const hy_str
                 "bandwidth alone (x%.2f); kept for the next plans of this model\n",
                 measured, raw, measured / raw);
     }
+    /* expert-streaming: the share of the reads' time that decode waited for */
+    if (gen && pl->mode == HY_MODE_EXPERT && gen->io_busy_s > 0.05) {
+        double share = gen->stall_s / gen->io_busy_s;
+        if (share < 0.05) share = 0.05;
+        if (share > 1) share = 1;
+        if (hy_calib_record(NULL, ss->desc->model_id, ss->n_threads, ss->plan_params.gpu_budget, HY_CALIB_IO_WAIT,
+                            share, 1.0, err, sizeof err) == 0)
+            fprintf(stderr, "[hypura] reads: decode waited %.0f%% of the %.3f s per token they were in flight; kept "
+                            "for the next plans of this model\n",
+                    100 * share, gen->io_busy_s / st->n_gen);
+    }
     /* storage: what the generation's reads reached while in flight, against the profile's figure */
     double prof = ss->plan_params.seq_read_gbps;
     if (!gen || pl->pred_read_assumed || gen->bytes_read < HY_CALIB_READ_MIN_BYTES || !(gen->io_busy_s > 0)) return;

@@ -266,6 +266,8 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
     /* compute time as earlier runs measured it on this machine (hy_calib.h) */
     s->n_threads = p->engine.n_threads > 0 ? p->engine.n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (s->n_threads < 1) s->n_threads = 1;
+    q->threads = s->n_threads;
+    q->profile_threads = s->profile.cores_logical;
     const char *modes[HY_MODE_COUNT];
     for (int m = 0; m < HY_MODE_COUNT; m++) modes[m] = hy_mode_name(m);
     if (getenv("HYPURA_NO_CALIBRATION")) {
@@ -274,6 +276,10 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
         hy_calib_get_modes(NULL, s->desc->model_id, s->n_threads, q->gpu_budget, modes, HY_MODE_COUNT, s->calib);
         hy_calib_get_read_modes(NULL, modes, HY_MODE_COUNT, s->calib_read);
     }
+    s->calib_wait = (hy_calib){.scale = 1};
+    if (!getenv("HYPURA_NO_CALIBRATION"))
+        s->calib_wait = hy_calib_get(NULL, s->desc->model_id, s->n_threads, q->gpu_budget, HY_CALIB_IO_WAIT);
+    q->io_wait_share = s->calib_wait.runs ? s->calib_wait.scale : 0;
     /* a streamed mode that no run here has measured yet reads at what the other one found: the
      * disk is the same, and the profile's one sample of it was further off than the access
      * pattern (this machine: dense-style 1.46x the profile, expert-streaming 1.21x, the first
@@ -685,6 +691,10 @@ static void print_prediction(FILE *f, const hy_session *s) {
     fprintf(f, "  predicted: %.2f tok/s, bound by %s | I/O %.3f s per token", pl->pred_tok_s,
             pl->pred_io_bound ? "I/O" : "memory", pl->pred_io_s);
     const hy_calib *rb = &s->calib_read[pl->mode];
+    if (pl->mode == HY_MODE_EXPERT && pl->pred_io_s > 0 && s->calib_wait.runs)
+        fprintf(f, ", %.3f s of it waited for (x%.2f as %d earlier run%s of %s measured)", pl->pred_io_wait_s,
+                s->calib_wait.scale, s->calib_wait.runs, s->calib_wait.runs > 1 ? "s" : "",
+                s->calib_wait.per_model ? "this model" : "other models here");
     if (pl->pred_io_bytes && !pl->pred_read_assumed && rb->runs)
         fprintf(f, " (%s at %.2f GB/s: the profile's %.2f x%.2f as %d earlier %s run%s read)",
                 hy_fmt_bytes(pl->pred_io_bytes, a, sizeof a), pl->pred_read_gbps, s->plan_params.seq_read_gbps,
@@ -697,6 +707,9 @@ static void print_prediction(FILE *f, const hy_session *s) {
             pl->pred_mem_assumed ? "assumed, not measured"
             : pl->pred_mem_matvec ? "measured: matrix-vector products of its weight types"
                                   : "measured: memcpy");
+    if (pl->pred_thread_scale < 1)
+        fprintf(f, ", x%.2f on %d of the profile's %d threads", pl->pred_thread_scale, s->plan_params.threads,
+                s->plan_params.profile_threads);
     if (pl->pred_gpu_bytes)
         fprintf(f, " + %s on the GPU at %.0f GB/s assumed", hy_fmt_bytes(pl->pred_gpu_bytes, a, sizeof a),
                 HY_PLAN_ASSUMED_GPU_GBPS);
@@ -835,6 +848,7 @@ json_t *hy_session_prediction_json(const hy_session *s) {
     if (s->pred_none) json_object_set_new(o, "none", json_string(s->pred_none));
     json_object_set_new(o, "bound", json_string(pl->pred_io_bound ? "io" : "memory"));
     json_object_set_new(o, "io_s", json_real(pl->pred_io_s));
+    json_object_set_new(o, "io_wait_s", json_real(pl->pred_io_wait_s));
     json_object_set_new(o, "compute_s", json_real(pl->pred_compute_s));
     json_object_set_new(o, "io_bytes_per_token", json_integer((json_int_t)pl->pred_io_bytes));
     json_object_set_new(o, "compute_bytes_per_token", json_integer((json_int_t)pl->pred_compute_bytes));
@@ -850,6 +864,7 @@ json_t *hy_session_prediction_json(const hy_session *s) {
     json_object_set_new(o, "memory_source",
                         json_string(pl->pred_mem_assumed ? "assumed" : pl->pred_mem_matvec ? "matvec" : "memcpy"));
     json_object_set_new(o, "compute_scale", json_real(pl->pred_compute_scale));
+    json_object_set_new(o, "thread_scale", json_real(pl->pred_thread_scale));
     json_object_set_new(o, "graph_pieces", json_integer((json_int_t)pl->pred_pieces));
     json_object_set_new(o, "piece_s", json_real(s->plan_params.piece_s));
     const hy_calib *cb = &s->calib[pl->mode];

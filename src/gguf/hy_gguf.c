@@ -795,13 +795,14 @@ static int sample_data(int fd, hy_model_desc *d, const char *path, char *err, si
     uint8_t win[HY_GGUF_ID_WINDOW];
     for (int i = 0; i < HY_GGUF_ID_SAMPLES; i++) {
         uint64_t at = lo + (uint64_t)((unsigned __int128)span * (unsigned)i / HY_GGUF_ID_SAMPLES);
-        uint64_t n = hi - at < sizeof win ? hi - at : sizeof win, got = 0;
-        while (got < n) {
-            ssize_t r = pread(fd, win + got, (size_t)(n - got), (off_t)(at + got));
+        size_t n = hi - at < sizeof win ? (size_t)(hi - at) : sizeof win, got = 0;
+        while (got < n && got < sizeof win) {
+            size_t want = n - got < sizeof win - got ? n - got : sizeof win - got;
+            ssize_t r = pread(fd, win + got, want, (off_t)(at + got));
             if (r < 0 && errno == EINTR) continue;
             if (r < 0) return hy_fail(err, errlen, "%s: read failed: %s", path, strerror(errno));
             if (r == 0) return hy_fail(err, errlen, "%s: file shrank while being read", path);
-            got += (uint64_t)r;
+            got += (size_t)r;
         }
         h = fnv1a_more(h, win, n);
     }

@@ -759,6 +759,12 @@ int hy_plan_predict(const hy_model_desc *d, const hy_plan_params *p, hy_plan *ou
         else r = out->pred_mem_gbps;
         weight_s += (double)b / (r * 1e9);
     }
+    /* fewer threads than the profile measured with: a smaller share of its rates */
+    out->pred_thread_scale = p->threads > 0 && p->profile_threads > 0 && p->threads < p->profile_threads
+                                 ? pow((double)p->threads / p->profile_threads, HY_PLAN_THREAD_EXP)
+                                 : 1;
+    weight_s /= out->pred_thread_scale;
+    out->pred_mem_gbps *= out->pred_thread_scale;
     out->pred_compute_bytes = touched;
     if (by_type && weight_s > 0) {
         out->pred_mem_gbps = (double)touched / weight_s / 1e9;
@@ -799,11 +805,13 @@ int hy_plan_predict(const hy_model_desc *d, const hy_plan_params *p, hy_plan *ou
     out->pred_compute_s =
         ((double)touched / (out->pred_mem_gbps * 1e9) + out->pred_gpu_s + (double)pieces * piece_s) * out->pred_compute_scale;
     out->pred_io_bound = out->pred_io_s > out->pred_compute_s;
-    double waits = out->mode == HY_MODE_EXPERT ? out->pred_io_s
+    double share = p->io_wait_share > 0.01 && p->io_wait_share <= 1 ? p->io_wait_share : 1;
+    double waits = out->mode == HY_MODE_EXPERT ? out->pred_io_s * share
                    : out->pred_io_bound         ? out->pred_io_s - out->pred_compute_s
                                                 : 0;
+    out->pred_io_wait_s = waits;
     out->pred_stall_piece_s = pieces ? waits / (double)pieces : 0;
-    double t = out->mode == HY_MODE_EXPERT      ? out->pred_io_s + out->pred_compute_s
+    double t = out->mode == HY_MODE_EXPERT      ? waits + out->pred_compute_s
                : out->pred_io_bound ? out->pred_io_s
                                     : out->pred_compute_s;
     out->pred_tok_s = t > 0 ? 1.0 / t : 0;

@@ -138,6 +138,8 @@ typedef struct {
     double   seq_read_gbps;  /* storage bandwidth (profile); 0 = unknown */
     double   mem_bw_gbps;    /* memory bandwidth (profile); 0 = unknown */
     double   piece_s;        /* starting one piece of a graph on all threads (profile); 0 = unknown */
+    int      threads;        /* the run's CPU threads, and the profile's (its rates were measured on */
+    int      profile_threads; /* that many); 0 = unknown: the rates as measured */
     /* weight bytes per second of the CPU's matrix-vector product, by enum ggml_type (profile:
      * hy_matvec.h); 0 = not measured: that type is charged at mem_bw_gbps */
     double   matvec_gbps[HY_PLAN_NTYPES];
@@ -147,6 +149,10 @@ typedef struct {
     double   compute_scale[HY_MODE_COUNT];
     /* what earlier runs' reads reached against seq_read_gbps, per mode (hy_calib.h); 0: none (1) */
     double   read_scale[HY_MODE_COUNT];
+    /* expert-streaming: the share of its read time a token waits for (pre-gating reads a layer's
+     * experts while the one before computes), as earlier runs measured it (stalls over the time
+     * reads were in flight, hy_calib); 0 = none measured: every read waited for */
+    double   io_wait_share;
     int      lookahead;      /* groups in flight ahead of compute; < 0 = automatic */
     int      min_lookahead;  /* automatic lookahead: at least this many where the budget allows it,
                                 even at the cost of streaming a group or two more (0: 1, the
@@ -176,6 +182,11 @@ typedef struct {
  * token in 1.0 ms with launches and syncs). Without it, a plan with most weights on the GPU was
  * predicted at twice its speed there once the CPU's share was charged at its measured rates. */
 #define HY_PLAN_ASSUMED_GPU_GBPS 700.0
+/* A run on t of the profile's T threads computes at (t/T)^this of the measured rates: on the H200
+ * machine (16 cores) a resident qwen3moe decoded at 34.4 / 62.8 / 104.4 / 152.4 tok/s on 2 / 4 /
+ * 8 / 16 threads, 0.23 / 0.41 / 0.69 of the 16-thread speed where this law gives 0.23 / 0.38 /
+ * 0.62 (memory bandwidth grows slower than the thread count); the prediction had ignored -t. */
+#define HY_PLAN_THREAD_EXP 0.7
 
 hy_plan_params hy_plan_default_params(void);
 
@@ -215,12 +226,15 @@ typedef struct {
     double   pred_gpu_s;           /* their time, part of pred_compute_s */
     double   pred_compute_scale;   /* compute_scale[mode] as applied, or the mode's prior */
     double   pred_read_scale;      /* read_scale[mode] as applied to a measured storage figure (else 1) */
+    double   pred_thread_scale;    /* the CPU rates' share at the run's thread count (HY_PLAN_THREAD_EXP), <= 1 */
     uint64_t pred_pieces;          /* pieces the eval callback cuts a pass into (streamed modes) */
     bool     pred_read_assumed, pred_mem_assumed; /* HY_PLAN_ASSUMED_* used: the profile had none */
     bool     pred_io_bound;        /* storage is the slower side (else memory) */
     double   pred_stall_piece_s;   /* expected wait for storage between two pieces of the graph: expert-
                                     * streaming's reads over its pieces; whole groups' I/O beyond compute */
     double   pred_io_s, pred_compute_s, pred_tok_s;
+    double   pred_io_wait_s;       /* what of pred_io_s a token waits for: expert-streaming's reads times
+                                    * io_wait_share; whole groups' I/O beyond compute */
 } hy_plan;
 
 /* 0 on success; on an impossible budget returns < 0 with a message that says

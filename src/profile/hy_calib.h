@@ -59,6 +59,11 @@ int hy_calib_record(const char *path, uint64_t model_hash, int threads, uint64_t
  * The plan multiplies the profile's figure by the kept ratio (read_scale in hy_plan_params).
  * Runs that read less than HY_CALIB_READ_MIN_BYTES while generating are not kept. */
 #define HY_CALIB_READ_MIN_BYTES ((uint64_t)256 << 20)
+/* The "mode" under which expert-streaming keeps the share of its read time that decode waited for
+ * (stalls over the time reads were in flight, floored at 0.05), per model like compute: pre-gating
+ * reads a layer's experts while the one before computes, so a token waits for only part of its
+ * reads (gpt-oss under 0.55x: a second run predicted at every read waited for ran 1.31x faster). */
+#define HY_CALIB_IO_WAIT "expert-streaming/io-wait"
 void hy_calib_get_read_modes(const char *path, const char *const modes[], int n, hy_calib out[]);
 int hy_calib_record_read(const char *path, const char *mode, uint64_t bytes, double busy_s, double profile_gbps,
                          char *err, size_t errlen);
