@@ -17,8 +17,8 @@ int main(void) {
     const char *set = "2 cpus, load 0.10";
     /* hypura's short spin: kept for short waits on a quiet machine only */
     CHECK(!hy_omp_passive_wanted(set, HY_OMP_SPIN_SHORT, NULL, 0.0002, 2, 0.5), "short waits, quiet: spin");
-    CHECK(hy_omp_passive_wanted(set, HY_OMP_SPIN_SHORT, NULL, 0.0002, 2, 1.5), "short waits, loaded: passive");
-    CHECK(hy_omp_passive_wanted(set, HY_OMP_SPIN_SHORT, NULL, 0.0002, 2, -1), "load unknown: passive");
+    CHECK(hy_omp_passive_wanted(set, HY_OMP_SPIN_SHORT, NULL, 0.0002, 2, 1.5), "short waits, others running: passive");
+    CHECK(hy_omp_passive_wanted(set, HY_OMP_SPIN_SHORT, NULL, 0.0002, 2, -1), "others unknown: passive");
     CHECK(hy_omp_passive_wanted(set, HY_OMP_SPIN_SHORT, NULL, 0.007, 2, 0.1), "long waits: passive");
     CHECK(hy_omp_passive_wanted(set, HY_OMP_SPIN_SHORT, NULL, HY_OMP_PASSIVE_STALL_S, 16, 0), "at the bound: passive");
     /* the long spin (spare cores) and the user's settings are kept */

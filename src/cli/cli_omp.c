@@ -28,13 +28,28 @@ void hy_omp_spin_setup(char **argv) {
 }
 
 bool hy_omp_passive_wanted(const char *spin_set, const char *spincount, const char *wait_policy,
-                           double stall_piece_s, long cpus, double loadavg) {
+                           double stall_piece_s, long cpus, double others) {
     if (wait_policy) return false;                   /* the user's, or already switched */
     if (spincount && !spin_set) return false;        /* the user's spin count (libgomp takes it over a policy) */
     if (spincount && strcmp(spincount, HY_OMP_SPIN_SHORT)) return false; /* hypura's long spin: spare cores */
-    bool quiet = loadavg >= 0 && cpus > 0 && loadavg < (double)cpus / 2;
+    bool quiet = others >= 0 && cpus > 0 && others < (double)cpus / 2;
     if (spincount && stall_piece_s < HY_OMP_PASSIVE_STALL_S && quiet) return false; /* short waits, free cores */
     return true;
+}
+
+double hy_omp_others_running(void) {
+    double sum = 0;
+    int n = 0;
+    for (int i = 0; i < 5; i++) {
+        if (i) usleep(10000);
+        FILE *f = fopen("/proc/loadavg", "r");
+        if (!f) continue;
+        double a, b, c;
+        int run = 0, total = 0;
+        if (fscanf(f, "%lf %lf %lf %d/%d", &a, &b, &c, &run, &total) == 5 && run >= 1) sum += run - 1, n++;
+        fclose(f);
+    }
+    return n ? sum / n : -1;
 }
 
 double hy_omp_loadavg(void) {

@@ -48,14 +48,21 @@ void hy_omp_spin_setup(char **argv);
  *  - a qwen3moe with 99 % cache hits (waits well under a millisecond): 16.2-17.3 tok/s passive,
  *    1.3-1.6 with the short spin at load 4-5 (the cores were oversubscribed), where on a quiet
  *    machine the short spin had been faster (above).
- * So hypura's short spin is kept for a streamed plan only where the plan expects less than
- * HY_OMP_PASSIVE_STALL_S of waiting per piece (a spin that long ends in sleep anyway) and the
- * load average is below half the cpus; else the threads wait passively. The long spin (spare
+ *  - and on a quiet machine the other way: the same qwen3moe with kept statistics decoded at
+ *    41.6-42.3 tok/s with the short spin against 18.9-21.2 passive (three pairs, load from the
+ *    bench's own runs only).
+ * So hypura's short spin is kept for a streamed plan where the plan expects less than
+ * HY_OMP_PASSIVE_STALL_S of waiting per piece (a spin that long ends in sleep anyway) and fewer
+ * other tasks are running than half the cpus (hy_omp_others_running); else the threads wait
+ * passively. The long spin (spare
  * cores) is kept, and so is whatever the user set. Nothing set by either (HYPURA_OMP_SPIN=0):
  * passive, as libgomp's wait for streaming always was here. true: go passive. */
 #define HY_OMP_PASSIVE_STALL_S 0.001
 bool hy_omp_passive_wanted(const char *spin_set, const char *spincount, const char *wait_policy,
-                           double stall_piece_s, long cpus, double loadavg);
+                           double stall_piece_s, long cpus, double others);
+/* other tasks running now: /proc/loadavg's runnable count less this one, over 5 looks 10 ms apart
+ * (the 1-minute load average lags, and counts this bench's own runs a moment ago); -1 unknown */
+double hy_omp_others_running(void);
 /* the 1-minute load average, -1 when unknown */
 double hy_omp_loadavg(void);
 /* What is in force, for the profile's printout. */

@@ -111,15 +111,19 @@ void hy_cli_reexec_passive(void) {
 void hy_cli_omp_for_plan(const hy_plan *pl) {
     if (pl->mode == HY_MODE_RESIDENT) return;
     const char *set = getenv("HYPURA_OMP_SPIN_SET"), *sc = getenv("GOMP_SPINCOUNT");
-    double la = hy_omp_loadavg();
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    if (!hy_omp_passive_wanted(set, sc, getenv("OMP_WAIT_POLICY"), pl->pred_stall_piece_s, cpus, la)) return;
-    char old_sc[32] = "", old_set[128] = "", why[128];
+    /* only where the answer can matter: hypura's short spin, and short waits */
+    double others = sc && set && pl->pred_stall_piece_s < HY_OMP_PASSIVE_STALL_S ? hy_omp_others_running() : -1;
+    if (!hy_omp_passive_wanted(set, sc, getenv("OMP_WAIT_POLICY"), pl->pred_stall_piece_s, cpus, others)) return;
+    char old_sc[32] = "", old_set[192] = "", why[192];
     if (sc) snprintf(old_sc, sizeof old_sc, "%s", sc);
     if (set) snprintf(old_set, sizeof old_set, "%s", set);
-    if (sc)
-        snprintf(why, sizeof why, "the plan expects %.1f ms of waiting for storage per piece of the graph; load %.2f on %ld cpus",
-                 pl->pred_stall_piece_s * 1e3, la, cpus);
+    if (sc && others >= 0)
+        snprintf(why, sizeof why, "%.1f other tasks running on %ld cpus (the plan expects %.2f ms of waiting per piece of the graph)",
+                 others, cpus, pl->pred_stall_piece_s * 1e3);
+    else if (sc)
+        snprintf(why, sizeof why, "the plan expects %.1f ms of waiting for storage per piece of the graph",
+                 pl->pred_stall_piece_s * 1e3);
     else snprintf(why, sizeof why, "the plan streams");
     unsetenv("GOMP_SPINCOUNT"); /* hypura's own short spin (hy_omp_passive_wanted) */
     setenv("HYPURA_OMP_SPIN_SET", why, 1);
