@@ -36,8 +36,10 @@ for skew in 1 0; do
   cmp -s "$WORK/ref2.bin" "$WORK/x3.bin" && echo "ok skew=$skew multi-batch prompt, HYPURA_BATCH_PREFETCH=0" || { echo "DIFFER skew=$skew multi-batch, HYPURA_BATCH_PREFETCH=0"; fail=1; }
 done
 # statistics persist per model (XDG data dir), and a corrupt file is ignored with a warning
-f=$(ls "$WORK"/data/hypura/coact/*.json | head -1)
-[[ -s $f ]] || { echo "no co-activation statistics saved"; fail=1; }
+# (the file of the model run below: statistics are kept per model id, `inspect --json`)
+id=$("$HY_BIN/hypura" inspect --json "$WORK/moe-s1.gguf" | python3 -c 'import json,sys; print(json.load(sys.stdin)["model_id"])')
+f=$WORK/data/hypura/coact/$id.json
+[[ -s $f ]] || { echo "no co-activation statistics saved for moe-s1 ($f)"; fail=1; }
 echo '{"broken": ' > "$f"
 run "$WORK/moe-s1.gguf" -p "hello" -n 4 --mode stream >/dev/null
 grep -q "warning: ignoring co-activation statistics" "$WORK/last.err" || { echo "corrupt stats not warned about"; fail=1; }
