@@ -37,29 +37,32 @@ bool hy_omp_passive_wanted(const char *spin_set, const char *spincount, const ch
     return true;
 }
 
+/* /proc/loadavg: the 1-minute load average and the tasks runnable now (this one included);
+ * false when it cannot be read */
+static bool read_loadavg(double *load1, int *running) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (!f) return false;
+    double b, c;
+    int total = 0;
+    bool ok = fscanf(f, "%lf %lf %lf %d/%d", load1, &b, &c, running, &total) == 5;
+    fclose(f);
+    return ok;
+}
+
 double hy_omp_others_running(void) {
-    double sum = 0;
-    int n = 0;
+    double sum = 0, la;
+    int n = 0, run;
     for (int i = 0; i < 5; i++) {
         if (i) usleep(10000);
-        FILE *f = fopen("/proc/loadavg", "r");
-        if (!f) continue;
-        double a, b, c;
-        int run = 0, total = 0;
-        if (fscanf(f, "%lf %lf %lf %d/%d", &a, &b, &c, &run, &total) == 5 && run >= 1) sum += run - 1, n++;
-        fclose(f);
+        if (read_loadavg(&la, &run) && run >= 1) sum += run - 1, n++;
     }
     return n ? sum / n : -1;
 }
 
 double hy_omp_loadavg(void) {
-    double la = -1;
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-        if (fscanf(f, "%lf", &la) != 1) la = -1;
-        fclose(f);
-    }
-    return la;
+    double la;
+    int run;
+    return read_loadavg(&la, &run) ? la : -1;
 }
 
 const char *hy_omp_spin_note(char *buf, size_t len) {

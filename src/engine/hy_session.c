@@ -152,14 +152,14 @@ static int decide_draft(hy_session *s, const hy_session_params *p, double draft_
     return 0;
 }
 
-/* layers with expert tensors on tier `tier` */
-static int count_expert_layers(const hy_model_desc *d, const hy_plan *pl, hy_tier tier) {
-    int n = 0, last = -1;
+/* layers with expert tensors on tier `tier`, or (tier < 0) with tensors the VRAM cache serves */
+static int count_expert_layers(const hy_model_desc *d, const hy_plan *pl, int tier) {
+    int n = 0;
     for (int l = 0; l < d->n_layer; l++)
         for (int64_t i = 0; i < d->n_tensors; i++)
-            if (d->tensors[i].layer == l && d->tensors[i].role == HY_ROLE_EXPERT && pl->tier[i] == tier && l != last) {
+            if (d->tensors[i].layer == l &&
+                (tier < 0 ? hy_vxc_serves(d, pl, i) : d->tensors[i].role == HY_ROLE_EXPERT && (int)pl->tier[i] == tier)) {
                 n++;
-                last = l;
                 break;
             }
     return n;
@@ -168,13 +168,7 @@ static int count_expert_layers(const hy_model_desc *d, const hy_plan *pl, hy_tie
 /* the VRAM cache's figures and prediction over plan pl (the cached layers' experts off the GPU) */
 static void xcache_predict(hy_session *s, const hy_plan *pl, const hy_plan_params *q, int slots) {
     s->xcache_hit = hy_vxc_expected_hit(s->desc, pl, slots, s->expert_freq, &s->xcache_routed);
-    int n = 0;
-    for (int l = 0; l < s->desc->n_layer; l++)
-        for (int64_t i = 0; i < s->desc->n_tensors; i++)
-            if (s->desc->tensors[i].layer == l && hy_vxc_serves(s->desc, pl, i)) {
-                n++;
-                break;
-            }
+    int n = count_expert_layers(s->desc, pl, -1);
     s->xcache_layers = n;
     s->xcache_pred_ok = hy_plan_vxc_predict(pl, q, s->xcache_routed, s->xcache_hit, n, s->desc->n_expert_used,
                                              &s->xcache_pred) == 0;
@@ -272,13 +266,12 @@ int hy_session_plan(const hy_session_params *p, hy_session **out, char *err, siz
     for (int m = 0; m < HY_MODE_COUNT; m++) modes[m] = hy_mode_name(m);
     if (getenv("HYPURA_NO_CALIBRATION")) {
         for (int m = 0; m < HY_MODE_COUNT; m++) s->calib[m] = s->calib_read[m] = (hy_calib){.scale = 1};
+        s->calib_wait = (hy_calib){.scale = 1};
     } else {
         hy_calib_get_modes(NULL, s->desc->model_id, s->n_threads, q->gpu_budget, modes, HY_MODE_COUNT, s->calib);
         hy_calib_get_read_modes(NULL, modes, HY_MODE_COUNT, s->calib_read);
-    }
-    s->calib_wait = (hy_calib){.scale = 1};
-    if (!getenv("HYPURA_NO_CALIBRATION"))
         s->calib_wait = hy_calib_get(NULL, s->desc->model_id, s->n_threads, q->gpu_budget, HY_CALIB_IO_WAIT);
+    }
     q->io_wait_share = s->calib_wait.runs ? s->calib_wait.scale : 0;
     /* a streamed mode that no run here has measured yet reads at what the other one found: the
      * disk is the same, and the profile's one sample of it was further off than the access

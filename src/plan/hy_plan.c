@@ -568,6 +568,16 @@ static int by_gain(const void *a, const void *b) {
  * left over, summed over the layers (one layer's few dozen selections say little, fifty layers'
  * say much): 1 where the seen experts clearly differ or the sample is large, near 0 where they
  * are alike and the leaders of each layer lead by chance. */
+/* a layer's measured shares that count as evidence: in (0, 1] (NaN, negative or above 1: none) */
+static bool usable_share(double x) { return x > 0 && x <= 1; }
+
+static double usable_sum(const double *f, int E) {
+    double sum = 0;
+    for (int e = 0; e < E; e++)
+        if (usable_share(f[e])) sum += f[e];
+    return sum;
+}
+
 double hy_plan_routing_keep(const hy_model_desc *d, const hy_plan_params *p) {
     const int E = d->n_expert, L = d->n_layer;
     double sel = p && p->expert_freq ? (double)p->expert_freq_tokens * experts_used(d) : 0;
@@ -575,17 +585,15 @@ double hy_plan_routing_keep(const hy_model_desc *d, const hy_plan_params *p) {
     double spread = 0, chance = 0;
     for (int l = 0; l < L; l++) {
         const double *f = p->expert_freq + (int64_t)l * E;
-        double sum = 0, m = 0;
+        double sum = usable_sum(f, E), m = 0;
         int n = 0;
-        for (int e = 0; e < E; e++)
-            if (f[e] > 0 && f[e] <= 1) sum += f[e];
         if (!(sum > 0)) continue;
         for (int e = 0; e < E; e++)
-            if (f[e] > 0 && f[e] <= 1 && f[e] / sum * sel >= 0.5) m += f[e] / sum, n++;
+            if (usable_share(f[e]) && f[e] / sum * sel >= 0.5) m += f[e] / sum, n++;
         if (n < 2) continue;
         m /= n;
         for (int e = 0; e < E; e++) {
-            double x = f[e] > 0 && f[e] <= 1 ? f[e] / sum : 0;
+            double x = usable_share(f[e]) ? f[e] / sum : 0;
             if (x * sel < 0.5) continue;
             spread += (x - m) * (x - m);
             chance += x * (1 - x) / sel;
@@ -600,9 +608,7 @@ int hy_plan_layer_shares(const hy_model_desc *d, const hy_plan_params *p, int l,
     const int E = d->n_expert, k = experts_used(d);
     bool measured = p && p->expert_freq && p->expert_freq_n == (int64_t)d->n_layer * E && l >= 0 && l < d->n_layer;
     const double *f = measured ? p->expert_freq + (int64_t)l * E : NULL;
-    double sum = 0;
-    for (int e = 0; f && e < E; e++)
-        if (f[e] > 0 && f[e] <= 1) sum += f[e]; /* NaN, negative or above 1: no evidence */
+    double sum = f ? usable_sum(f, E) : 0;
     double h_all = 0;
     for (int r = 1; r <= E; r++) h_all += pow(r, -HY_PLAN_ROUTING_PRIOR);
     if (!(sum > 0)) { /* no data for this layer: the prior, hottest first */
@@ -611,7 +617,7 @@ int hy_plan_layer_shares(const hy_model_desc *d, const hy_plan_params *p, int l,
     }
     /* counts c(e) = share * S of S = tokens * k selections (S unknown, tokens 0: shares as given) */
     double sel = (double)p->expert_freq_tokens * k;
-#define VALID(e) (f[e] > 0 && f[e] <= 1)
+#define VALID(e) usable_share(f[e])
 #define SEEN(e) (sel > 0 ? VALID(e) && f[e] / sum * sel >= 0.5 : VALID(e))
     int seen = 0, once = 0;
     double seen_mass = 0;

@@ -56,14 +56,17 @@ static json_t *load(const char *path) {
     return o;
 }
 
+/* path, or the default file's into def; NULL when there is none */
+static const char *resolve(const char *path, char *def, size_t n) {
+    if (path) return path;
+    return hy_calib_default_path(def, n) ? NULL : def;
+}
+
 void hy_calib_get_modes(const char *path, uint64_t model_hash, int threads, uint64_t gpu_budget,
                         const char *const modes[], int n, hy_calib out[]) {
     for (int i = 0; i < n; i++) out[i] = (hy_calib){.scale = 1, .runs = 0, .per_model = false};
     char def[4096];
-    if (!path) {
-        if (hy_calib_default_path(def, sizeof def)) return;
-        path = def;
-    }
+    if (!(path = resolve(path, def, sizeof def))) return;
     json_t *o = load(path); /* once for all the modes */
     if (!o) return;
     for (int i = 0; i < n; i++) {
@@ -102,11 +105,6 @@ static json_t *member(json_t *o, const char *name) {
         json_object_set_new(o, name, m);
     }
     return m;
-}
-
-static const char *resolve(const char *path, char *def, size_t n) {
-    if (path) return path;
-    return hy_calib_default_path(def, n) ? NULL : def;
 }
 
 /* written whole to a temporary name, then renamed over: a reader sees the old or the new file */

@@ -181,7 +181,9 @@ int hy_vxc_slots_for(const hy_model_desc *d, const hy_plan *plan, uint64_t bytes
     return s > (uint64_t)d->n_expert ? d->n_expert : (int)s;
 }
 
-static uint64_t round_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+/* a kind's region in a RAM slot: a slice starts anywhere in a page, so its aligned read covers at
+ * most one page more than its bytes rounded up */
+static uint64_t ram_region(uint64_t stride, uint64_t align) { return hy_round_up(stride, align) + align; }
 
 uint64_t hy_vxc_ram_slot_bytes(const hy_model_desc *d, const hy_plan *plan, uint64_t align) {
     struct vkind kinds[VX_MAX_KINDS];
@@ -189,8 +191,7 @@ uint64_t hy_vxc_ram_slot_bytes(const hy_model_desc *d, const hy_plan *plan, uint
     uint64_t pe, b = 0;
     if (align == 0) align = 1;
     if (shape(d, plan, &nl, &pe, &nk, kinds) || nl == 0) return 0;
-    /* a slice starts anywhere in a page: its aligned read covers at most one page more */
-    for (int k = 0; k < nk; k++) b += round_up(kinds[k].stride, align) + align;
+    for (int k = 0; k < nk; k++) b += ram_region(kinds[k].stride, align);
     return b;
 }
 
@@ -369,7 +370,7 @@ static int setup_nvme(hy_vxc *v, const hy_vxc_params *p, char *err, size_t errle
     uint64_t off = 0;
     for (int k = 0; k < v->n_kinds; k++) {
         v->kind_off[k] = off;
-        off += round_up(v->kinds[k].stride, v->io_align) + v->io_align;
+        off += ram_region(v->kinds[k].stride, v->io_align);
     }
     v->ram_slot_bytes = off;
     v->n_ram = hy_vxc_ram_slots_for(d, p->plan, p->ram_bytes, v->io_align);
@@ -695,6 +696,11 @@ static void copy_from(hy_vxc *v, const struct vxt *x, const uint8_t *src, uint64
     v->st.h2d_bytes += kd->stride;
 }
 
+/* expert e of x in the served tensor's own (pinned) host memory: the tier without NVMe */
+static const uint8_t *host_src(const hy_vxc *v, const struct vxt *x, int e) {
+    return x->host + (uint64_t)e * v->kinds[x->kind].stride;
+}
+
 /* expert e of x in its RAM slot: the slot's region for x's kind holds the page-aligned read */
 static const uint8_t *ram_src(const hy_vxc *v, const struct vxt *x, int slot, int e) {
     uint64_t off = x->file_off + (uint64_t)e * v->kinds[x->kind].stride;
@@ -733,7 +739,7 @@ static int ram_take(hy_vxc *v, int key) {
 /* a read of expert e of x, page-aligned, into its kind's region of RAM slot rs */
 static hy_io_ticket *read_slice(hy_vxc *v, const struct vxt *x, int e, int rs, char *why, size_t whylen) {
     uint64_t off = x->file_off + (uint64_t)e * v->kinds[x->kind].stride;
-    uint64_t a0 = off - off % v->io_align, end = round_up(off + v->kinds[x->kind].stride, v->io_align);
+    uint64_t a0 = off - off % v->io_align, end = hy_round_up(off + v->kinds[x->kind].stride, v->io_align);
     if (end > v->file_size) end = v->file_size; /* a read may end at EOF unaligned (hy_io.h) */
     uint8_t *dst = v->ram_base + (uint64_t)rs * v->ram_slot_bytes + v->kind_off[x->kind];
     hy_io_ticket *t = hy_io_read_async(v->io, dst, a0, end - a0, why, whylen);
@@ -751,8 +757,7 @@ static void deliver(hy_vxc *v, int layer, int n) {
         for (int i = 0; i < n; i++)
             for (const int *pi = lv; *pi >= 0; pi++) {
                 const struct vxt *x = &v->vt[*pi];
-                copy_from(v, x, x->host + (uint64_t)v->pend_e[i] * v->kinds[x->kind].stride,
-                          dst_of(v, x, layer, v->pend_e[i], v->pend_s[i]));
+                copy_from(v, x, host_src(v, x, v->pend_e[i]), dst_of(v, x, layer, v->pend_e[i], v->pend_s[i]));
             }
         return;
     }
@@ -827,9 +832,10 @@ static void deliver(hy_vxc *v, int layer, int n) {
     }
 }
 
-static const double *cmp_base;
-static int cmp_key_desc(const void *a, const void *b) {
-    double x = cmp_base[*(const int *)a], y = cmp_base[*(const int *)b];
+/* keys (layer * E + expert) by their share in freq, largest first */
+static int cmp_key_desc(const void *a, const void *b, void *freq) {
+    const double *f = freq;
+    double x = f[*(const int *)a], y = f[*(const int *)b];
     return x < y ? 1 : x > y ? -1 : *(const int *)a - *(const int *)b;
 }
 
@@ -849,8 +855,7 @@ static int preload(hy_vxc *v, char *err, size_t errlen) {
             if (v->win[l] >= 0)
                 for (int e = 0; e < E; e++)
                     if (v->freq[(size_t)l * E + e] > 0) keys[n++] = l * E + e;
-        cmp_base = v->freq; /* keys index freq directly: key = layer * E + expert */
-        qsort(keys, (size_t)n, sizeof *keys, cmp_key_desc);
+        qsort_r(keys, (size_t)n, sizeof *keys, cmp_key_desc, v->freq); /* keys index freq directly */
         if (n > v->n_ram) n = v->n_ram;
         const int batch = 64;
         hy_io_ticket **tk = calloc((size_t)batch * (size_t)v->n_kinds, sizeof *tk);
@@ -893,8 +898,7 @@ static int preload(hy_vxc *v, char *err, size_t errlen) {
         if (wi < 0) continue;
         for (int e = 0; e < E; e++)
             if (v->freq[(size_t)l * E + e] > 0 && (!v->io || v->ram_slot_of[l * E + e] >= 0)) keys[n++] = l * E + e;
-        cmp_base = v->freq;
-        qsort(keys, (size_t)n, sizeof *keys, cmp_key_desc);
+        qsort_r(keys, (size_t)n, sizeof *keys, cmp_key_desc, v->freq);
         if (n > v->slots) n = v->slots;
         int *slot_of = v->slot_of + (size_t)wi * E, *expert_in = v->expert_in + (size_t)wi * v->slots;
         for (int s = 0; s < n; s++) {
@@ -905,7 +909,7 @@ static int preload(hy_vxc *v, char *err, size_t errlen) {
             for (const int *pi = v->layer_vt[l]; *pi >= 0; pi++) {
                 const struct vxt *x = &v->vt[*pi];
                 const uint8_t *src = v->io ? ram_src(v, x, v->ram_slot_of[l * E + e], e)
-                                           : x->host + (uint64_t)e * v->kinds[x->kind].stride;
+                                           : host_src(v, x, e);
                 copy_from(v, x, src, window_off(v, l, x->kind) + (uint64_t)s * v->kinds[x->kind].stride);
             }
             v->st.preload_vram++;

@@ -12,17 +12,9 @@
 #   vxc_nvme_identity.sh HY_BIN WORKDIR
 set -uo pipefail
 HY_BIN=$1 WORK=$2/vxc_nvme_identity
-mkdir -p "$WORK"
-export HYPURA_NO_STORAGE_PROFILE=1 HYPURA_NO_PERSIST_STATS=1 XDG_CACHE_HOME=$WORK/cache XDG_DATA_HOME=$WORK/data
-fail=0
+source "$(dirname "$0")/vxc_lib.sh"
 # --mode stream: these tiny models fit at the least budget that streams experts (the fixed buffers dominate)
-run() { "$HY_BIN/hypura" run "$@" --temp 0 -c 256 -t 2 --no-repack 2>"$WORK/last.err"; }
 est() { "$HY_BIN/hypura" estimate "$@" -c 256 --mode stream 2>&1; }
-p="In a hole in the ground there lived a hobbit"
-mk() { "$HY_BIN/hypura-mkmodel" -o "$WORK/$1.gguf" --layers 4 --seed 9 --quiet "${@:2}" >/dev/null; }
-mk mixtral --dim 256 --ff 512 --experts 8 --top-k 2 --skew 0.5 --type q4_k
-mk qwen3moe --arch qwen3moe --dim 256 --heads 4 --kv-heads 2 --head-dim 64 --experts 32 --top-k 4 --expert-ff 256 --type q4_k --routing zipf
-mk gpt-oss --arch gpt-oss --dim 256 --heads 8 --kv-heads 2 --head-dim 64 --experts 32 --top-k 4 --expert-ff 256 --type q8_0 --routing zipf
 for m in mixtral qwen3moe gpt-oss; do
   f=$WORK/$m.gguf
   run "$f" -p "$p" -n 20 --mode resident --dump-logits "$WORK/ref.bin" >/dev/null || { echo "FAIL $m: resident run"; fail=1; continue; }
