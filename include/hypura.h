@@ -88,7 +88,7 @@ typedef struct {
     bool     xcache_pred_ok;   /* xcache_pred holds a prediction */
     hy_plan_vxc_pred xcache_pred; /* the plan's prediction with the cache (hy_plan_vxc_predict) */
     double   xcache_alt_tok_s; /* --gpu-xcache auto: the prediction without the cache (0: none) */
-    char     xcache_why[400];  /* --gpu-xcache auto: why it is used or not */
+    char     xcache_why[640];  /* --gpu-xcache auto: why it is used or not */
     struct hy_place *place; /* the plan as libllama overrides, NULL when libllama's defaults place all */
     hy_engine *engine;
     uint64_t load_read_bytes;  /* bytes this process read from storage while loading (/proc/self/io) */

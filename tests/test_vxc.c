@@ -86,7 +86,24 @@ int main(void) {
     CHECK(xp.pays && fabs(xp.cpu_alt_s - (0.1 + 20 * HY_PLAN_CPU_EXPERT_OP_S)) < 1e-12, "pays against a slow CPU");
     tr.pred_mem_gbps = 1000; /* a CPU as fast as the GPU's copies: copying half of it does not pay */
     CHECK(hy_plan_vxc_predict(&tr, &pp, 1000000000ull, 0.5, 10, 2, &xp) == 0 && !xp.pays, "does not pay");
+    CHECK(hy_plan_vxc_judge(&xp, &tr, &tr, NULL) == HY_VXC_NO_PAY, "auto: not where it does not pay");
     CHECK(hy_plan_vxc_predict(&tr, &pp, 1000000000ull, 1.0, 10, 2, &xp) == 0 && xp.pcie_bytes == 0, "all hit: no copies");
+    /* auto over NVMe: paying per layer is not enough where the trial waits longer for storage than
+     * the plan without the cache (its whole expert layers on the GPU keep those experts off it) */
+    tr.pred_mem_gbps = 10;
+    CHECK(hy_plan_vxc_predict(&tr, &pp, 1000000000ull, 0.5, 10, 2, &xp) == 0 && xp.pays, "pays again");
+    hy_plan without = tr;
+    double gain = xp.cpu_alt_s - (xp.pcie_s + xp.gpu_s + xp.sync_s), extra = -1;
+    tr.pred_io_wait_s = without.pred_io_wait_s + 3 * gain;
+    CHECK(hy_plan_vxc_judge(&xp, &tr, &without, &extra) == HY_VXC_USE && extra == 0, "RAM-resident trial: no storage");
+    tr.mode = without.mode = HY_MODE_EXPERT;
+    CHECK(hy_plan_vxc_judge(&xp, &tr, &without, &extra) == HY_VXC_NVME_SLOWER && fabs(extra - 3 * gain) < 1e-12,
+          "over NVMe: the wait it adds outweighs what it saves (%f)", extra);
+    tr.pred_io_wait_s = without.pred_io_wait_s + 0.9 * HY_PLAN_VXC_NVME_DOUBT * gain;
+    CHECK(hy_plan_vxc_judge(&xp, &tr, &without, &extra) == HY_VXC_USE, "over NVMe: used within the doubt about the reads");
+    tr.pred_io_wait_s = without.pred_io_wait_s;
+    CHECK(hy_plan_vxc_judge(&xp, &tr, &without, &extra) == HY_VXC_USE && extra == 0, "over NVMe: no more waiting");
+    tr.mode = HY_MODE_RESIDENT;
     tr.pred_tok_s = 0;
     CHECK(hy_plan_vxc_predict(&tr, &pp, 1000000000ull, 0.5, 10, 2, &xp) < 0, "no prediction without the plan's");
     /* nothing left in RAM: nothing to serve */

@@ -5,7 +5,7 @@
 # marks the job done and exits.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
-L=/tmp/hy-gpu
+L=${HY_JOB_DIR:-/tmp/hy-gpu} # a wrapper job (xcache_mix.sh) gives each part its own
 mkdir -p $L
 exec >$L/log 2>&1
 echo "start $(date -u +%T)"

@@ -10,7 +10,7 @@
 # $CAP (the model does not fit: llama.cpp's mmap pages then come from the disk again).
 # WARM=1 runs each hypura configuration with kept routing statistics (a first run records them);
 # SEL=q3|mix picks one model; LLAMA_MORE=1 adds llama.cpp with one more expert layer on the GPU;
-# ONLY_CACHE=1 leaves out hypura without the cache, SKIP_LLAMA=1 llama.cpp.
+# ONLY_CACHE=1 leaves out hypura without the cache, SKIP_LLAMA=1 llama.cpp, NO_PROMPT=1 the prompt-speed runs.
 # Results: bench/results/xcache_nvme.jsonl.
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/device_job.sh"
@@ -58,7 +58,7 @@ hy() {
   [[ $rc -eq 0 ]] || echo "    hypura failed (rc $rc): $(tail -2 "$TMP/h.err")"
   HT=$(hypura_json_tps "$TMP/h.json" 2>/dev/null || echo 0); HT=${HT:-0}
   local long=$(python3 -c "print(' '.join(['$P'] * 30))")
-  capped timeout 120 "$BIN/hypura" run "$m" -p "$long" -n 1 --temp 0 -c 1024 --stats-json "$TMP/p.json" "$@" >/dev/null 2>"$TMP/p.err"
+  [[ -n ${NO_PROMPT:-} ]] && rm -f "$TMP/p.json" "$TMP/p.err" && touch "$TMP/p.err" || capped timeout 120 "$BIN/hypura" run "$m" -p "$long" -n 1 --temp 0 -c 1024 --stats-json "$TMP/p.json" "$@" >/dev/null 2>"$TMP/p.err"
   HP=$(python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(round(j['prompt_tps'],1), j['prompt_tokens'])" "$TMP/p.json" 2>/dev/null || echo "0 0")
   grep -E "^\[hypura\] (under it)" "$TMP/p.err" | cut -c1-300 | sed 's/^/    prompt: /'
   printf '  %-44s gen %8.2f tok/s | prompt %s tok/s (%s tokens) | VRAM %6s MiB\n' "hypura $name" "$HT" "${HP% *}" "${HP#* }" "$VRAM"

@@ -901,3 +901,13 @@ int hy_plan_vxc_predict(const hy_plan *trial, const hy_plan_params *p, uint64_t 
     out->pays = out->pcie_s + out->gpu_s + out->sync_s < out->cpu_alt_s;
     return 0;
 }
+
+hy_vxc_verdict hy_plan_vxc_judge(const hy_plan_vxc_pred *xp, const hy_plan *trial, const hy_plan *plan, double *extra_wait_s) {
+    double with = trial->mode == HY_MODE_EXPERT ? trial->pred_io_wait_s : 0;
+    double without = plan->mode == HY_MODE_EXPERT ? plan->pred_io_wait_s : 0;
+    double extra = with > without ? with - without : 0;
+    if (extra_wait_s) *extra_wait_s = extra;
+    if (!xp->pays) return HY_VXC_NO_PAY;
+    if (extra > HY_PLAN_VXC_NVME_DOUBT * (xp->cpu_alt_s - (xp->pcie_s + xp->gpu_s + xp->sync_s))) return HY_VXC_NVME_SLOWER;
+    return HY_VXC_USE;
+}

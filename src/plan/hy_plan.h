@@ -286,6 +286,22 @@ typedef struct {
 int hy_plan_vxc_predict(const hy_plan *trial, const hy_plan_params *p, uint64_t routed, double hit, int layers, int k,
                         hy_plan_vxc_pred *out);
 
+/* --gpu-xcache auto's verdict on a prediction of the trial against the plan without the cache
+ * (`plan`): HY_VXC_USE where the cache pays (above) once the storage it adds is charged too. Under
+ * expert-streaming the cache's slots copy from the RAM expert cache under it and add no capacity,
+ * while the expert layers the plan keeps whole on the GPU are a tier of their own: the trial may wait
+ * longer for NVMe per token (pred_io_wait_s), and that wait goes on the cache's side of the
+ * comparison: HY_VXC_NVME_SLOWER where it exceeds HY_PLAN_VXC_NVME_DOUBT times what the cache
+ * saves per token (*extra_wait_s, if given, gets that wait). Not the whole plans' tok/s: the
+ * trial's prediction with the cache is uncalibrated (it said 10 tok/s where 123 were measured). Pure. */
+#define HY_PLAN_VXC_NVME_DOUBT 2.0 /* the trial's expected storage reads ran up to ~2x the measured ones on the H200
+                                      machine (qwen3moe layout, 12 GiB cgroup: 325 MiB per token expected from the
+                                      routing prior, 149 read cold; with 85 tokens of statistics the trial waited
+                                      77 ms more than the plan by the prediction where a filled cache read nothing),
+                                      and the Mixtral shape's is 30x its saving (1029 ms against 28) */
+typedef enum { HY_VXC_USE = 0, HY_VXC_NO_PAY = 1, HY_VXC_NVME_SLOWER = 2 } hy_vxc_verdict;
+hy_vxc_verdict hy_plan_vxc_judge(const hy_plan_vxc_pred *xp, const hy_plan *trial, const hy_plan *plan, double *extra_wait_s);
+
 const char *hy_mode_name(hy_mode m);   /* "full-resident", "dense-FFN-streaming", "expert-streaming" */
 const char *hy_tier_name(hy_tier t);   /* "GPU", "RAM", "NVMe" */
 
