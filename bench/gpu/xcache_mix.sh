@@ -24,8 +24,8 @@ for B in 4G 8G; do for r in 1 2; do for spin in "" 1; do
   rm -f "$TMP/s.json"
   HYPURA_OMP_SPIN=$spin "$BIN/hypura" run "$MIX" -p "$P" -n 32 --temp 0 -c 1024 --gpu-budget $B \
     --stats-json "$TMP/s.json" >/dev/null 2>"$TMP/s.err"
-  printf '  %s round %s %-8s %7s tok/s | %s\n' $B $r "${spin:+spin}${spin:-default}" \
-    "$(hypura_json_tps "$TMP/s.json" 2>/dev/null || echo fail)" "$(grep -m1 openmp: "$TMP/s.err" | cut -c10-130)"
+  printf "  %s round %s %-8s %7s tok/s\n" $B $r "${spin:+spin}${spin:-default}" \
+    "$(hypura_json_tps "$TMP/s.json" 2>/dev/null || echo fail)"
 done; done; done
 echo "== 2. llama.cpp, every expert on the CPU / none $(date -u +%T)"
 for n in 32 0; do
