@@ -465,6 +465,17 @@ static void *uring_thread(void *arg) {
             s.ready = c->next;
             uring_handle(&s, c, c->res);
         }
+        /* Nothing in flight now (every chunk taken above finished at once: an
+         * injected fault). The stop seen above was false because they were in
+         * flight, and the eventfd write that came with `stopping` may be consumed
+         * already: look again instead of waiting for a wake-up that will not come
+         * (hy_io_close hung here, now and then, after a failed read). */
+        if (s.inflight == 0 && !s.deferred) {
+            pthread_mutex_lock(&io->mtx);
+            bool again = io->stopping;
+            pthread_mutex_unlock(&io->mtx);
+            if (again) continue;
+        }
         if (!poll_armed) {
             arm_poll(io);
             poll_armed = true;
