@@ -148,6 +148,32 @@ static void test_backend(const char *path, int backend) {
               (unsigned long long)len, rc ? err : "content differs");
     }
 
+    /* the idle queue: a read on it goes out by itself while nothing else is queued */
+    {
+        hy_io_ticket *ti = hy_io_read_async_idle(io, buf, 0, 8 * MiB, err, sizeof err);
+        CHECK(ti != NULL, "idle read: %s", err);
+        if (ti) {
+            double t0 = hy_now();
+            while (!hy_io_done(io, ti) && hy_now() - t0 < 10) usleep(100);
+            CHECK(hy_io_done(io, ti), "idle ticket not done after 10 s with nothing else queued");
+            CHECK(hy_io_wait(io, ti, err, sizeof err) == 0 && !memcmp(buf, ref, 8 * MiB), "idle read: %s", err);
+        }
+        /* idle reads behind and between ordinary ones, one promoted, all waited for in any order */
+        uint8_t *b2 = aligned(16 * MiB, 8192);
+        memset(buf, 0, 8 * MiB);
+        hy_io_ticket *i1 = hy_io_read_async_idle(io, buf, 0, 4 * MiB, err, sizeof err);
+        hy_io_ticket *o1 = hy_io_read_async(io, b2, 4 * MiB, 4 * MiB, err, sizeof err);
+        hy_io_ticket *i2 = hy_io_read_async_idle(io, buf + 4 * MiB, 4 * MiB, 4 * MiB, err, sizeof err);
+        hy_io_ticket *o2 = hy_io_read_async(io, b2 + 4 * MiB, 12 * MiB, 4 * MiB, err, sizeof err);
+        CHECK(i1 && o1 && i2 && o2, "mixed queues: %s", err);
+        hy_io_promote(io, i2);
+        CHECK(hy_io_wait(io, o2, err, sizeof err) == 0 && !memcmp(b2 + 4 * MiB, ref + 12 * MiB, 4 * MiB), "mixed o2: %s", err);
+        CHECK(hy_io_wait(io, i2, err, sizeof err) == 0 && !memcmp(buf + 4 * MiB, ref + 4 * MiB, 4 * MiB), "mixed i2: %s", err);
+        CHECK(hy_io_wait(io, i1, err, sizeof err) == 0 && !memcmp(buf, ref, 4 * MiB), "mixed i1: %s", err);
+        CHECK(hy_io_wait(io, o1, err, sizeof err) == 0 && !memcmp(b2, ref + 4 * MiB, 4 * MiB), "mixed o1: %s", err);
+        free(b2);
+    }
+
     /* polling */
     hy_io_ticket *t = hy_io_read_async(io, buf, 0, 8 * MiB, err, sizeof err);
     CHECK(t != NULL, "async: %s", err);

@@ -41,6 +41,7 @@ typedef struct hy_chunk {
     int err;       /* 0, an errno, or -1 for a short read */
     uint64_t err_off;
     double t_issue;
+    bool idle;     /* taken from the idle queue (counted in io->idle_inflight while in flight) */
 } hy_chunk;
 
 struct hy_io_ticket {
@@ -52,6 +53,7 @@ struct hy_io_ticket {
     uint8_t *bounce_dst;
     uint32_t bounce_n;
     size_t nchunks;
+    bool idle;       /* chunks may still be in the idle queue; guarded by io->mtx */
     hy_chunk chunks[];
 };
 
@@ -77,6 +79,9 @@ struct hy_io {
     pthread_cond_t done_cv; /* a ticket finished */
     pthread_cond_t work_cv; /* pool: queue not empty, or stopping */
     hy_chunk *qhead, *qtail;
+    hy_chunk *lhead, *ltail;        /* the idle queue (hy_io_read_async_idle) */
+    int idle_inflight;              /* its chunks in flight, at most idle_cap */
+    int idle_cap;
     bool stopping;
 
     uint64_t st_bytes, st_requests; /* atomics */
@@ -252,6 +257,13 @@ static bool chunk_progress(hy_chunk *c, int res) {
     return c->done < c->want;
 }
 
+static void wake_backend(hy_io *io, bool all) { /* mtx held for the pool's cv */
+    if (io->backend == HY_IO_PREAD) {
+        if (all) pthread_cond_broadcast(&io->work_cv);
+        else pthread_cond_signal(&io->work_cv);
+    }
+}
+
 static void stats_issue(hy_io *io) { /* mtx held */
     if (io->inflight++ == 0) io->busy_start = hy_now();
 }
@@ -284,6 +296,7 @@ static void chunk_finish(hy_io *io, hy_chunk *c) {
     }
     if (!c->err) __atomic_fetch_add(&io->st_bytes, c->want, __ATOMIC_RELAXED);
     if (--io->inflight == 0) io->busy_acc += hy_now() - io->busy_start;
+    if (c->idle && --io->idle_inflight < io->idle_cap && io->lhead) wake_backend(io, false);
     if (--t->remaining == 0) pthread_cond_broadcast(&io->done_cv);
     pthread_mutex_unlock(&io->mtx);
 }
@@ -295,17 +308,53 @@ static void sleep_until(double t) {
     while (nanosleep(&ts, &ts) && errno == EINTR) {}
 }
 
+/* ---- dispatch -------------------------------------------------------------- */
+
+/* The next chunk to issue (mtx held): the queue first; the idle queue's only
+ * when the queue is empty, with at most idle_cap of them in flight, so that a
+ * read queued later waits behind no more than idle_cap idle chunks. */
+static hy_chunk *take_chunk(hy_io *io) {
+    hy_chunk *c = io->qhead;
+    if (c) {
+        io->qhead = c->next;
+        if (!io->qhead) io->qtail = NULL;
+        c->idle = false;
+        return c;
+    }
+    c = io->lhead;
+    if (!c || (io->idle_inflight >= io->idle_cap && !io->stopping)) return NULL;
+    io->lhead = c->next;
+    if (!io->lhead) io->ltail = NULL;
+    c->idle = true;
+    io->idle_inflight++;
+    return c;
+}
+
+static bool has_work(const hy_io *io) {
+    return io->qhead || (io->lhead && (io->idle_inflight < io->idle_cap || io->stopping));
+}
+
+static void wake_uring(hy_io *io) { /* mtx not held */
+#ifdef HY_HAVE_URING
+    if (io->backend == HY_IO_URING) {
+        uint64_t one = 1;
+        ssize_t r = write(io->efd, &one, sizeof one);
+        (void)r;
+    }
+#else
+    (void)io;
+#endif
+}
+
 /* ---- pread pool ------------------------------------------------------------ */
 
 static void *pool_worker(void *arg) {
     hy_io *io = arg;
     pthread_mutex_lock(&io->mtx);
     for (;;) {
-        while (!io->qhead && !io->stopping) pthread_cond_wait(&io->work_cv, &io->mtx);
-        hy_chunk *c = io->qhead;
+        while (!has_work(io) && !io->stopping) pthread_cond_wait(&io->work_cv, &io->mtx);
+        hy_chunk *c = take_chunk(io);
         if (!c) break;
-        io->qhead = c->next;
-        if (!io->qhead) io->qtail = NULL;
         stats_issue(io);
         pthread_mutex_unlock(&io->mtx);
 
@@ -393,16 +442,14 @@ static void *uring_thread(void *arg) {
     for (;;) {
         hy_chunk *fresh = NULL;
         pthread_mutex_lock(&io->mtx);
-        while (s.inflight < qd && io->qhead) {
-            hy_chunk *c = io->qhead;
-            io->qhead = c->next;
-            if (!io->qhead) io->qtail = NULL;
+        hy_chunk *c;
+        while (s.inflight < qd && (c = take_chunk(io))) {
             stats_issue(io);
             c->next = fresh;
             fresh = c;
             s.inflight++;
         }
-        bool stop = io->stopping && !io->qhead && s.inflight == 0;
+        bool stop = io->stopping && !io->qhead && !io->lhead && s.inflight == 0;
         pthread_mutex_unlock(&io->mtx);
         if (stop) break;
 
@@ -417,6 +464,17 @@ static void *uring_thread(void *arg) {
             hy_chunk *c = s.ready;
             s.ready = c->next;
             uring_handle(&s, c, c->res);
+        }
+        /* Nothing in flight now (every chunk taken above finished at once: an
+         * injected fault). The stop seen above was false because they were in
+         * flight, and the eventfd write that came with `stopping` may be consumed
+         * already: look again instead of waiting for a wake-up that will not come
+         * (hy_io_close hung here, now and then, after a failed read). */
+        if (s.inflight == 0 && !s.deferred) {
+            pthread_mutex_lock(&io->mtx);
+            bool again = io->stopping;
+            pthread_mutex_unlock(&io->mtx);
+            if (again) continue;
         }
         if (!poll_armed) {
             arm_poll(io);
@@ -681,6 +739,7 @@ hy_io *hy_io_open(const char *path, const hy_io_params *pp, char *err, size_t er
     if (file_size(io->fd, &io->size, err, errlen, path)) goto fail;
     p.chunk = (size_t)hy_round_up(p.chunk, io->align);
     io->p = p;
+    io->idle_cap = p.queue_depth / 4 > 1 ? p.queue_depth / 4 : 1;
 
     int rc = -1;
     char uerr[256] = "io_uring support not compiled in";
@@ -720,7 +779,8 @@ void hy_io_close(hy_io *io) {
 
 /* ---- reads ----------------------------------------------------------------- */
 
-hy_io_ticket *hy_io_read_async(hy_io *io, void *dst, uint64_t off, uint64_t len, char *err, size_t errlen) {
+static hy_io_ticket *read_async(hy_io *io, void *dst, uint64_t off, uint64_t len, bool idle, char *err,
+                                size_t errlen) {
     uint64_t end;
     if (!io || (!dst && len)) {
         hy_fail(err, errlen, "hy_io_read_async: no io or no destination");
@@ -806,26 +866,64 @@ hy_io_ticket *hy_io_read_async(hy_io *io, void *dst, uint64_t off, uint64_t len,
         hy_fail(err, errlen, "hy_io_read_async: %s is being closed", io->path);
         return NULL;
     }
-    if (io->qtail) io->qtail->next = &t->chunks[0];
-    else io->qhead = &t->chunks[0];
-    io->qtail = &t->chunks[n - 1];
-    if (io->backend == HY_IO_PREAD) {
-        if (n == 1) pthread_cond_signal(&io->work_cv);
-        else pthread_cond_broadcast(&io->work_cv);
+    hy_chunk **qh = idle ? &io->lhead : &io->qhead, **qt = idle ? &io->ltail : &io->qtail;
+    if (*qt) (*qt)->next = &t->chunks[0];
+    else *qh = &t->chunks[0];
+    *qt = &t->chunks[n - 1];
+    t->idle = idle;
+    wake_backend(io, n > 1);
+    pthread_mutex_unlock(&io->mtx);
+    wake_uring(io);
+    return t;
+}
+
+hy_io_ticket *hy_io_read_async(hy_io *io, void *dst, uint64_t off, uint64_t len, char *err, size_t errlen) {
+    return read_async(io, dst, off, len, false, err, errlen);
+}
+
+hy_io_ticket *hy_io_read_async_idle(hy_io *io, void *dst, uint64_t off, uint64_t len, char *err, size_t errlen) {
+    return read_async(io, dst, off, len, true, err, errlen);
+}
+
+void hy_io_promote(hy_io *io, hy_io_ticket *t) {
+    if (!t) return;
+    pthread_mutex_lock(&io->mtx);
+    if (!t->idle) {
+        pthread_mutex_unlock(&io->mtx);
+        return;
+    }
+    t->idle = false;
+    /* its chunks still in the idle queue move, in order, to the end of the queue */
+    hy_chunk *moved = NULL, **mt = &moved, **pp = &io->lhead, *last = NULL;
+    while (*pp) {
+        hy_chunk *c = *pp;
+        if (c->t == t) {
+            *pp = c->next;
+            c->next = NULL;
+            *mt = c;
+            mt = &c->next;
+        } else {
+            last = c;
+            pp = &c->next;
+        }
+    }
+    io->ltail = last;
+    bool any = moved != NULL;
+    if (any) {
+        if (io->qtail) io->qtail->next = moved;
+        else io->qhead = moved;
+        hy_chunk *c = moved;
+        while (c->next) c = c->next;
+        io->qtail = c;
+        wake_backend(io, true);
     }
     pthread_mutex_unlock(&io->mtx);
-#ifdef HY_HAVE_URING
-    if (io->backend == HY_IO_URING) {
-        uint64_t one = 1;
-        ssize_t r = write(io->efd, &one, sizeof one);
-        (void)r;
-    }
-#endif
-    return t;
+    if (any) wake_uring(io);
 }
 
 int hy_io_wait(hy_io *io, hy_io_ticket *t, char *err, size_t errlen) {
     if (!t) return hy_fail(err, errlen, "hy_io_wait: no ticket");
+    hy_io_promote(io, t); /* waited for: needed now */
     pthread_mutex_lock(&io->mtx);
     while (t->remaining > 0) pthread_cond_wait(&io->done_cv, &io->mtx);
     int rc = t->status;

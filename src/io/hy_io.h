@@ -103,6 +103,14 @@ uint64_t hy_io_file_size(const hy_io *io);
  * already done. */
 hy_io_ticket *hy_io_read_async(hy_io *io, void *dst, uint64_t off, uint64_t len, char *err, size_t errlen);
 
+/* The same read on the idle queue: its requests go out only while nothing else
+ * is queued, at most a quarter of queue_depth of them at a time (a read queued
+ * later waits behind no more than those), for speculative reads that should use
+ * only time the device would idle. hy_io_promote(t) moves what is still queued
+ * of it to the end of the ordinary queue; hy_io_wait promotes first. */
+hy_io_ticket *hy_io_read_async_idle(hy_io *io, void *dst, uint64_t off, uint64_t len, char *err, size_t errlen);
+void hy_io_promote(hy_io *io, hy_io_ticket *t);
+
 /* Waits for every request of the ticket and frees it. 0 when every byte arrived;
  * <0 with err ("short read at offset X ...", "EIO reading PATH at offset X ..."):
  * of several failed requests, the one at the lowest offset. */

@@ -316,9 +316,17 @@ static void count_step(hy_queue *q, const hy_stream_stats *x0, const hy_stream_s
     st->x_union += xu;
     pthread_mutex_unlock(&q->mu);
     if (!q->trace) return;
-    fprintf(stderr, "[batch] step: %d rows (%d generating, %d prompt), %.3f s, read %.1f MiB, stalls %.3f s", si.n_rows,
-            si.n_gen, si.n_prompt, si.decode_s, read / 1048576.0, stall);
-    if (q->x_layers > 0) fprintf(stderr, ", routed experts %.1f per layer", xu / q->x_layers);
+    fprintf(stderr, "[batch] step: %d rows (%d generating, %d prompt), %.3f s, read %.1f MiB (storage busy %.3f s), stalls %.3f s",
+            si.n_rows, si.n_gen, si.n_prompt, si.decode_s, read / 1048576.0, x1->io_busy_s - x0->io_busy_s, stall);
+    if (q->x_layers > 0)
+        fprintf(stderr,
+                ", routed experts %.1f per layer; cache hits %llu, misses %llu, guesses read %llu (%llu used, %llu "
+                "evicted unused)",
+                xu / q->x_layers, (unsigned long long)(x1->x_hits - x0->x_hits),
+                (unsigned long long)(x1->x_misses - x0->x_misses),
+                (unsigned long long)(x1->x_prefetches - x0->x_prefetches),
+                (unsigned long long)(x1->x_prefetch_hits - x0->x_prefetch_hits),
+                (unsigned long long)(x1->x_prefetch_wasted - x0->x_prefetch_wasted));
     fputc('\n', stderr);
 }
 
@@ -404,7 +412,7 @@ int hy_queue_start(hy_queue *q, hy_session *session, int max_queue, int n_slots,
                    char *err, size_t errlen) {
     memset(q, 0, sizeof *q);
     pthread_mutex_init(&q->mu, NULL);
-    pthread_cond_init(&q->cv, NULL);
+    cond_init_monotonic(&q->cv); /* cond_wait_ms counts on CLOCK_MONOTONIC */
     atomic_init(&q->stopping, false);
     q->session = session;
     q->max = max_queue > 0 ? max_queue : 512;

@@ -24,8 +24,9 @@
  * Slots are reused, never given back: the cache commits what it is charged
  * (slots, plus one partly used huge page per arena), on huge pages, with no
  * page fault or zeroing after the first use of a slot. A slice is read
- * page-aligned into its slot and moved to the slot's start (its file offset is
- * rarely page-aligned).
+ * page-aligned into its slot; its bytes begin at its tensor's offset past an
+ * aligned file offset (slice_home), where the matmul looks for them: slices of
+ * a size that is a multiple of the alignment are never moved.
  *
  * --io pagecache (the peers' variant): the file is mapped over the expert
  * tensors; routed slices are advised WILLNEED and populated, released slices
@@ -59,6 +60,7 @@ struct xkey {
     int slot;  /* while cached (loading or ready), else -1 */
     int n_tix;
     hy_io_ticket *tix[MAX_XT];
+    bool idle; /* its reads went to the I/O's idle queue (a guess two layers ahead) */
 };
 
 static int key_of(const hy_stream *s, int layer, int expert) { return layer * s->n_expert + expert; }
@@ -98,7 +100,9 @@ int hy_experts_init(hy_stream *s, const hy_model_desc *d, const hy_plan *plan, c
     s->topk_pass = calloc((size_t)d->n_layer, sizeof *s->topk_pass);
     s->pinned = calloc((size_t)d->n_expert, sizeof *s->pinned);
     s->xpf = calloc((size_t)d->n_expert, sizeof *s->xpf);
-    if (!s->xkeys || !s->layer_xentries || !s->topk_pass || !s->pinned || !s->xpf) return hy_fail(err, errlen, "out of memory");
+    s->xpf2 = calloc((size_t)d->n_expert, sizeof *s->xpf2);
+    if (!s->xkeys || !s->layer_xentries || !s->topk_pass || !s->pinned || !s->xpf || !s->xpf2)
+        return hy_fail(err, errlen, "out of memory");
     for (int i = 0; i < nk; i++) s->xkeys[i].slot = -1;
     for (int l = 0; l < d->n_layer; l++) {
         s->layer_xentries[l] = malloc(sizeof(int) * (MAX_XT + 1));
@@ -223,6 +227,7 @@ void hy_experts_free(hy_stream *s) {
     free(s->topk_pass);
     free(s->pinned);
     free(s->xpf);
+    free(s->xpf2);
     free(s->slot_key);
     free(s->free_slots);
     for (int i = 0; i < HY_PLAN_MAX_XKINDS; i++) free(s->sw[i].xids_buf);
@@ -252,6 +257,19 @@ static uint8_t *slot_addr(hy_stream *s, const struct entry *en, int slot) {
     return a->base + (size_t)slot * a->pitch;
 }
 
+/* Where a slice of entry en sits in its slot once read: as far past the slot's
+ * start as the tensor's first byte is past an aligned offset in the file. A
+ * slice's own offset is that of the tensor plus whole slices, so when the slice
+ * size is a multiple of the alignment (Q4_K and most quantized expert shapes)
+ * every slice of the tensor lands there already and nothing is moved (moving
+ * each read slice down to the slot's start cost the compute thread ~7 % of an
+ * 8-sequence step: ~1 GB memmove'd per step). The matmul sees the arena from
+ * this offset (swap_in); a slot's pitch leaves a page for it. */
+static uint64_t slice_home(const hy_stream *s, const struct entry *en) {
+    uint64_t al = hy_io_alignment(s->io);
+    return al > 1 ? en->info->offset % al : 0;
+}
+
 static void release_key(hy_stream *s, int key);
 
 /* a slice whose read failed is never kept: out of the cache, its slot freed,
@@ -268,12 +286,13 @@ static void drop_failed_key(hy_stream *s, int key) {
     release_key(s, key);
 }
 
-static void issue_key(hy_stream *s, int key) {
+static void issue_key(hy_stream *s, int key, bool idle) {
     struct xkey *x = &s->xkeys[key];
     int layer = key / s->n_expert, expert = key % s->n_expert;
     if (x->state != G_IDLE) return;
     x->n_tix = 0;
     x->state = G_LOADING;
+    x->idle = idle && !s->pagecache;
     if (s->pagecache) {
         slice_madvise(s, layer, expert, MADV_WILLNEED, false);
         return;
@@ -285,7 +304,8 @@ static void issue_key(hy_stream *s, int key) {
         uint64_t r0 = f0 / al * al, r1 = hy_round_up(f1, al);
         if (r1 > s->file_size) r1 = s->file_size; /* a read may end at EOF unaligned */
         char err[HY_ERRLEN];
-        hy_io_ticket *t = hy_io_read_async(s->io, slot_addr(s, e, x->slot), r0, r1 - r0, err, sizeof err);
+        hy_io_ticket *t = x->idle ? hy_io_read_async_idle(s->io, slot_addr(s, e, x->slot), r0, r1 - r0, err, sizeof err)
+                                  : hy_io_read_async(s->io, slot_addr(s, e, x->slot), r0, r1 - r0, err, sizeof err);
         if (!t) {
             fail(s, e->info->name, err);
             drop_failed_key(s, key);
@@ -323,13 +343,14 @@ static void wait_key(hy_stream *s, int key) {
     if (bad) {
         drop_failed_key(s, key);
     } else if (!s->pagecache && n_tix > 0) {
-        /* the read started at the page below the slice: move it to its slot's start */
+        /* the read started at the aligned offset below the slice: a slice whose
+         * offset past it differs from its tensor's moves to where the tensor's sit */
         uint64_t al = hy_io_alignment(s->io);
         for (const int *pi = s->layer_xentries[layer]; *pi >= 0; pi++) {
             struct entry *e = &s->entries[*pi];
-            uint64_t f0 = slice_off(e, expert), lead = f0 - f0 / al * al;
+            uint64_t f0 = slice_off(e, expert), lead = f0 - f0 / al * al, home = slice_home(s, e);
             uint8_t *dst = slot_addr(s, e, x->slot);
-            if (lead) memmove(dst, dst + lead, e->info->expert_stride);
+            if (lead != home) memmove(dst + home, dst + lead, e->info->expert_stride);
         }
     }
     s->st.stall_s += hy_now() - t0;
@@ -350,7 +371,15 @@ static void release_key(hy_stream *s, int key) {
 }
 
 /* make key resident (issue its read), evicting by the cache's policy */
-static void admit(hy_stream *s, int key, bool prefetched) {
+/* a slice whose reads wait in the idle queue is needed sooner now: to the ordinary queue */
+static void promote_key(hy_stream *s, int key) {
+    struct xkey *x = &s->xkeys[key];
+    if (x->state != G_LOADING || !x->idle) return;
+    for (int j = 0; j < x->n_tix; j++) hy_io_promote(s->io, x->tix[j]);
+    x->idle = false;
+}
+
+static void admit(hy_stream *s, int key, bool prefetched, bool idle) {
     if (hy_xcache_resident(s->xc, key)) return;
     int victims[64];
     bool fits = false;
@@ -369,7 +398,7 @@ static void admit(hy_stream *s, int key, bool prefetched) {
     x->slot = s->free_slots[--s->n_free];
     s->slot_key[x->slot] = key;
     hy_xcache_insert(s->xc, key, prefetched, s->tick);
-    issue_key(s, key);
+    issue_key(s, key, idle);
 }
 
 static void unpin_all(hy_stream *s) {
@@ -380,6 +409,21 @@ static void unpin_all(hy_stream *s) {
     s->n_pinned = 0;
     for (int i = 0; i < s->n_xpf; i++) hy_xcache_pin(s->xc, s->xpf[i], false);
     s->n_xpf = 0;
+    for (int i = 0; i < s->n_xpf2; i++) hy_xcache_pin(s->xc, s->xpf2[i], false);
+    s->n_xpf2 = 0;
+}
+
+/* A router ran: the guesses held for its layer are free to go; those made two
+ * layers ahead for the next layer stay held, now as the next layer's. */
+static void unpin_routed(hy_stream *s, int layer) {
+    int n_keep = 0;
+    for (int i = 0; i < s->n_xpf2; i++) {
+        if (s->xpf2[i] / s->n_expert == layer + 1) s->xpf2[n_keep++] = s->xpf2[i];
+        else hy_xcache_pin(s->xc, s->xpf2[i], false);
+    }
+    s->n_xpf2 = 0;
+    unpin_all(s);
+    for (int i = 0; i < n_keep; i++) s->xpf[s->n_xpf++] = s->xpf2[i]; /* still pinned */
 }
 
 /* the shadow caches: the same demand accesses under each policy, no prefetch, no I/O */
@@ -434,9 +478,9 @@ static bool prefetch_allowed(hy_stream *s) {
  * (a prompt), each of up to 32 tokens spread over it votes for its top k, and
  * the union goes out most-voted first. Writes up to m experts; 0 when the
  * router or its input is not on the host in a form read here (f32/f16). */
-static int pregate_predict(hy_stream *s, const struct ggml_tensor *topk, int layer, int k, int32_t *out, int m) {
-    if (!s->pregate || !s->routers || layer + 1 >= s->n_layer || s->n_expert > 1024) return 0;
-    const struct ggml_tensor *w = s->routers[layer + 1];
+static int pregate_predict(hy_stream *s, const struct ggml_tensor *topk, int target, int k, int32_t *out, int m) {
+    if (!s->pregate || !s->routers || target >= s->n_layer || s->n_expert > 1024) return 0;
+    const struct ggml_tensor *w = s->routers[target];
     const struct ggml_tensor *n = topk, *x = NULL;
     for (int depth = 0; n && depth < 8 && !x; depth++) {
         if (n->op == GGML_OP_MUL_MAT && n->src[0] && strstr(n->src[0]->name, "ffn_gate_inp")) x = n->src[1];
@@ -483,6 +527,41 @@ static int pregate_predict(hy_stream *s, const struct ggml_tensor *topk, int lay
     return got;
 }
 
+/* Two layers ahead, for a batch. Storage idles whenever the next layer's reads
+ * end before its router runs: a step of 8 sequences on the Mixtral-shaped bench
+ * model kept it busy 0.45 s of 0.5 s, though compute waited on it 0.16 s. Guesses
+ * for the layer after the next (pre-gating with that layer's router on this
+ * layer's input: less sure than the next layer's) go to the I/O's idle queue,
+ * which issues them only while nothing else is queued, so they use only time
+ * the device would idle; a guess the next router confirms, or a slice its own
+ * router needs, moves to the ordinary queue. Pinned until their router, like
+ * the next layer's, and never so many that a router could not admit its whole
+ * union beside them. */
+/* Guesses two layers ahead per router: the most voted one the cache lacks. The idle
+ * time between two routers fits ~0.4 slice there (1.7 ms at ~2 GB/s), and a slice on
+ * the idle queue that is still read when the next layer's own reads come costs them
+ * time when it is wrong: with every voted guess, steps of 8 read ~1060 MiB and 8
+ * clients made 11.3-12.0 tok/s (7 runs, mean 11.6); with the first only, ~1000 MiB and
+ * 11.6-12.4 tok/s (5 runs, mean 12.0); two, 11.7 and 12.0. */
+#define TWO_AHEAD_MAX 1
+
+static void prefetch_two_ahead(hy_stream *s, const struct ggml_tensor *t, int layer, int k) {
+    if (s->n_slots < 3 * s->n_expert) return;
+    int32_t pred[1024];
+    int np = pregate_predict(s, t, layer + 2, k, pred, s->n_expert < 1024 ? s->n_expert : 1024);
+    for (int i = 0, got = 0; i < np && got < TWO_AHEAD_MAX && prefetch_allowed(s); i++) {
+        if (s->n_pinned + s->n_xpf + s->n_xpf2 + s->n_expert >= s->n_slots || s->n_xpf2 >= s->n_expert) break;
+        int key = key_of(s, layer + 2, pred[i]);
+        if (pred[i] < 0 || pred[i] >= s->n_expert || hy_xcache_resident(s->xc, key)) continue;
+        if (!hy_xcache_can_take(s->xc, key, INFINITY, s->tick)) continue;
+        admit(s, key, true, true);
+        if (!hy_xcache_resident(s->xc, key)) continue;
+        hy_xcache_pin(s->xc, key, true);
+        s->xpf2[s->n_xpf2++] = key;
+        got++;
+    }
+}
+
 static void on_router(hy_stream *s, struct ggml_tensor *t, int layer) {
     if (layer >= s->n_layer || t->type != GGML_TYPE_I32 || !t->data || !t->buffer) return;
     int k = (int)t->ne[0], n_tok = (int)t->ne[1];
@@ -497,7 +576,7 @@ static void on_router(hy_stream *s, struct ggml_tensor *t, int layer) {
     if (layer == 0 || s->last_topk_layer < 0 || layer <= s->last_topk_layer) s->tick += (uint64_t)n_tok;
     s->last_topk_layer = layer;
     s->topk_pass[layer] = s->pass_id + 1;
-    unpin_all(s); /* the previous layer's experts have been computed */
+    unpin_routed(s, layer); /* the previous layer's experts have been computed */
 
     /* the union of the batch's choices, each expert once */
     bool *want = calloc((size_t)s->n_expert, sizeof *want);
@@ -534,7 +613,10 @@ static void on_router(hy_stream *s, struct ggml_tensor *t, int layer) {
         }
     shadow_access(s, s->pinned, s->n_pinned);
     for (int e = 0; e < s->n_expert && !s->failed; e++)
-        if (want[e]) admit(s, key_of(s, layer, e), false);
+        if (want[e]) {
+            promote_key(s, key_of(s, layer, e));
+            admit(s, key_of(s, layer, e), false, false);
+        }
 
     /* speculative: the next layer's likely experts, read while this layer computes.
      * One sequence: only into room held by slices that score below what they replace.
@@ -547,15 +629,19 @@ static void on_router(hy_stream *s, struct ggml_tensor *t, int layer) {
      * them wasted). HYPURA_BATCH_PREFETCH=0: the one-sequence rule for batches too. */
     if (layer + 1 < s->n_layer && !s->failed) {
         int32_t pred[1024];
-        int np = pregate_predict(s, t, layer, k, pred, s->n_expert < 1024 ? s->n_expert : 1024);
+        int np = pregate_predict(s, t, layer + 1, k, pred, s->n_expert < 1024 ? s->n_expert : 1024);
         if (np == 0 && n_tok == 1) np = hy_coact_predict_next(s->coact, layer, ids, k, pred, k + 1 < 16 ? k + 1 : 16);
         bool batch = n_tok > 1 && s->batch_prefetch;
         for (int i = 0; i < np && prefetch_allowed(s); i++) {
             int key = key_of(s, layer + 1, pred[i]);
-            if (pred[i] < 0 || pred[i] >= s->n_expert || hy_xcache_resident(s->xc, key)) continue;
+            if (pred[i] < 0 || pred[i] >= s->n_expert) continue;
+            if (hy_xcache_resident(s->xc, key)) {
+                promote_key(s, key); /* guessed two layers ahead, and again now */
+                continue;
+            }
             double floor = batch ? INFINITY : hy_xcache_score(s->xc, key, s->tick) + 1e-9;
             if (!hy_xcache_can_take(s->xc, key, floor, s->tick)) continue;
-            admit(s, key, true);
+            admit(s, key, true, false);
             /* held until the next layer's router has run: a colder guess for the same
              * layer (or a demand miss) would otherwise evict it before its use */
             if (batch && hy_xcache_resident(s->xc, key) && s->n_xpf < s->n_expert) {
@@ -564,6 +650,8 @@ static void on_router(hy_stream *s, struct ggml_tensor *t, int layer) {
             }
         }
     }
+    if (layer + 2 < s->n_layer && !s->failed && n_tok > 1 && s->batch_prefetch2 && !s->pagecache)
+        prefetch_two_ahead(s, t, layer, k);
     /* the misses were queued first; the speculative reads queue behind them and
      * keep the device busy while this layer's experts compute */
     for (int e = 0; e < s->n_expert; e++)
@@ -586,7 +674,7 @@ static void load_whole_layer(hy_stream *s, int layer) {
         hy_xcache_pin(s->xc, key, true);
         s->pinned[s->n_pinned++] = key;
     }
-    for (int e = 0; e < s->n_expert; e++) admit(s, key_of(s, layer, e), false);
+    for (int e = 0; e < s->n_expert; e++) admit(s, key_of(s, layer, e), false, false);
     for (int e = 0; e < s->n_expert; e++) wait_key(s, key_of(s, layer, e));
     s->topk_pass[layer] = s->pass_id + 1;
 }
@@ -653,7 +741,7 @@ static void swap_in(hy_stream *s, struct ggml_tensor *t, int wi, struct entry *e
     s->n_sw++;
     const struct xarena *a = &s->arenas[en->xkind];
     int xd = ggml_n_dims(w) - 1; /* the expert dimension: ne[2] of weights, ne[1] of biases */
-    w->data = a->base;
+    w->data = a->base + slice_home(s, en);
     w->ne[xd] = s->n_slots;
     w->nb[xd] = a->pitch;
     for (int d = xd + 1; d < GGML_MAX_DIMS; d++) w->nb[d] = w->nb[d - 1] * (size_t)w->ne[d - 1];

@@ -676,6 +676,8 @@ int hy_stream_create(const hy_stream_params *p, hy_stream **out, char *err, size
     s->pregate = !(pf && !strcmp(pf, "coact"));
     const char *bp = getenv("HYPURA_BATCH_PREFETCH"); /* hy_experts.c, on_router */
     s->batch_prefetch = !(bp && !strcmp(bp, "0"));
+    const char *bp2 = getenv("HYPURA_BATCH_PREFETCH2"); /* hy_experts.c, prefetch_two_ahead */
+    s->batch_prefetch2 = s->batch_prefetch && !(bp2 && !strcmp(bp2, "0"));
     s->persist_stats = p->persist_stats;
     s->pagecache = p->pagecache && plan->mode == HY_MODE_EXPERT;
     s->lookahead = s->adaptive && s->max_lookahead > 1 ? 1 : s->max_lookahead;

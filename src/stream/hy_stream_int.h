@@ -89,6 +89,7 @@ struct hy_stream {
     int *free_slots, n_free;   /* a stack; popped lowest first at the start */
     int *pinned, n_pinned;     /* keys the current layer needs */
     int *xpf, n_xpf;           /* keys prefetched for the next layer in a batch, held until its router */
+    int *xpf2, n_xpf2;         /* keys prefetched two layers ahead (idle queue), held the same way */
     /* nodes whose expert tensor and ids are swapped to the arena until they have computed: one
      * layer's (hy_experts.c: swap_in) */
     struct xswap {
@@ -106,6 +107,7 @@ struct hy_stream {
     struct ggml_tensor **routers; /* per layer: its router weight (ffn_gate_inp) if in our RAM tier */
     bool pregate;              /* predict the next layer's experts with its router on this layer's input */
     bool batch_prefetch;       /* a batch's guesses evict whatever they score, pinned until used */
+    bool batch_prefetch2;      /* and guesses two layers ahead go to the I/O's idle queue (on_router) */
     /* both eviction policies replayed on the routed accesses without I/O (hy_policy.h) */
     struct hy_xcache *shadow[2];
     uint64_t shadow_accesses, shadow_hits[2];
