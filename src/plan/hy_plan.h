@@ -296,9 +296,9 @@ int hy_plan_vxc_predict(const hy_plan *trial, const hy_plan_params *p, uint64_t 
  * trial's prediction with the cache is uncalibrated (it said 10 tok/s where 123 were measured). Pure. */
 #define HY_PLAN_VXC_NVME_DOUBT 2.0 /* the trial's expected storage reads ran up to ~2x the measured ones on the H200
                                       machine (qwen3moe layout, 12 GiB cgroup: 325 MiB per token expected from the
-                                      routing prior, 149 read cold; with 85 tokens of statistics the trial waited
-                                      77 ms more than the plan by the prediction where a filled cache read nothing),
-                                      and the Mixtral shape's is 30x its saving (1029 ms against 28) */
+                                      routing prior, 149 read cold; with one run's 85 tokens of statistics 75
+                                      expected, 40.9 read), where the Mixtral shape's extra wait is 30x what the
+                                      cache saves (1029 ms against 28 per token) */
 typedef enum { HY_VXC_USE = 0, HY_VXC_NO_PAY = 1, HY_VXC_NVME_SLOWER = 2 } hy_vxc_verdict;
 hy_vxc_verdict hy_plan_vxc_judge(const hy_plan_vxc_pred *xp, const hy_plan *trial, const hy_plan *plan, double *extra_wait_s);
 
