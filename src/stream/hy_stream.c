@@ -769,6 +769,9 @@ void hy_stream_get_stats(const hy_stream *s, hy_stream_stats *st) {
 void hy_stream_free(hy_stream *s) {
     if (!s) return;
     hy_load_finish(s);
+    /* first: it waits for the expert reads still in flight (guesses never needed, on the
+     * I/O's idle queue too), which hy_io_close requires and which need the reader open */
+    hy_experts_free(s);
     if (s->io) {
         for (int i = 0; i < s->n_entries; i++)
             if (s->entries[i].ticket) {
@@ -777,7 +780,6 @@ void hy_stream_free(hy_stream *s) {
             }
         hy_io_close(s->io);
     }
-    hy_experts_free(s);
     if (s->fd_buffered >= 0) close(s->fd_buffered);
     if (s->groups)
         for (int gi = 0; gi < s->n_groups; gi++) free(s->groups[gi].entries);
