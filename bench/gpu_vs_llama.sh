@@ -35,8 +35,6 @@ TMP=$(mktemp -d)
 PROMPT="Write a short story about a lighthouse keeper who finds a message in a bottle."
 export HYPURA_NO_PERSIST_STATS=1
 
-vram_start() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$TMP/vram" 2>/dev/null & VPID=$!; sleep 0.3; }
-vram_stop() { kill $VPID 2>/dev/null; wait $VPID 2>/dev/null; VRAM=$(sort -n "$TMP/vram" | tail -1); VRAM=${VRAM:-0}; }
 record() { local r=${1//\\/\\\\}; echo "$r" >>"$OUTJ"; }
 bytes() { numfmt --from=iec "${1%B}"; }
 

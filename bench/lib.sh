@@ -43,6 +43,19 @@ llama_eval_tps() { sed -n 's/.*eval time = .*, *\([0-9.]*\) tokens per second.*/
 hypura_gen_tps() { sed -n 's/.*generation [0-9]* tokens, \([0-9.]*\) tok\/s.*/\1/p' "$1" | tail -1; }
 # tok/s of generation from hypura run's --stats-json file (3 decimals), 0 when it is missing
 hypura_json_tps() { python3 -c "import json,sys;print(round(json.load(open(sys.argv[1]))['gen_tps'],3))" "$1" 2>/dev/null || echo 0; }
+# peak VRAM in use while a command runs (nvidia-smi every 100 ms into $TMP/vram): vram_start before
+# it, vram_stop after, which sets VRAM (MiB; 0 without nvidia-smi)
+vram_start() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$TMP/vram" 2>/dev/null & VPID=$!; sleep 0.3; }
+vram_stop() { kill $VPID 2>/dev/null; wait $VPID 2>/dev/null; VRAM=$(sort -n "$TMP/vram" | tail -1); VRAM=${VRAM:-0}; }
+# "TG PP": the best generation and prompt tok/s of a llama-bench -o json file, "0 0" when unreadable
+llama_bench_tg_pp() {
+  python3 - "$1" <<'PY' 2>/dev/null || echo "0 0"
+import json, sys
+r = json.load(open(sys.argv[1]))
+tg = max([t["avg_ts"] for t in r if t["n_gen"] > 0] or [0]); pp = max([t["avg_ts"] for t in r if t["n_prompt"] > 0] or [0])
+print(round(tg, 2), round(pp, 1))
+PY
+}
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 # the plan's predicted generation tok/s from a --stats-json file (3 decimals), 0 when it is missing
 hypura_json_pred() { python3 -c "import json,sys;print(round(json.load(open(sys.argv[1])).get('predicted_tok_s',0),3))" "$1" 2>/dev/null || echo 0; }

@@ -30,8 +30,6 @@ MIX=$MODELS/gpu-moe-20g.gguf Q3=$MODELS/gpu-q3moe-20g.gguf
 ls -la "$MIX" "$Q3"
 P="Write a short story about a lighthouse keeper who finds a message in a bottle."
 TMP=$(mktemp -d)
-vram_start() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$TMP/vram" 2>/dev/null & VPID=$!; sleep 0.3; }
-vram_stop() { kill $VPID 2>/dev/null; wait $VPID 2>/dev/null; VRAM=$(sort -n "$TMP/vram" | tail -1); VRAM=${VRAM:-0}; }
 # hy NAME MODEL ARGS: generation and prompt tok/s, peak VRAM
 hy() {
   local name=$1 m=$2; shift 2
@@ -57,13 +55,7 @@ ll() {
   "$LLAMA_BIN/llama-bench" -m "$m" -p $PP -n $N_GEN -r 1 -t 16 -o json "$@" >"$TMP/l.json" 2>"$TMP/l.err"
   local rc=$?
   vram_stop
-  LT=$(python3 - "$TMP/l.json" <<'PY' 2>/dev/null || echo "0 0"
-import json, sys
-r = json.load(open(sys.argv[1]))
-tg = max([t["avg_ts"] for t in r if t["n_gen"] > 0] or [0]); pp = max([t["avg_ts"] for t in r if t["n_prompt"] > 0] or [0])
-print(round(tg, 2), round(pp, 1))
-PY
-)
+  LT=$(llama_bench_tg_pp "$TMP/l.json")
   [[ $rc -eq 0 ]] || LT="0 0"
   printf '  %-40s gen %8s tok/s | prompt %s tok/s (%d tokens) | VRAM %6s MiB%s\n' "llama $name" "${LT% *}" "${LT#* }" $PP "$VRAM" \
     "$([[ $rc -ne 0 ]] && echo " FAILED: $(tail -1 "$TMP/l.err")")"

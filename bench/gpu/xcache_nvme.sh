@@ -44,8 +44,6 @@ ls -la "$MIX" "$Q3"
 sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null
 P="Write a short story about a lighthouse keeper who finds a message in a bottle."
 TMP=$(mktemp -d)
-vram_start() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$TMP/vram" 2>/dev/null & VPID=$!; sleep 0.3; }
-vram_stop() { kill $VPID 2>/dev/null; wait $VPID 2>/dev/null; VRAM=$(sort -n "$TMP/vram" | tail -1); VRAM=${VRAM:-0}; }
 hy() {
   local name=$1 m=$2; shift 2
   "$BIN/hypura" estimate "$m" -c 1024 "$@" 2>&1 | grep -E "plan:|VRAM expert cache|expert cache:|predicted|auto:|under it|PCIe" | cut -c1-400 | sed 's/^/    /'
@@ -70,13 +68,7 @@ ll() {
   capped timeout 100 "$LLAMA_BIN/llama-bench" -m "$m" -p 256 -n 16 -r 1 -t 16 -o json "$@" >"$TMP/l.json" 2>"$TMP/l.err"
   local rc=$?
   vram_stop
-  LT=$(python3 - "$TMP/l.json" <<'PY' 2>/dev/null || echo "0 0"
-import json, sys
-r = json.load(open(sys.argv[1]))
-tg = max([t["avg_ts"] for t in r if t["n_gen"] > 0] or [0]); pp = max([t["avg_ts"] for t in r if t["n_prompt"] > 0] or [0])
-print(round(tg, 2), round(pp, 1))
-PY
-)
+  LT=$(llama_bench_tg_pp "$TMP/l.json")
   [[ $rc -eq 0 ]] || LT="0 0"
   printf '  %-44s gen %8s tok/s | prompt %s tok/s (256 tokens) | VRAM %6s MiB%s\n' "llama $name" "${LT% *}" "${LT#* }" "$VRAM" \
     "$([[ $rc -ne 0 ]] && echo " FAILED rc $rc: $(tail -1 "$TMP/l.err")")"
