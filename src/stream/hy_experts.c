@@ -527,6 +527,14 @@ static int pregate_predict(hy_stream *s, const struct ggml_tensor *topk, int tar
     return got;
 }
 
+/* Guesses two layers ahead per router: the most voted one the cache lacks. The idle
+ * time between two routers fits ~0.4 slice there (1.7 ms at ~2 GB/s), and a slice on
+ * the idle queue that is still read when the next layer's own reads come costs them
+ * time when it is wrong: with every voted guess, steps of 8 read ~1060 MiB and 8
+ * clients made 11.3-12.0 tok/s (7 runs, mean 11.6); with the first only, ~1000 MiB and
+ * 11.6-12.4 tok/s (5 runs, mean 12.0); two, 11.7 and 12.0. */
+#define TWO_AHEAD_MAX 1
+
 /* Two layers ahead, for a batch. Storage idles whenever the next layer's reads
  * end before its router runs: a step of 8 sequences on the Mixtral-shaped bench
  * model kept it busy 0.45 s of 0.5 s, though compute waited on it 0.16 s. Guesses
@@ -537,14 +545,6 @@ static int pregate_predict(hy_stream *s, const struct ggml_tensor *topk, int tar
  * router needs, moves to the ordinary queue. Pinned until their router, like
  * the next layer's, and never so many that a router could not admit its whole
  * union beside them. */
-/* Guesses two layers ahead per router: the most voted one the cache lacks. The idle
- * time between two routers fits ~0.4 slice there (1.7 ms at ~2 GB/s), and a slice on
- * the idle queue that is still read when the next layer's own reads come costs them
- * time when it is wrong: with every voted guess, steps of 8 read ~1060 MiB and 8
- * clients made 11.3-12.0 tok/s (7 runs, mean 11.6); with the first only, ~1000 MiB and
- * 11.6-12.4 tok/s (5 runs, mean 12.0); two, 11.7 and 12.0. */
-#define TWO_AHEAD_MAX 1
-
 static void prefetch_two_ahead(hy_stream *s, const struct ggml_tensor *t, int layer, int k) {
     if (s->n_slots < 3 * s->n_expert) return;
     int32_t pred[1024];
